@@ -1,0 +1,86 @@
+//! Operational endpoints: health, metrics, and the OpenAPI documents this server implements.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::domain::QosStatus;
+use crate::store::sessions;
+
+const QOD_V1_SPEC: &str = include_str!("../../openapi/quality-on-demand_v1.1.0.yaml");
+const PROFILES_V1_SPEC: &str = include_str!("../../openapi/qos-profiles_v1.1.0.yaml");
+
+pub fn routes() -> axum::Router<AppState> {
+    Router::new()
+        .route("/health/live", get(|| async { StatusCode::NO_CONTENT }))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route(
+            "/openapi/quality-on-demand/v1.yaml",
+            get(|| async { yaml(QOD_V1_SPEC) }),
+        )
+        .route(
+            "/openapi/qos-profiles/v1.yaml",
+            get(|| async { yaml(PROFILES_V1_SPEC) }),
+        )
+}
+
+fn yaml(doc: &'static str) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/yaml")], doc)
+}
+
+async fn ready(State(state): State<AppState>) -> Result<StatusCode, ApiError> {
+    sqlx::query("SELECT 1")
+        .execute(&state.service.core().pool)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "readiness check failed");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "Database not reachable.",
+            )
+        })?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Refreshes the gauges that mirror stored state, then renders everything.
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let core = state.service.core();
+    if let Ok(mut conn) = core.pool.acquire().await {
+        if let Ok(counts) = sessions::count_by_status(&mut conn).await {
+            for status in [
+                QosStatus::Requested,
+                QosStatus::Available,
+                QosStatus::Unavailable,
+            ] {
+                let n = counts
+                    .iter()
+                    .find(|(s, _)| *s == status)
+                    .map(|(_, n)| *n)
+                    .unwrap_or(0);
+                core.metrics
+                    .sessions
+                    .with_label_values(&[status.as_str()])
+                    .set(n);
+            }
+        }
+        if let Ok(n) = crate::store::ledger::active_count(&mut conn).await {
+            core.metrics
+                .network_grants
+                .with_label_values(&["simulated"])
+                .set(n);
+        }
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        core.metrics.render(),
+    )
+}

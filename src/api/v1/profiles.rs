@@ -1,0 +1,65 @@
+//! `/qos-profiles/v1`: the CAMARA QoS Profiles 1.1 facade over the catalogue.
+
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use super::wire::{DeviceWire, check_profile_name};
+use crate::api::AppState;
+use crate::api::error::ApiError;
+use crate::api::json::ApiJson;
+use crate::domain::{ProfileStatus, QosProfile};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/retrieve-qos-profiles", post(retrieve))
+        .route("/qos-profiles/{name}", get(read))
+}
+
+#[derive(Debug, Deserialize)]
+struct RetrieveBody {
+    device: Option<DeviceWire>,
+    name: Option<String>,
+    status: Option<ProfileStatus>,
+}
+
+/// Every profile is offered to every device here, so a device filter is validated but does not
+/// narrow the list.
+async fn retrieve(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<RetrieveBody>,
+) -> Result<Json<Vec<QosProfile>>, ApiError> {
+    if let Some(device) = body.device {
+        device.into_device()?;
+    }
+    if let Some(name) = &body.name {
+        check_profile_name(name)?;
+    }
+    let profiles = state
+        .service
+        .core()
+        .catalogue
+        .all()
+        .iter()
+        .filter(|p| body.name.as_ref().is_none_or(|n| &p.name == n))
+        .filter(|p| body.status.is_none_or(|s| p.status == s))
+        .cloned()
+        .collect();
+    Ok(Json(profiles))
+}
+
+async fn read(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<QosProfile>, ApiError> {
+    check_profile_name(&name)?;
+    state
+        .service
+        .core()
+        .catalogue
+        .get(&name)
+        .cloned()
+        .map(Json)
+        .ok_or_else(ApiError::not_found)
+}

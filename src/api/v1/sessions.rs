@@ -1,0 +1,233 @@
+//! `/quality-on-demand/v1`: the CAMARA QoD 1.1 facade over the service.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use super::wire::{
+    ApplicationServerWire, DeviceWire, PortsSpecWire, SessionInfo, check_profile_name, parse_flow,
+};
+use crate::api::AppState;
+use crate::api::error::ApiError;
+use crate::api::json::ApiJson;
+use crate::domain::{Device, SessionId, SinkCredential};
+use crate::service::NewSession;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/sessions", post(create))
+        .route("/sessions/{sessionId}", get(read).delete(delete))
+        .route("/sessions/{sessionId}/extend", post(extend))
+        .route("/retrieve-sessions", post(retrieve))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateSessionBody {
+    device: Option<DeviceWire>,
+    application_server: Option<ApplicationServerWire>,
+    device_ports: Option<PortsSpecWire>,
+    application_server_ports: Option<PortsSpecWire>,
+    qos_profile: Option<String>,
+    duration: Option<i64>,
+    sink: Option<String>,
+    sink_credential: Option<SinkCredentialWire>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SinkCredentialWire {
+    credential_type: Option<String>,
+    access_token: Option<String>,
+    access_token_expires_utc: Option<String>,
+    access_token_type: Option<String>,
+}
+
+fn parse_sink(sink: Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(sink) = sink else { return Ok(None) };
+    let invalid = || {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_SINK",
+            "sink not valid for the specified protocol",
+        )
+    };
+    let rest = sink.strip_prefix("https://").ok_or_else(invalid)?;
+    if rest.is_empty()
+        || sink.len() > 2048
+        || sink.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(invalid());
+    }
+    Ok(Some(sink))
+}
+
+fn parse_credential(c: Option<SinkCredentialWire>) -> Result<Option<SinkCredential>, ApiError> {
+    let Some(c) = c else { return Ok(None) };
+    match c.credential_type.as_deref() {
+        Some("ACCESSTOKEN") => {}
+        Some("PLAIN" | "REFRESHTOKEN") => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "INVALID_CREDENTIAL",
+                "Only Access token is supported",
+            ));
+        }
+        Some(_) => {
+            return Err(ApiError::invalid_argument(
+                "sinkCredential.credentialType is not a known type",
+            ));
+        }
+        None => {
+            return Err(ApiError::invalid_argument(
+                "sinkCredential.credentialType is required",
+            ));
+        }
+    }
+    match c.access_token_type.as_deref() {
+        Some(t) if t.eq_ignore_ascii_case("bearer") => {}
+        None => {
+            return Err(ApiError::invalid_argument(
+                "sinkCredential.accessTokenType is required",
+            ));
+        }
+        Some(_) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "INVALID_TOKEN",
+                "Only bearer token is supported",
+            ));
+        }
+    }
+    let token = c
+        .access_token
+        .filter(|t| !t.is_empty() && t.len() <= 4096)
+        .ok_or_else(|| {
+            ApiError::invalid_argument(
+                "sinkCredential.accessToken is required (at most 4096 characters)",
+            )
+        })?;
+    let expires = c
+        .access_token_expires_utc
+        .as_deref()
+        .ok_or_else(|| ApiError::invalid_argument("sinkCredential.accessTokenExpiresUtc is required"))
+        .and_then(|t| {
+            DateTime::parse_from_rfc3339(t)
+                .map(|d| d.with_timezone(&Utc))
+                .map_err(|_| ApiError::invalid_argument("sinkCredential.accessTokenExpiresUtc must be an RFC 3339 date-time with time zone"))
+        })?;
+    Ok(Some(SinkCredential {
+        access_token: token,
+        access_token_expires_utc: expires,
+    }))
+}
+
+fn parse_duration(field: &str, value: Option<i64>) -> Result<i64, ApiError> {
+    let v = value.ok_or_else(|| ApiError::invalid_argument(format!("{field} is required")))?;
+    if !(1..=i64::from(i32::MAX)).contains(&v) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "OUT_OF_RANGE",
+            format!("{field} must be between 1 and {}", i32::MAX),
+        ));
+    }
+    Ok(v)
+}
+
+fn parse_device(device: Option<DeviceWire>) -> Result<Device, ApiError> {
+    // Without authentication every token is two-legged: the device must be named.
+    device
+        .ok_or_else(ApiError::missing_identifier)?
+        .into_device()
+}
+
+fn parse_session_id(raw: &str) -> Result<SessionId, ApiError> {
+    raw.parse()
+        .map(SessionId)
+        .map_err(|_| ApiError::invalid_argument("sessionId must be a UUID"))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<CreateSessionBody>,
+) -> Result<Response, ApiError> {
+    let qos_profile = body
+        .qos_profile
+        .ok_or_else(|| ApiError::invalid_argument("qosProfile is required"))?;
+    check_profile_name(&qos_profile)?;
+    let flow = parse_flow(
+        body.application_server,
+        body.device_ports,
+        body.application_server_ports,
+    )?;
+    let duration_secs = parse_duration("duration", body.duration)?;
+    let sink = parse_sink(body.sink)?;
+    let sink_credential = parse_credential(body.sink_credential)?;
+    let device = parse_device(body.device)?;
+    let session = state
+        .service
+        .create(NewSession {
+            device,
+            flow,
+            qos_profile,
+            duration_secs,
+            sink,
+            sink_credential,
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(SessionInfo::from(&session))).into_response())
+}
+
+async fn read(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<SessionInfo>, ApiError> {
+    let session = state.service.get(parse_session_id(&id)?).await?;
+    Ok(Json(SessionInfo::from(&session)))
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.service.delete(parse_session_id(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ExtendBody {
+    requested_additional_duration: Option<i64>,
+}
+
+async fn extend(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ExtendBody>,
+) -> Result<Json<SessionInfo>, ApiError> {
+    let id = parse_session_id(&id)?;
+    let additional = parse_duration(
+        "requestedAdditionalDuration",
+        body.requested_additional_duration,
+    )?;
+    let session = state.service.extend(id, additional).await?;
+    Ok(Json(SessionInfo::from(&session)))
+}
+
+#[derive(Debug, Deserialize)]
+struct RetrieveBody {
+    device: Option<DeviceWire>,
+}
+
+async fn retrieve(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<RetrieveBody>,
+) -> Result<Json<Vec<SessionInfo>>, ApiError> {
+    let device = parse_device(body.device)?;
+    let sessions = state.service.retrieve(&device).await?;
+    Ok(Json(sessions.iter().map(SessionInfo::from).collect()))
+}

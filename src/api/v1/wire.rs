@@ -1,0 +1,241 @@
+//! v1 wire types (CAMARA QoD 1.1 / QoS Profiles 1.1) and their translation into domain types.
+//! Required fields are `Option` here so a missing one gets a precise message, not serde's.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::api::error::ApiError;
+use crate::domain::{
+    ApplicationServer, Device, DeviceIdentifiers, DeviceIpv4, Flow, Invalid, PhoneNumber,
+    PortsSpec, SelectionError, Session,
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceWire {
+    phone_number: Option<String>,
+    network_access_identifier: Option<String>,
+    ipv4_address: Option<DeviceIpv4Wire>,
+    ipv6_address: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceIpv4Wire {
+    public_address: Option<String>,
+    private_address: Option<String>,
+    public_port: Option<i64>,
+}
+
+fn ipv4(field: &str, text: &str) -> Result<std::net::Ipv4Addr, Invalid> {
+    text.parse()
+        .map_err(|_| Invalid::argument(format!("{field} is not an IPv4 address")))
+}
+
+fn port(field: &str, p: i64) -> Result<u16, Invalid> {
+    u16::try_from(p).map_err(|_| Invalid::out_of_range(format!("{field} must be within 0..65535")))
+}
+
+impl DeviceWire {
+    /// Parses every identifier, then selects the one the session is bound to.
+    pub fn into_device(self) -> Result<Device, ApiError> {
+        let has_any = self.phone_number.is_some()
+            || self.network_access_identifier.is_some()
+            || self.ipv4_address.is_some()
+            || self.ipv6_address.is_some();
+        if !has_any {
+            return Err(ApiError::invalid_argument(
+                "device must contain at least one identifier",
+            ));
+        }
+        let phone_number = self
+            .phone_number
+            .as_deref()
+            .map(PhoneNumber::parse)
+            .transpose()?;
+        if let Some(nai) = &self.network_access_identifier {
+            if nai.is_empty() || nai.len() > 256 {
+                return Err(ApiError::invalid_argument(
+                    "device.networkAccessIdentifier is malformed",
+                ));
+            }
+        }
+        let ipv4 = match self.ipv4_address {
+            None => None,
+            Some(w) => {
+                let public = w.public_address.as_deref().ok_or_else(|| {
+                    Invalid::argument("device.ipv4Address.publicAddress is required")
+                })?;
+                let public = ipv4("device.ipv4Address.publicAddress", public)?;
+                let private = w
+                    .private_address
+                    .as_deref()
+                    .map(|p| ipv4("device.ipv4Address.privateAddress", p))
+                    .transpose()?;
+                let public_port = w
+                    .public_port
+                    .map(|p| port("device.ipv4Address.publicPort", p))
+                    .transpose()?;
+                Some(DeviceIpv4::new(public, private, public_port)?)
+            }
+        };
+        let ipv6 = self
+            .ipv6_address
+            .as_deref()
+            .map(|t| {
+                t.parse()
+                    .map_err(|_| Invalid::argument("device.ipv6Address is not an IPv6 address"))
+            })
+            .transpose()?;
+        DeviceIdentifiers {
+            phone_number,
+            network_access_identifier: self.network_access_identifier,
+            ipv4,
+            ipv6,
+        }
+        .select()
+        .map_err(|e| match e {
+            SelectionError::Missing => ApiError::missing_identifier(),
+            SelectionError::Unsupported => ApiError::unsupported_identifier(),
+        })
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplicationServerWire {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ipv4_address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ipv6_address: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct PortRangeWire {
+    from: i64,
+    to: i64,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct PortsSpecWire {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ranges: Option<Vec<PortRangeWire>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ports: Option<Vec<i64>>,
+}
+
+impl PortsSpecWire {
+    fn parse(self, field: &str) -> Result<PortsSpec, Invalid> {
+        PortsSpec::parse(
+            field,
+            self.ranges
+                .map(|r| r.into_iter().map(|r| (r.from, r.to)).collect()),
+            self.ports,
+        )
+    }
+
+    fn from_domain(p: &PortsSpec) -> Self {
+        Self {
+            ranges: (!p.ranges.is_empty()).then(|| {
+                p.ranges
+                    .iter()
+                    .map(|&(from, to)| PortRangeWire {
+                        from: from.into(),
+                        to: to.into(),
+                    })
+                    .collect()
+            }),
+            ports: (!p.ports.is_empty()).then(|| p.ports.iter().map(|&p| p.into()).collect()),
+        }
+    }
+}
+
+/// Builds the flow from its three wire parts.
+pub fn parse_flow(
+    server: Option<ApplicationServerWire>,
+    device_ports: Option<PortsSpecWire>,
+    server_ports: Option<PortsSpecWire>,
+) -> Result<Flow, ApiError> {
+    let server =
+        server.ok_or_else(|| ApiError::invalid_argument("applicationServer is required"))?;
+    Ok(Flow {
+        application_server: ApplicationServer::parse(
+            server.ipv4_address.as_deref(),
+            server.ipv6_address.as_deref(),
+        )?,
+        device_ports: device_ports.map(|p| p.parse("devicePorts")).transpose()?,
+        application_server_ports: server_ports
+            .map(|p| p.parse("applicationServerPorts"))
+            .transpose()?,
+    })
+}
+
+/// `^[a-zA-Z0-9_.-]+$`, 3..=256 characters.
+pub fn check_profile_name(name: &str) -> Result<(), ApiError> {
+    let ok = (3..=256).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_argument(
+            "qosProfile must match ^[a-zA-Z0-9_.-]+$ with 3 to 256 characters",
+        ))
+    }
+}
+
+pub fn timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// The spec's SessionInfo. The sink credential is deliberately absent: it is never returned.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionInfo {
+    session_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device: Option<Device>,
+    application_server: ApplicationServerWire,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device_ports: Option<PortsSpecWire>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    application_server_ports: Option<PortsSpecWire>,
+    qos_profile: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sink: Option<String>,
+    duration: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    started_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<String>,
+    qos_status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status_info: Option<&'static str>,
+}
+
+impl From<&Session> for SessionInfo {
+    fn from(s: &Session) -> Self {
+        Self {
+            session_id: s.id.to_string(),
+            device: Some(s.device.clone()),
+            application_server: ApplicationServerWire {
+                ipv4_address: s.flow.application_server.ipv4_text.clone(),
+                ipv6_address: s.flow.application_server.ipv6_text.clone(),
+            },
+            device_ports: s.flow.device_ports.as_ref().map(PortsSpecWire::from_domain),
+            application_server_ports: s
+                .flow
+                .application_server_ports
+                .as_ref()
+                .map(PortsSpecWire::from_domain),
+            qos_profile: s.qos_profile.clone(),
+            sink: s.sink.clone(),
+            duration: s.duration_secs,
+            started_at: s.started_at.map(timestamp),
+            expires_at: s.expires_at.map(timestamp),
+            qos_status: s.status.as_str(),
+            status_info: s.status_info.map(|i| i.as_str()),
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Wiring: `Application::build(Settings)` opens storage, binds the listener (port 0 works) and
+//! prepares workers; `run_until` serves and works until the shutdown future resolves.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use apalis::prelude::Monitor;
+use sqlx::SqlitePool;
+use tokio::sync::watch;
+
+use crate::api::{self, AppState};
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::Settings;
+use crate::core::{Core, Wakers};
+use crate::jobs;
+use crate::metrics::Metrics;
+use crate::network::simulated::SimulatedNetwork;
+use crate::service::Service;
+use crate::store::{self, ProcessLock, queue};
+
+/// How long finished jobs stay in the queue table, for inspection.
+const FINISHED_JOB_RETENTION: Duration = Duration::from_secs(3600);
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+pub struct Application {
+    listener: tokio::net::TcpListener,
+    core: Arc<Core>,
+    network: Arc<SimulatedNetwork>,
+    settings: Settings,
+    instance: String,
+    _lock: Option<ProcessLock>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow::Result<Self> {
+        let lock = match store::database_path(&settings.database_url) {
+            Some(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("creating {}", dir.display()))?;
+                }
+                Some(ProcessLock::acquire(&path)?)
+            }
+            None => None,
+        };
+        let pool = store::open(&settings).await?;
+        // Under the process lock no other worker can hold a job: whatever a previous process
+        // claimed and did not finish goes back to the queue now, not after orphan detection.
+        let reclaimed = queue::reclaim_all(&mut *pool.acquire().await?).await?;
+        if reclaimed > 0 {
+            tracing::info!(reclaimed, "requeued jobs left in flight by a previous run");
+        }
+        let network = SimulatedNetwork::new(pool.clone(), clock.clone(), settings.sim.clone());
+        let core = Arc::new(Core {
+            pool,
+            clock,
+            network: network.clone(),
+            catalogue: settings.catalogue.clone(),
+            pools: settings.pools.clone(),
+            metrics: Metrics::new(),
+            wakers: Wakers::default(),
+            provision_timeout: settings.provision_timeout,
+            retention: settings.retention,
+        });
+        let listener = tokio::net::TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("binding {}", settings.listen))?;
+        Ok(Self {
+            listener,
+            core,
+            network,
+            settings,
+            instance: uuid::Uuid::new_v4().simple().to_string()[..8].to_owned(),
+            _lock: lock,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.core.pool
+    }
+
+    pub fn simulated_network(&self) -> Arc<SimulatedNetwork> {
+        self.network.clone()
+    }
+
+    /// Serves HTTP and runs the workers until `shutdown` resolves; then stops taking requests,
+    /// lets running jobs finish (up to the shutdown timeout) and hands the rest back.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+
+        let state = AppState {
+            service: Service::new(self.core.clone()),
+        };
+        let server = axum::serve(self.listener, api::router(state))
+            .with_graceful_shutdown(stopped(stop_rx.clone()));
+
+        let monitor = jobs::runner::register_all(
+            Monitor::new().should_restart(|ctx, err| {
+                tracing::warn!(worker = ctx.name(), error = %err, "worker stopped; restarting");
+                true
+            }),
+            &self.core,
+            &self.instance,
+        )
+        .shutdown_timeout(self.settings.shutdown_timeout);
+        let monitor_stop = stopped(stop_rx.clone());
+        let workers = monitor.run_with_signal(async move {
+            monitor_stop.await;
+            Ok(())
+        });
+        let pruner = prune_loop(self.core.clone(), stopped(stop_rx.clone()));
+
+        let (served, worked, ()) = tokio::join!(server, workers, pruner);
+        served.context("HTTP server")?;
+        if let Err(e) = worked {
+            tracing::warn!(error = %e, "workers stopped with errors");
+        }
+        let handed_back = queue::reclaim_all(&mut *self.core.pool.acquire().await?).await?;
+        if handed_back > 0 {
+            tracing::info!(handed_back, "returned unfinished jobs to the queue");
+        }
+        self.core.pool.close().await;
+        Ok(())
+    }
+}
+
+async fn prune_loop(core: Arc<Core>, stop: impl Future<Output = ()>) {
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            () = tokio::time::sleep(PRUNE_EVERY) => {}
+        }
+        let before = core.clock.now()
+            - chrono::Duration::from_std(FINISHED_JOB_RETENTION).unwrap_or_default();
+        match core.pool.acquire().await {
+            Ok(mut conn) => match queue::prune_finished(&mut conn, before).await {
+                Ok(n) if n > 0 => tracing::debug!(pruned = n, "pruned finished jobs"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "pruning finished jobs failed"),
+            },
+            Err(e) => tracing::warn!(error = %e, "pruning: no connection"),
+        }
+    }
+}

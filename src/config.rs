@@ -1,0 +1,246 @@
+//! One typed `Settings`, loaded once: built-in defaults, then the `--config` file, then `QOD_*`
+//! environment variables and flags (clap reads both; a flag beats its variable).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+
+use crate::domain::{Catalogue, QosProfile};
+use crate::pools::{PoolOverride, Pools};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// synchronous=NORMAL in WAL mode: a power loss may drop the last commits, a crash never.
+    Normal,
+    /// synchronous=FULL: every commit is on disk before the 2xx.
+    Full,
+}
+
+#[derive(Debug, Clone, Args, Default)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "QOD_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Database URL; `sqlite://PATH` (the folder is created).
+    #[arg(long, env = "QOD_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// TOML file with settings, the QoS profile catalogue and worker pool overrides.
+    #[arg(long, env = "QOD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Commit durability of the SQLite file.
+    #[arg(long, env = "QOD_DURABILITY", value_enum)]
+    pub durability: Option<Durability>,
+    /// Seconds a session may stay REQUESTED before it becomes UNAVAILABLE/NETWORK_TERMINATED.
+    #[arg(long, env = "QOD_PROVISION_TIMEOUT_SECS")]
+    pub provision_timeout_secs: Option<u64>,
+    /// Seconds an expired session stays readable before it is purged.
+    #[arg(long, env = "QOD_RETENTION_SECS")]
+    pub retention_secs: Option<u64>,
+    /// Simulated network: latency of each call in milliseconds.
+    #[arg(long, env = "QOD_SIM_LATENCY_MS")]
+    pub sim_latency_ms: Option<u64>,
+    /// Simulated network: share of calls failing with a retryable error (0..1).
+    #[arg(long, env = "QOD_SIM_FAILURE_RATE")]
+    pub sim_failure_rate: Option<f64>,
+    /// Simulated network: share of provisioning requests refused for good (0..1).
+    #[arg(long, env = "QOD_SIM_REFUSE_RATE")]
+    pub sim_refuse_rate: Option<f64>,
+    /// Seconds to let running jobs finish on shutdown before handing them back to the queue.
+    #[arg(long, env = "QOD_SHUTDOWN_TIMEOUT_SECS")]
+    pub shutdown_timeout_secs: Option<u64>,
+}
+
+/// The `--config` file's layout; every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    listen: Option<SocketAddr>,
+    database_url: Option<String>,
+    durability: Option<Durability>,
+    provision_timeout_secs: Option<u64>,
+    retention_secs: Option<u64>,
+    sim_latency_ms: Option<u64>,
+    sim_failure_rate: Option<f64>,
+    sim_refuse_rate: Option<f64>,
+    shutdown_timeout_secs: Option<u64>,
+    qos_profiles: Option<Vec<QosProfile>>,
+    #[serde(default)]
+    workers: BTreeMap<String, PoolOverride>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SimSettings {
+    pub latency: Duration,
+    pub failure_rate: f64,
+    pub refuse_rate: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub durability: Durability,
+    pub busy_timeout: Duration,
+    pub provision_timeout: Duration,
+    pub retention: Duration,
+    pub shutdown_timeout: Duration,
+    pub sim: SimSettings,
+    pub catalogue: Catalogue,
+    pub pools: Pools,
+}
+
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://./qod-data/qod.db";
+
+impl Settings {
+    pub fn load(args: &ServeArgs) -> anyhow::Result<Self> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str::<FileSettings>(&text)
+                    .with_context(|| format!("parsing config file {}", path.display()))?
+            }
+            None => FileSettings::default(),
+        };
+        let rate = |name: &str, v: f64| {
+            anyhow::ensure!((0.0..=1.0).contains(&v), "{name} must be between 0 and 1");
+            Ok(v)
+        };
+        let catalogue = match file.qos_profiles {
+            Some(profiles) => Catalogue::new(profiles).context("config: qos_profiles")?,
+            None => Catalogue::builtin(),
+        };
+        Ok(Self {
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid default")),
+            database_url: args
+                .database_url
+                .clone()
+                .or(file.database_url)
+                .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
+            durability: args
+                .durability
+                .or(file.durability)
+                .unwrap_or(Durability::Normal),
+            busy_timeout: Duration::from_secs(30),
+            provision_timeout: Duration::from_secs(
+                args.provision_timeout_secs
+                    .or(file.provision_timeout_secs)
+                    .unwrap_or(60),
+            ),
+            retention: Duration::from_secs(
+                args.retention_secs.or(file.retention_secs).unwrap_or(60),
+            ),
+            shutdown_timeout: Duration::from_secs(
+                args.shutdown_timeout_secs
+                    .or(file.shutdown_timeout_secs)
+                    .unwrap_or(10),
+            ),
+            sim: SimSettings {
+                latency: Duration::from_millis(
+                    args.sim_latency_ms.or(file.sim_latency_ms).unwrap_or(0),
+                ),
+                failure_rate: rate(
+                    "sim failure rate",
+                    args.sim_failure_rate
+                        .or(file.sim_failure_rate)
+                        .unwrap_or(0.0),
+                )?,
+                refuse_rate: rate(
+                    "sim refuse rate",
+                    args.sim_refuse_rate.or(file.sim_refuse_rate).unwrap_or(0.0),
+                )?,
+            },
+            catalogue,
+            pools: Pools::builtin().with_overrides(&file.workers)?,
+        })
+    }
+
+    /// Settings for tests and embedding: defaults with the given database.
+    pub fn for_database(database_url: impl Into<String>) -> anyhow::Result<Self> {
+        let mut s = Self::load(&ServeArgs::default())?;
+        s.database_url = database_url.into();
+        s.listen = "127.0.0.1:0".parse()?;
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_the_file_which_beats_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qod.toml");
+        std::fs::write(
+            &path,
+            "retention_secs = 7\nprovision_timeout_secs = 9\n[workers.purge_session]\nconcurrency = 2\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            retention_secs: Some(3),
+            ..Default::default()
+        };
+        let s = Settings::load(&args).unwrap();
+        assert_eq!(s.retention, Duration::from_secs(3));
+        assert_eq!(s.provision_timeout, Duration::from_secs(9));
+        assert_eq!(s.pools.get("purge_session").concurrency, 2);
+        assert_eq!(s.database_url, DEFAULT_DATABASE_URL);
+    }
+
+    #[test]
+    fn a_config_file_replaces_the_profile_catalogue() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qod.toml");
+        std::fs::write(
+            &path,
+            r#"
+[[qos_profiles]]
+name = "GAMING"
+status = "ACTIVE"
+minDuration = { value = 10, unit = "Seconds" }
+maxDuration = { value = 2, unit = "Hours" }
+"#,
+        )
+        .unwrap();
+        let s = Settings::load(&ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(s.catalogue.get("QOS_E").is_none());
+        assert_eq!(
+            s.catalogue.get("GAMING").unwrap().duration_range(),
+            10..=7200
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_rates_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qod.toml");
+        std::fs::write(&path, "listne = \"1.2.3.4:5\"\n").unwrap();
+        assert!(
+            Settings::load(&ServeArgs {
+                config: Some(path),
+                ..Default::default()
+            })
+            .is_err()
+        );
+        let args = ServeArgs {
+            sim_failure_rate: Some(1.5),
+            ..Default::default()
+        };
+        assert!(Settings::load(&args).is_err());
+    }
+}

@@ -1,0 +1,231 @@
+//! The application flow a session prioritises, and when two flows overlap.
+
+use ipnet::{Ipv4Net, Ipv6Net};
+use serde::{Deserialize, Serialize};
+
+use super::Invalid;
+
+/// Application server addresses; a bare address is a /32 or /128 network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplicationServer {
+    /// As the consumer wrote it, returned unchanged in SessionInfo.
+    pub ipv4_text: Option<String>,
+    pub ipv6_text: Option<String>,
+    pub ipv4: Option<Ipv4Net>,
+    pub ipv6: Option<Ipv6Net>,
+}
+
+impl ApplicationServer {
+    pub fn parse(ipv4: Option<&str>, ipv6: Option<&str>) -> Result<Self, Invalid> {
+        if ipv4.is_none() && ipv6.is_none() {
+            return Err(Invalid::argument(
+                "applicationServer needs ipv4Address or ipv6Address",
+            ));
+        }
+        let v4 = ipv4
+            .map(|t| {
+                parse_net::<Ipv4Net, std::net::Ipv4Addr>(t, 32).ok_or_else(|| {
+                    Invalid::argument(
+                        "applicationServer.ipv4Address is not an IPv4 address or address/mask",
+                    )
+                })
+            })
+            .transpose()?;
+        let v6 = ipv6
+            .map(|t| {
+                parse_net::<Ipv6Net, std::net::Ipv6Addr>(t, 128).ok_or_else(|| {
+                    Invalid::argument(
+                        "applicationServer.ipv6Address is not an IPv6 address or address/mask",
+                    )
+                })
+            })
+            .transpose()?;
+        Ok(Self {
+            ipv4_text: ipv4.map(str::to_owned),
+            ipv6_text: ipv6.map(str::to_owned),
+            ipv4: v4.map(|n| n.trunc()),
+            ipv6: v6.map(|n| n.trunc()),
+        })
+    }
+
+    fn overlaps(&self, other: &Self) -> bool {
+        let v4 = matches!((self.ipv4, other.ipv4), (Some(a), Some(b)) if a.contains(&b.network()) || b.contains(&a.network()));
+        let v6 = matches!((self.ipv6, other.ipv6), (Some(a), Some(b)) if a.contains(&b.network()) || b.contains(&a.network()));
+        v4 || v6
+    }
+}
+
+trait Net: std::str::FromStr {
+    fn from_addr(addr: Self::Addr, len: u8) -> Option<Self>
+    where
+        Self: Sized;
+    type Addr: std::str::FromStr;
+}
+
+impl Net for Ipv4Net {
+    type Addr = std::net::Ipv4Addr;
+    fn from_addr(addr: Self::Addr, len: u8) -> Option<Self> {
+        Ipv4Net::new(addr, len).ok()
+    }
+}
+
+impl Net for Ipv6Net {
+    type Addr = std::net::Ipv6Addr;
+    fn from_addr(addr: Self::Addr, len: u8) -> Option<Self> {
+        Ipv6Net::new(addr, len).ok()
+    }
+}
+
+fn parse_net<N: Net<Addr = A>, A: std::str::FromStr>(text: &str, full: u8) -> Option<N> {
+    if text.contains('/') {
+        text.parse::<N>().ok()
+    } else {
+        N::from_addr(text.parse::<A>().ok()?, full)
+    }
+}
+
+/// A set of ports: single ports and inclusive ranges. `None` in a flow means "all ports".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortsSpec {
+    pub ranges: Vec<(u16, u16)>,
+    pub ports: Vec<u16>,
+}
+
+impl PortsSpec {
+    /// Builds from wire values, which arrive as wide integers so range errors are ours to name.
+    pub fn parse(
+        field: &str,
+        ranges: Option<Vec<(i64, i64)>>,
+        ports: Option<Vec<i64>>,
+    ) -> Result<Self, Invalid> {
+        if ranges.is_none() && ports.is_none() {
+            return Err(Invalid::argument(format!("{field} needs ranges or ports")));
+        }
+        if ranges.as_ref().is_some_and(Vec::is_empty) || ports.as_ref().is_some_and(Vec::is_empty) {
+            return Err(Invalid::argument(format!(
+                "{field}: ranges and ports must not be empty arrays"
+            )));
+        }
+        let port = |p: i64| {
+            u16::try_from(p).map_err(|_| {
+                Invalid::out_of_range(format!("{field}: port {p} is outside 0..65535"))
+            })
+        };
+        let mut out = PortsSpec {
+            ranges: Vec::new(),
+            ports: Vec::new(),
+        };
+        for (from, to) in ranges.unwrap_or_default() {
+            let (from, to) = (port(from)?, port(to)?);
+            if from > to {
+                return Err(Invalid::out_of_range(format!(
+                    "{field}: range from {from} is greater than to {to}"
+                )));
+            }
+            out.ranges.push((from, to));
+        }
+        for p in ports.unwrap_or_default() {
+            out.ports.push(port(p)?);
+        }
+        Ok(out)
+    }
+
+    fn intervals(&self) -> impl Iterator<Item = (u16, u16)> + '_ {
+        self.ranges
+            .iter()
+            .copied()
+            .chain(self.ports.iter().map(|&p| (p, p)))
+    }
+
+    fn overlaps(&self, other: &Self) -> bool {
+        self.intervals()
+            .any(|(a0, a1)| other.intervals().any(|(b0, b1)| a0 <= b1 && b0 <= a1))
+    }
+}
+
+/// Everything that delimits the prioritised traffic of one device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flow {
+    pub application_server: ApplicationServer,
+    pub device_ports: Option<PortsSpec>,
+    pub application_server_ports: Option<PortsSpec>,
+}
+
+fn ports_overlap(a: &Option<PortsSpec>, b: &Option<PortsSpec>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a.overlaps(b),
+        _ => true,
+    }
+}
+
+impl Flow {
+    /// Two flows of the same device overlap when some packet could match both.
+    pub fn overlaps(&self, other: &Flow) -> bool {
+        self.application_server.overlaps(&other.application_server)
+            && ports_overlap(&self.device_ports, &other.device_ports)
+            && ports_overlap(
+                &self.application_server_ports,
+                &other.application_server_ports,
+            )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flow(v4: &str, ports: Option<PortsSpec>) -> Flow {
+        Flow {
+            application_server: ApplicationServer::parse(Some(v4), None).unwrap(),
+            device_ports: None,
+            application_server_ports: ports,
+        }
+    }
+
+    fn ports(ranges: &[(i64, i64)], single: &[i64]) -> PortsSpec {
+        PortsSpec::parse(
+            "p",
+            (!ranges.is_empty()).then(|| ranges.to_vec()),
+            (!single.is_empty()).then(|| single.to_vec()),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_cidr_overlaps_the_addresses_it_contains() {
+        assert!(flow("198.51.100.0/24", None).overlaps(&flow("198.51.100.7", None)));
+        assert!(flow("198.51.100.7", None).overlaps(&flow("198.51.100.0/24", None)));
+        assert!(!flow("198.51.100.0/24", None).overlaps(&flow("198.51.101.7", None)));
+    }
+
+    #[test]
+    fn disjoint_ports_do_not_overlap_and_absent_ports_mean_all() {
+        let a = flow("10.0.0.1", Some(ports(&[(5000, 5010)], &[])));
+        let b = flow("10.0.0.1", Some(ports(&[], &[5011, 6000])));
+        let c = flow("10.0.0.1", Some(ports(&[], &[5010])));
+        assert!(!a.overlaps(&b));
+        assert!(a.overlaps(&c));
+        assert!(a.overlaps(&flow("10.0.0.1", None)));
+    }
+
+    #[test]
+    fn ipv4_and_ipv6_servers_never_overlap() {
+        let v6 = Flow {
+            application_server: ApplicationServer::parse(None, Some("2001:db8::/64")).unwrap(),
+            device_ports: None,
+            application_server_ports: None,
+        };
+        assert!(!v6.overlaps(&flow("10.0.0.1", None)));
+    }
+
+    #[test]
+    fn bad_addresses_masks_and_ranges_are_refused() {
+        assert!(ApplicationServer::parse(Some("10.0.0.1/33"), None).is_err());
+        assert!(ApplicationServer::parse(Some("10.0.0"), None).is_err());
+        assert!(ApplicationServer::parse(None, Some("2001:db8::/129")).is_err());
+        assert!(ApplicationServer::parse(None, None).is_err());
+        assert!(PortsSpec::parse("p", Some(vec![(10, 5)]), None).is_err());
+        assert!(PortsSpec::parse("p", None, Some(vec![70000])).is_err());
+        assert!(PortsSpec::parse("p", None, Some(vec![])).is_err());
+    }
+}

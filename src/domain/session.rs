@@ -1,0 +1,189 @@
+//! A QoS session, its CAMARA status and the state of its network grant.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{Device, Flow};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SessionId(pub Uuid);
+
+impl SessionId {
+    pub fn new() -> Self {
+        Self(Uuid::new_v4())
+    }
+}
+
+impl Default for SessionId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Display for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+macro_rules! text_enum {
+    ($name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name { $(#[serde(rename = $text)] $variant),+ }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $text),+ }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = anyhow::Error;
+            fn from_str(s: &str) -> anyhow::Result<Self> {
+                match s {
+                    $($text => Ok(Self::$variant),)+
+                    other => anyhow::bail!("unknown {} {other:?}", stringify!($name)),
+                }
+            }
+        }
+    };
+}
+
+text_enum!(QosStatus {
+    Requested = "REQUESTED",
+    Available = "AVAILABLE",
+    Unavailable = "UNAVAILABLE",
+});
+
+text_enum!(StatusInfo {
+    DurationExpired = "DURATION_EXPIRED",
+    NetworkTerminated = "NETWORK_TERMINATED",
+    DeleteRequested = "DELETE_REQUESTED",
+});
+
+text_enum!(GrantState {
+    None = "none",
+    Provisioning = "provisioning",
+    Granted = "granted",
+    Releasing = "releasing",
+    Released = "released",
+});
+
+/// The consumer's token for its notification sink. Debug never prints the token.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SinkCredential {
+    pub access_token: String,
+    pub access_token_expires_utc: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for SinkCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SinkCredential")
+            .field("access_token", &"<redacted>")
+            .field("access_token_expires_utc", &self.access_token_expires_utc)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub id: SessionId,
+    /// Bumped on every change; jobs carry the revision they were scheduled for.
+    pub revision: i64,
+    pub status: QosStatus,
+    pub status_info: Option<StatusInfo>,
+    pub device: Device,
+    pub flow: Flow,
+    pub qos_profile: String,
+    /// Requested (REQUESTED), overall (AVAILABLE) or effective (UNAVAILABLE) duration.
+    pub duration_secs: i64,
+    pub sink: Option<String>,
+    pub sink_credential: Option<SinkCredential>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    /// Scheduled end while AVAILABLE; the termination time once UNAVAILABLE.
+    pub expires_at: Option<DateTime<Utc>>,
+    pub grant_state: GrantState,
+    pub grant_id: Option<String>,
+    /// Deleted by its consumer: invisible to the API while its grant is released and purged.
+    pub deleted: bool,
+}
+
+/// One state change, recorded in `session_events`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition {
+    pub from: Option<QosStatus>,
+    /// A QoS status, or `PURGED` when the session's row is removed.
+    pub to: &'static str,
+    pub reason: &'static str,
+}
+
+pub const PURGED: &str = "PURGED";
+
+impl Session {
+    /// REQUESTED -> AVAILABLE when the network granted the QoS.
+    pub fn make_available(&mut self, now: DateTime<Utc>, grant_id: String) -> Transition {
+        let from = self.status;
+        self.status = QosStatus::Available;
+        self.started_at = Some(now);
+        self.expires_at = Some(now + chrono::Duration::seconds(self.duration_secs));
+        self.grant_state = GrantState::Granted;
+        self.grant_id = Some(grant_id);
+        self.revision += 1;
+        Transition {
+            from: Some(from),
+            to: QosStatus::Available.as_str(),
+            reason: "NETWORK_GRANTED",
+        }
+    }
+
+    /// Any state -> UNAVAILABLE. The grant, if any might exist, must then be released.
+    pub fn make_unavailable(&mut self, now: DateTime<Utc>, info: StatusInfo) -> Transition {
+        let from = self.status;
+        if let Some(started) = self.started_at {
+            let effective = (now - started).num_milliseconds().div_euclid(1000);
+            self.duration_secs = effective.clamp(1, self.duration_secs.max(1));
+        }
+        self.status = QosStatus::Unavailable;
+        self.status_info = Some(info);
+        self.expires_at = Some(now);
+        if matches!(
+            self.grant_state,
+            GrantState::Granted | GrantState::Provisioning
+        ) {
+            self.grant_state = GrantState::Releasing;
+        }
+        self.revision += 1;
+        Transition {
+            from: Some(from),
+            to: QosStatus::Unavailable.as_str(),
+            reason: info.as_str(),
+        }
+    }
+
+    /// Whether the network may hold (or be about to hold) a grant for this session.
+    pub fn needs_release(&self) -> bool {
+        matches!(
+            self.grant_state,
+            GrantState::Provisioning | GrantState::Granted | GrantState::Releasing
+        )
+    }
+
+    /// How long an UNAVAILABLE session stays readable before it is purged.
+    pub fn retention(
+        &self,
+        configured: chrono::Duration,
+        remaining: chrono::Duration,
+    ) -> chrono::Duration {
+        match (self.deleted, self.status_info) {
+            (true, _) => chrono::Duration::zero(),
+            (false, Some(StatusInfo::NetworkTerminated)) => {
+                remaining.clamp(chrono::Duration::zero(), chrono::Duration::seconds(360))
+            }
+            _ => configured,
+        }
+    }
+}

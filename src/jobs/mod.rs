@@ -1,0 +1,50 @@
+//! Durable jobs: one small module per kind, one apalis queue per kind. Every handler re-reads
+//! the session and does nothing if the world moved on, so running a job twice is harmless
+//! (apalis delivers at least once).
+
+mod expire_session;
+mod provision_session;
+mod purge_session;
+mod release_grant;
+pub mod runner;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::core::Core;
+
+pub use expire_session::ExpireSession;
+pub use provision_session::ProvisionSession;
+pub use purge_session::PurgeSession;
+pub use release_grant::ReleaseGrant;
+
+/// Queue names are stable data: renaming a Rust type must never orphan a queue.
+pub const QUEUES: [&str; 4] = [
+    ProvisionSession::QUEUE,
+    ExpireSession::QUEUE,
+    ReleaseGrant::QUEUE,
+    PurgeSession::QUEUE,
+];
+
+#[async_trait]
+pub trait JobKind: Serialize + DeserializeOwned + Clone + Send + Sync + Unpin + 'static {
+    const QUEUE: &'static str;
+
+    /// Does the work. An error is retried with the queue's backoff policy.
+    async fn run(&self, core: &Core) -> anyhow::Result<()>;
+
+    /// Called once the retry policy is exhausted.
+    async fn give_up(&self, _core: &Core, _last_error: &str) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// What is stored in the queue: the job, which attempt this is, and when it is due to the
+/// millisecond (the queue itself keeps whole seconds).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Envelope<J> {
+    #[serde(flatten)]
+    pub job: J,
+    pub attempt: u32,
+    pub due_at_ms: i64,
+}

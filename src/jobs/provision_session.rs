@@ -1,0 +1,128 @@
+//! provision_session: ask the network for the QoS, then make the session AVAILABLE.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::{ExpireSession, JobKind, ReleaseGrant};
+use crate::core::Core;
+use crate::domain::{GrantState, QosStatus, SessionId, StatusInfo};
+use crate::lifecycle::{self, Effects, ScheduledJob};
+use crate::network::{Grant, NetworkError, ProvisionRequest};
+use crate::store::sessions;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProvisionSession {
+    pub session_id: SessionId,
+}
+
+#[async_trait]
+impl JobKind for ProvisionSession {
+    const QUEUE: &'static str = "provision_session";
+
+    async fn run(&self, core: &Core) -> anyhow::Result<()> {
+        let Some(request) = self.mark_intent(core).await? else {
+            return Ok(());
+        };
+        match core.network.provision(&request).await {
+            Ok(grant) => self.granted(core, grant).await,
+            Err(NetworkError::Refused(reason)) => {
+                tracing::info!(session = %self.session_id, %reason, "network refused the session");
+                self.refused(core).await
+            }
+            Err(e @ NetworkError::Retryable(_)) => Err(e.into()),
+        }
+    }
+
+    async fn give_up(&self, core: &Core, last_error: &str) -> anyhow::Result<()> {
+        tracing::warn!(session = %self.session_id, last_error, "provisioning gave up");
+        self.refused(core).await
+    }
+}
+
+impl ProvisionSession {
+    /// Commits "provisioning" before calling the network, so a crash mid-call leaves a trace
+    /// that the release path follows. Returns None when there is nothing to provision.
+    async fn mark_intent(&self, core: &Core) -> anyhow::Result<Option<ProvisionRequest>> {
+        let mut tx = core.begin_write().await?;
+        let Some(mut s) = sessions::find(&mut tx, self.session_id).await? else {
+            return Ok(None);
+        };
+        if s.status != QosStatus::Requested || s.deleted {
+            return Ok(None);
+        }
+        if s.grant_state == GrantState::None {
+            let expected = s.revision;
+            s.grant_state = GrantState::Provisioning;
+            s.revision += 1;
+            sessions::update(&mut tx, &s, expected).await?;
+            tx.commit().await?;
+        }
+        let until = core.clock.now() + chrono::Duration::seconds(s.duration_secs);
+        Ok(Some(ProvisionRequest {
+            session: s.id,
+            device: s.device,
+            flow: s.flow,
+            qos_profile: s.qos_profile,
+            until,
+        }))
+    }
+
+    async fn granted(&self, core: &Core, grant: Grant) -> anyhow::Result<()> {
+        let now = core.clock.now();
+        let mut fx = Effects::default();
+        let mut tx = core.begin_write().await?;
+        match sessions::find(&mut tx, self.session_id).await? {
+            Some(mut s) if s.status == QosStatus::Requested && !s.deleted => {
+                let expected = s.revision;
+                let t = s.make_available(now, grant.id);
+                fx.record(&s, t, now);
+                let expires = s.expires_at.unwrap_or(now);
+                fx.schedule(ScheduledJob::new(
+                    ExpireSession { session_id: s.id },
+                    expires,
+                ));
+                sessions::update(&mut tx, &s, expected).await?;
+            }
+            other => {
+                // The session ended while the network worked: give the grant straight back.
+                if let Some(mut s) = other {
+                    let expected = s.revision;
+                    s.grant_state = GrantState::Releasing;
+                    s.grant_id = Some(grant.id.clone());
+                    s.revision += 1;
+                    sessions::update(&mut tx, &s, expected).await?;
+                }
+                fx.schedule(ScheduledJob::new(
+                    ReleaseGrant {
+                        session_id: self.session_id,
+                        grant_id: Some(grant.id),
+                    },
+                    now,
+                ));
+            }
+        }
+        fx.write(&mut tx).await?;
+        tx.commit().await?;
+        fx.publish(core);
+        Ok(())
+    }
+
+    async fn refused(&self, core: &Core) -> anyhow::Result<()> {
+        let now = core.clock.now();
+        let mut fx = Effects::default();
+        let mut tx = core.begin_write().await?;
+        let Some(mut s) = sessions::find(&mut tx, self.session_id).await? else {
+            return Ok(());
+        };
+        if s.status != QosStatus::Requested {
+            return Ok(());
+        }
+        let expected = s.revision;
+        lifecycle::terminate(core, &mut s, StatusInfo::NetworkTerminated, now, &mut fx);
+        sessions::update(&mut tx, &s, expected).await?;
+        fx.write(&mut tx).await?;
+        tx.commit().await?;
+        fx.publish(core);
+        Ok(())
+    }
+}

@@ -1,0 +1,53 @@
+//! purge_session: remove an UNAVAILABLE session after its retention, once its grant is released.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::JobKind;
+use crate::core::Core;
+use crate::domain::session::{PURGED, Transition};
+use crate::domain::{QosStatus, SessionId};
+use crate::lifecycle::Effects;
+use crate::store::sessions;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PurgeSession {
+    pub session_id: SessionId,
+}
+
+#[async_trait]
+impl JobKind for PurgeSession {
+    const QUEUE: &'static str = "purge_session";
+
+    async fn run(&self, core: &Core) -> anyhow::Result<()> {
+        let now = core.clock.now();
+        let mut tx = core.begin_write().await?;
+        let Some(s) = sessions::find(&mut tx, self.session_id).await? else {
+            return Ok(());
+        };
+        if s.status != QosStatus::Unavailable {
+            return Ok(());
+        }
+        // Forgetting the session before its grant is released would lose track of the grant.
+        anyhow::ensure!(
+            !s.needs_release(),
+            "grant of session {} not yet released",
+            s.id
+        );
+        let mut fx = Effects::default();
+        fx.record(
+            &s,
+            Transition {
+                from: Some(QosStatus::Unavailable),
+                to: PURGED,
+                reason: "RETENTION_ELAPSED",
+            },
+            now,
+        );
+        sessions::delete(&mut tx, s.id, s.revision).await?;
+        fx.write(&mut tx).await?;
+        tx.commit().await?;
+        fx.publish(core);
+        Ok(())
+    }
+}

@@ -1,0 +1,21 @@
+//! qod: a CAMARA Quality-On-Demand orchestrator. Requests become durable jobs; workers
+//! provision, expire, release and purge sessions against a network port.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod core;
+pub mod domain;
+pub mod jobs;
+pub mod lifecycle;
+pub mod metrics;
+pub mod network;
+pub mod pools;
+pub mod service;
+pub mod store;
+
+pub use app::Application;
+pub use config::Settings;

@@ -1,0 +1,117 @@
+//! The effects of a state change: the events it records and the jobs it implies. They are
+//! written in the same transaction as the change, then published (metrics, wake-ups) after
+//! the commit.
+
+use chrono::{DateTime, Utc};
+use sqlx::SqliteConnection;
+
+use crate::core::Core;
+use crate::domain::session::Transition;
+use crate::domain::{QosStatus, Session, SessionId, StatusInfo};
+use crate::jobs::{self, Envelope, JobKind};
+use crate::metrics::outcome;
+use crate::store::{events, queue};
+
+pub struct ScheduledJob {
+    queue: &'static str,
+    payload: serde_json::Value,
+    due: DateTime<Utc>,
+}
+
+impl ScheduledJob {
+    pub fn new<J: JobKind>(job: J, due: DateTime<Utc>) -> Self {
+        Self::retry(job, 0, due)
+    }
+
+    pub fn retry<J: JobKind>(job: J, attempt: u32, due: DateTime<Utc>) -> Self {
+        let envelope = Envelope {
+            job,
+            attempt,
+            due_at_ms: due.timestamp_millis(),
+        };
+        Self {
+            queue: J::QUEUE,
+            payload: serde_json::to_value(&envelope).expect("job payloads serialise"),
+            due,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Effects {
+    transitions: Vec<(SessionId, i64, Transition, DateTime<Utc>)>,
+    jobs: Vec<ScheduledJob>,
+}
+
+impl Effects {
+    pub fn record(&mut self, session: &Session, t: Transition, at: DateTime<Utc>) {
+        self.transitions.push((session.id, session.revision, t, at));
+    }
+
+    pub fn schedule(&mut self, job: ScheduledJob) {
+        self.jobs.push(job);
+    }
+
+    /// Writes events and jobs into the caller's transaction.
+    pub async fn write(&self, conn: &mut SqliteConnection) -> anyhow::Result<()> {
+        for (id, revision, t, at) in &self.transitions {
+            events::append(conn, *id, *revision, t, *at).await?;
+        }
+        for job in &self.jobs {
+            queue::push(conn, job.queue, &job.payload, job.due).await?;
+        }
+        Ok(())
+    }
+
+    /// After the commit: count what happened and wake the workers of jobs already due.
+    pub fn publish(self, core: &Core) {
+        for (_, _, t, _) in &self.transitions {
+            let from = t.from.map(|s| s.as_str()).unwrap_or("");
+            core.metrics
+                .transitions
+                .with_label_values(&[from, t.to, t.reason])
+                .inc();
+        }
+        let now = core.clock.now();
+        for job in &self.jobs {
+            core.metrics.job(job.queue, outcome::ENQUEUED);
+            if job.due <= now {
+                core.wakers.wake(job.queue);
+            }
+        }
+    }
+}
+
+/// Moves a session to UNAVAILABLE and schedules what must follow: the grant's release and the
+/// purge after the retention the reason calls for.
+pub fn terminate(
+    core: &Core,
+    session: &mut Session,
+    info: StatusInfo,
+    now: DateTime<Utc>,
+    fx: &mut Effects,
+) {
+    let remaining = match (session.status, session.expires_at) {
+        (QosStatus::Available, Some(end)) => end - now,
+        _ => chrono::Duration::seconds(session.duration_secs),
+    };
+    let t = session.make_unavailable(now, info);
+    fx.record(session, t, now);
+    if session.needs_release() {
+        fx.schedule(ScheduledJob::new(
+            jobs::ReleaseGrant {
+                session_id: session.id,
+                grant_id: session.grant_id.clone(),
+            },
+            now,
+        ));
+    }
+    let configured = chrono::Duration::from_std(core.retention).unwrap_or_default();
+    let purge_at = now + session.retention(configured, remaining);
+    fx.schedule(ScheduledJob::new(
+        jobs::PurgeSession {
+            session_id: session.id,
+        },
+        purge_at,
+    ));
+}

@@ -1,0 +1,132 @@
+//! Prometheus metrics, registered once. Labels are bounded: states, reasons, queue names.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub transitions: IntCounterVec,
+    pub jobs: IntCounterVec,
+    pub job_duration: HistogramVec,
+    pub job_lateness: HistogramVec,
+    pub http_requests: IntCounterVec,
+    pub sessions: IntGaugeVec,
+    pub network_grants: IntGaugeVec,
+}
+
+/// Job outcomes counted per queue.
+pub mod outcome {
+    pub const ENQUEUED: &str = "enqueued";
+    pub const SUCCEEDED: &str = "succeeded";
+    pub const FAILED: &str = "failed";
+    pub const RETRIED: &str = "retried";
+    pub const DEAD: &str = "dead";
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let transitions = IntCounterVec::new(
+            Opts::new(
+                "qod_session_transitions_total",
+                "Session state transitions, by from/to state and reason.",
+            ),
+            &["from", "to", "reason"],
+        )
+        .expect("valid metric");
+        let jobs = IntCounterVec::new(
+            Opts::new(
+                "qod_jobs_total",
+                "Jobs by queue and outcome (enqueued, succeeded, failed, retried, dead).",
+            ),
+            &["queue", "outcome"],
+        )
+        .expect("valid metric");
+        let job_duration = HistogramVec::new(
+            HistogramOpts::new("qod_job_duration_seconds", "Time a job's handler ran.").buckets(
+                vec![
+                    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ],
+            ),
+            &["queue"],
+        )
+        .expect("valid metric");
+        let job_lateness = HistogramVec::new(
+            HistogramOpts::new(
+                "qod_job_lateness_seconds",
+                "Delay between a job's due time and its start.",
+            )
+            .buckets(vec![
+                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0,
+            ]),
+            &["queue"],
+        )
+        .expect("valid metric");
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "qod_http_requests_total",
+                "HTTP requests by API operation and status code.",
+            ),
+            &["operation", "status"],
+        )
+        .expect("valid metric");
+        let sessions = IntGaugeVec::new(
+            Opts::new("qod_sessions", "Stored sessions by QoS status."),
+            &["status"],
+        )
+        .expect("valid metric");
+        let network_grants = IntGaugeVec::new(
+            Opts::new(
+                "qod_network_grants",
+                "Grants the network currently holds for us.",
+            ),
+            &["network"],
+        )
+        .expect("valid metric");
+        for c in [&transitions, &jobs, &http_requests] {
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+        }
+        for h in [&job_duration, &job_lateness] {
+            registry
+                .register(Box::new(h.clone()))
+                .expect("unique metric");
+        }
+        for g in [&sessions, &network_grants] {
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+        }
+        Self {
+            registry,
+            transitions,
+            jobs,
+            job_duration,
+            job_lateness,
+            http_requests,
+            sessions,
+            network_grants,
+        }
+    }
+
+    pub fn job(&self, queue: &str, outcome: &str) {
+        self.jobs.with_label_values(&[queue, outcome]).inc();
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding cannot fail");
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,53 @@
+//! The Network port: where QoS is actually granted. A simulated network ships in-process; real
+//! adapters implement the same trait.
+
+pub mod simulated;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::domain::{Device, Flow, SessionId};
+
+/// What the network needs to prioritise one flow.
+#[derive(Debug, Clone)]
+pub struct ProvisionRequest {
+    pub session: SessionId,
+    pub device: Device,
+    pub flow: Flow,
+    pub qos_profile: String,
+    pub until: DateTime<Utc>,
+}
+
+/// A grant the network confirmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub id: String,
+    pub lease_until: Option<DateTime<Utc>>,
+}
+
+/// Which grant to act on. The id may be unknown when a provisioning attempt's outcome was lost
+/// (crash or timeout); the network is then asked by session.
+#[derive(Debug, Clone)]
+pub struct GrantRef {
+    pub session: SessionId,
+    pub grant_id: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    /// Worth trying again later (timeouts, 429/503, connection errors).
+    #[error("network unavailable: {0}")]
+    Retryable(String),
+    /// The network refused for good.
+    #[error("network refused: {0}")]
+    Refused(String),
+}
+
+#[async_trait]
+pub trait Network: Send + Sync + 'static {
+    /// Idempotent per session: asking again for a session that holds a grant returns it.
+    async fn provision(&self, req: &ProvisionRequest) -> Result<Grant, NetworkError>;
+    async fn renew(&self, grant: &GrantRef, until: DateTime<Utc>) -> Result<Grant, NetworkError>;
+    /// Releasing something the network does not know counts as released.
+    async fn release(&self, grant: &GrantRef) -> Result<(), NetworkError>;
+}

@@ -1,0 +1,255 @@
+//! The use cases behind both API facades: rules, then one transaction per request.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::core::Core;
+use crate::domain::session::Transition;
+use crate::domain::{
+    Device, Flow, GrantState, ProfileStatus, QosStatus, Session, SessionId, SinkCredential,
+    StatusInfo,
+};
+use crate::jobs;
+use crate::lifecycle::{self, Effects, ScheduledJob};
+use crate::store::sessions;
+
+/// A create request after parsing: every value already valid on its own.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub device: Device,
+    pub flow: Flow,
+    pub qos_profile: String,
+    pub duration_secs: i64,
+    pub sink: Option<String>,
+    pub sink_credential: Option<SinkCredential>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("session not found")]
+    NotFound,
+    #[error("QoS profile {0} does not exist")]
+    UnknownProfile(String),
+    #[error("QoS profile {0} is not available for new sessions")]
+    ProfileNotApplicable(String),
+    #[error("duration {requested} s is outside {min}..={max} s allowed by profile {profile}")]
+    DurationOutOfRange {
+        profile: String,
+        requested: i64,
+        min: i64,
+        max: i64,
+    },
+    #[error("the flow overlaps an existing session of the same device")]
+    Conflict,
+    #[error("extension not allowed in state {0:?}")]
+    ExtensionNotAllowed(QosStatus),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for ServiceError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Internal(e.into())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ServiceError>;
+
+#[derive(Clone)]
+pub struct Service {
+    core: Arc<Core>,
+}
+
+impl Service {
+    pub fn new(core: Arc<Core>) -> Self {
+        Self { core }
+    }
+
+    pub fn core(&self) -> &Core {
+        &self.core
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.core.clock.now()
+    }
+
+    pub async fn create(&self, req: NewSession) -> Result<Session> {
+        let profile = self
+            .core
+            .catalogue
+            .get(&req.qos_profile)
+            .ok_or_else(|| ServiceError::UnknownProfile(req.qos_profile.clone()))?;
+        if profile.status != ProfileStatus::Active {
+            return Err(ServiceError::ProfileNotApplicable(profile.name.clone()));
+        }
+        let range = profile.duration_range();
+        if !range.contains(&req.duration_secs) {
+            return Err(ServiceError::DurationOutOfRange {
+                profile: profile.name.clone(),
+                requested: req.duration_secs,
+                min: *range.start(),
+                max: *range.end(),
+            });
+        }
+        let now = self.now();
+        let session = Session {
+            id: SessionId::new(),
+            revision: 1,
+            status: QosStatus::Requested,
+            status_info: None,
+            device: req.device,
+            flow: req.flow,
+            qos_profile: req.qos_profile,
+            duration_secs: req.duration_secs,
+            sink: req.sink,
+            sink_credential: req.sink_credential,
+            created_at: now,
+            started_at: None,
+            expires_at: None,
+            grant_state: GrantState::None,
+            grant_id: None,
+            deleted: false,
+        };
+        let mut fx = Effects::default();
+        fx.record(
+            &session,
+            Transition {
+                from: None,
+                to: QosStatus::Requested.as_str(),
+                reason: "CREATED",
+            },
+            now,
+        );
+        fx.schedule(ScheduledJob::new(
+            jobs::ProvisionSession {
+                session_id: session.id,
+            },
+            now,
+        ));
+        let deadline =
+            now + chrono::Duration::from_std(self.core.provision_timeout).unwrap_or_default();
+        fx.schedule(ScheduledJob::new(
+            jobs::ExpireSession {
+                session_id: session.id,
+            },
+            deadline,
+        ));
+
+        let mut tx = self.core.begin_write().await?;
+        let live = sessions::live_for_device(&mut tx, &session.device.key()).await?;
+        if live.iter().any(|other| other.flow.overlaps(&session.flow)) {
+            return Err(ServiceError::Conflict);
+        }
+        sessions::insert(&mut tx, &session).await?;
+        fx.write(&mut tx).await?;
+        tx.commit().await?;
+        fx.publish(&self.core);
+        Ok(session)
+    }
+
+    pub async fn get(&self, id: SessionId) -> Result<Session> {
+        let mut conn = self.core.pool.acquire().await?;
+        match sessions::find(&mut conn, id).await? {
+            Some(s) if !s.deleted => Ok(s),
+            _ => Err(ServiceError::NotFound),
+        }
+    }
+
+    pub async fn retrieve(&self, device: &Device) -> Result<Vec<Session>> {
+        let mut conn = self.core.pool.acquire().await?;
+        Ok(sessions::visible_for_device(&mut conn, &device.key()).await?)
+    }
+
+    /// Ends the session for its consumer: it disappears from the API at once; its grant is
+    /// released and its row purged by jobs.
+    pub async fn delete(&self, id: SessionId) -> Result<()> {
+        let now = self.now();
+        let mut tx = self.core.begin_write().await?;
+        let mut session = match sessions::find(&mut tx, id).await? {
+            Some(s) if !s.deleted => s,
+            _ => return Err(ServiceError::NotFound),
+        };
+        let expected = session.revision;
+        let mut fx = Effects::default();
+        session.deleted = true;
+        if session.status == QosStatus::Unavailable {
+            session.revision += 1;
+            fx.schedule(ScheduledJob::new(
+                jobs::PurgeSession { session_id: id },
+                now,
+            ));
+        } else {
+            lifecycle::terminate(
+                &self.core,
+                &mut session,
+                StatusInfo::DeleteRequested,
+                now,
+                &mut fx,
+            );
+        }
+        if !sessions::update(&mut tx, &session, expected).await? {
+            return Err(anyhow::anyhow!("session {id} changed under a write lock").into());
+        }
+        fx.write(&mut tx).await?;
+        tx.commit().await?;
+        fx.publish(&self.core);
+        Ok(())
+    }
+
+    /// Moves `expiresAt`, capping the overall duration at the profile's maximum.
+    pub async fn extend(&self, id: SessionId, additional_secs: i64) -> Result<Session> {
+        let now = self.now();
+        let mut tx = self.core.begin_write().await?;
+        let mut session = match sessions::find(&mut tx, id).await? {
+            Some(s) if !s.deleted => s,
+            _ => return Err(ServiceError::NotFound),
+        };
+        if session.status != QosStatus::Available {
+            return Err(ServiceError::ExtensionNotAllowed(session.status));
+        }
+        let max = self
+            .core
+            .catalogue
+            .get(&session.qos_profile)
+            .map(|p| *p.duration_range().end())
+            .unwrap_or(session.duration_secs);
+        let new_duration = session
+            .duration_secs
+            .saturating_add(additional_secs)
+            .min(max)
+            .max(session.duration_secs);
+        let Some(started) = session.started_at else {
+            return Err(anyhow::anyhow!("AVAILABLE session {id} has no startedAt").into());
+        };
+        let expected = session.revision;
+        let mut fx = Effects::default();
+        if new_duration != session.duration_secs {
+            session.duration_secs = new_duration;
+            let expires = started + chrono::Duration::seconds(new_duration);
+            session.expires_at = Some(expires);
+            session.revision += 1;
+            fx.record(
+                &session,
+                Transition {
+                    from: Some(QosStatus::Available),
+                    to: QosStatus::Available.as_str(),
+                    reason: "EXTENDED",
+                },
+                now,
+            );
+            // The previous expiry job stays queued and finds the session not yet due: a no-op.
+            fx.schedule(ScheduledJob::new(
+                jobs::ExpireSession { session_id: id },
+                expires,
+            ));
+            if !sessions::update(&mut tx, &session, expected).await? {
+                return Err(anyhow::anyhow!("session {id} changed under a write lock").into());
+            }
+        }
+        fx.write(&mut tx).await?;
+        tx.commit().await?;
+        fx.publish(&self.core);
+        Ok(session)
+    }
+}

@@ -1,0 +1,112 @@
+//! Storage: the SQLite pool (same durability pragmas on every connection), migrations, and the
+//! small SQL functions the service and workers compose into transactions.
+
+pub mod events;
+pub mod ledger;
+pub mod queue;
+pub mod sessions;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::Context;
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+use crate::config::{Durability, Settings};
+
+/// Our schema's migrations; apalis's own are kept in a separate bookkeeping table because both
+/// use sqlx's default `_sqlx_migrations` and would otherwise collide.
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+const APALIS_MIGRATIONS_TABLE: &str = "_apalis_migrations";
+
+/// Connection options that every pooled connection gets: WAL, the chosen `synchronous`, a busy
+/// timeout long enough that another writer's lock never surfaces as an error, foreign keys.
+pub fn connect_options(settings: &Settings) -> anyhow::Result<SqliteConnectOptions> {
+    let opts = SqliteConnectOptions::from_str(&settings.database_url)
+        .with_context(|| format!("invalid database URL {}", settings.database_url))?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(match settings.durability {
+            Durability::Normal => SqliteSynchronous::Normal,
+            Durability::Full => SqliteSynchronous::Full,
+        })
+        .busy_timeout(settings.busy_timeout)
+        .foreign_keys(true)
+        .pragma("temp_store", "MEMORY")
+        .pragma("cache_size", "-32000");
+    Ok(opts)
+}
+
+/// The database file behind a URL, if it is a file.
+pub fn database_path(database_url: &str) -> Option<PathBuf> {
+    let opts = SqliteConnectOptions::from_str(database_url).ok()?;
+    let path = opts.get_filename();
+    let s = path.to_string_lossy();
+    (!s.is_empty() && s != ":memory:").then(|| path.to_path_buf())
+}
+
+/// Opens the pool (creating the data folder) and brings both schemas up to date.
+pub async fn open(settings: &Settings) -> anyhow::Result<SqlitePool> {
+    if let Some(path) = database_path(&settings.database_url) {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating data folder {}", dir.display()))?;
+        }
+    }
+    let pool = SqlitePoolOptions::new()
+        .max_connections(8)
+        .min_connections(1)
+        .connect_with(connect_options(settings)?)
+        .await
+        .with_context(|| format!("opening {}", settings.database_url))?;
+    migrate(&pool).await?;
+    Ok(pool)
+}
+
+pub async fn migrate(pool: &SqlitePool) -> anyhow::Result<()> {
+    // Not `SqliteStorage::setup`: it also rewrites pragmas on whichever connection it gets.
+    let mut apalis = apalis_sqlite::SqliteStorage::migrations();
+    apalis.dangerous_set_table_name(APALIS_MIGRATIONS_TABLE);
+    apalis
+        .run(pool)
+        .await
+        .context("applying job queue migrations")?;
+    MIGRATIONS.run(pool).await.context("applying migrations")?;
+    Ok(())
+}
+
+/// Holds an exclusive lock on `<db>.lock` for the life of the server: the embedded database
+/// belongs to one process, which is what lets startup reclaim every in-flight job at once.
+#[derive(Debug)]
+pub struct ProcessLock {
+    _file: std::fs::File,
+}
+
+impl ProcessLock {
+    pub fn acquire(db: &Path) -> anyhow::Result<Self> {
+        let path = db.with_extension("lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        file.try_lock().map_err(|_| {
+            anyhow::anyhow!(
+                "{} is in use by another qod process (lock file {})",
+                db.display(),
+                path.display()
+            )
+        })?;
+        Ok(Self { _file: file })
+    }
+}
+
+pub fn millis(t: chrono::DateTime<chrono::Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+pub fn from_millis(ms: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
