@@ -1,0 +1,194 @@
+//! Test harness: the real application on port 0 with a temporary SQLite file.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use qod::network::simulated::SimulatedNetwork;
+use qod::{Application, Settings};
+use serde_json::{Value, json};
+use sqlx::SqlitePool;
+use tokio::sync::oneshot;
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub pool: SqlitePool,
+    pub network: Arc<SimulatedNetwork>,
+    pub dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+pub fn settings_in(dir: &std::path::Path) -> Settings {
+    let url = format!("sqlite://{}", dir.join("qod.db").display());
+    Settings::for_database(url).expect("default settings load")
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut settings = settings_in(dir.path());
+        configure(&mut settings);
+        Self::spawn_in(dir, settings).await
+    }
+
+    pub async fn spawn_in(dir: tempfile::TempDir, settings: Settings) -> Self {
+        let app = Application::build(settings)
+            .await
+            .expect("application builds");
+        let addr = app.local_addr();
+        let pool = app.pool().clone();
+        let network = app.simulated_network();
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(app.run_until(async {
+            let _ = rx.await;
+        }));
+        Self {
+            addr,
+            client: reqwest::Client::new(),
+            pool,
+            network,
+            dir,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the server gracefully and returns its temp dir for a restart.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("server task joins")
+                .expect("server exits cleanly");
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::mem::replace(&mut self.dir, dir)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent");
+        split(r).await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent");
+        split(r).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .delete(self.url(path))
+            .send()
+            .await
+            .expect("request sent");
+        split(r).await
+    }
+
+    pub async fn create(&self, body: &Value) -> (u16, Value) {
+        self.post("/quality-on-demand/v1/sessions", body).await
+    }
+
+    pub async fn session(&self, id: &str) -> (u16, Value) {
+        self.get(&format!("/quality-on-demand/v1/sessions/{id}"))
+            .await
+    }
+
+    /// Polls the session until `pred` holds on its body (or it is gone, if `pred` accepts 404).
+    pub async fn wait_for_session(
+        &self,
+        id: &str,
+        timeout: Duration,
+        pred: impl Fn(u16, &Value) -> bool,
+    ) -> (u16, Value) {
+        poll_until(timeout, || async {
+            let (code, body) = self.session(id).await;
+            pred(code, &body).then_some((code, body))
+        })
+        .await
+        .unwrap_or_else(|| {
+            panic!("session {id} did not reach the expected state within {timeout:?}")
+        })
+    }
+
+    pub async fn active_grants(&self) -> i64 {
+        self.network.active_grants().await.expect("ledger readable")
+    }
+
+    pub async fn scalar(&self, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.pool)
+            .await
+            .expect("query runs")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub async fn split(r: reqwest::Response) -> (u16, Value) {
+    let code = r.status().as_u16();
+    let text = r.text().await.unwrap_or_default();
+    (code, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Calls `check` every 20 ms until it returns Some or `timeout` passes.
+pub async fn poll_until<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if start.elapsed() > timeout {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn session_body(phone: &str, server: &str, duration: i64) -> Value {
+    json!({
+        "device": {"phoneNumber": phone},
+        "applicationServer": {"ipv4Address": server},
+        "qosProfile": "QOS_E",
+        "duration": duration,
+    })
+}
+
+pub fn status(body: &Value) -> &str {
+    body["qosStatus"].as_str().unwrap_or("")
+}
