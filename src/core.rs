@@ -33,11 +33,13 @@ impl Core {
     }
 }
 
+type WakerMap = HashMap<&'static str, Vec<mpsc::Sender<()>>>;
+
 /// In-process wake-ups for queue workers, so a job due now starts without waiting for the next
 /// poll (apalis's idle workers otherwise sleep until their poll interval or heartbeat).
 #[derive(Clone, Default)]
 pub struct Wakers {
-    inner: Arc<Mutex<HashMap<&'static str, Vec<mpsc::Sender<()>>>>>,
+    inner: Arc<Mutex<WakerMap>>,
 }
 
 impl Wakers {
@@ -58,7 +60,7 @@ impl Wakers {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<&'static str, Vec<mpsc::Sender<()>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WakerMap> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -1,5 +1,7 @@
 #![forbid(unsafe_code)]
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -9,6 +11,7 @@ async fn main() -> std::process::ExitCode {
         .with_env_filter(
             EnvFilter::try_from_env("QOD_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
     match qod::cli::run(qod::cli::Cli::parse()).await {

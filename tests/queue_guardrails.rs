@@ -35,12 +35,19 @@ async fn scheduled_expiries_fire_within_a_second_and_never_early() {
     let app = TestApp::spawn().await;
     let mut sessions = Vec::new();
     for (i, duration) in [1, 2, 3].into_iter().enumerate() {
-        let (_, created) = app.create(&session_body(&format!("+3361000000{i}"), "198.51.100.1", duration)).await;
+        let (_, created) = app
+            .create(&session_body(
+                &format!("+3361000000{i}"),
+                "198.51.100.1",
+                duration,
+            ))
+            .await;
         sessions.push((created["sessionId"].as_str().unwrap().to_owned(), duration));
     }
     for (id, duration) in &sessions {
         let times = poll_until(Duration::from_secs(6), || expiry_times(&app, id)).await;
-        let (expired_ms, started_ms) = times.unwrap_or_else(|| panic!("session {id} never expired"));
+        let (expired_ms, started_ms) =
+            times.unwrap_or_else(|| panic!("session {id} never expired"));
         let due_ms = started_ms + duration * 1000;
         let late = expired_ms - due_ms;
         assert!(late >= 0, "expired {} ms before expiresAt", -late);
@@ -60,22 +67,39 @@ async fn failing_jobs_are_retried_with_growing_delays() {
     })
     .await;
     let started = Instant::now();
-    let (_, created) = app.create(&session_body("+33610000010", "198.51.100.1", 30)).await;
+    let (_, created) = app
+        .create(&session_body("+33610000010", "198.51.100.1", 30))
+        .await;
     let id = created["sessionId"].as_str().unwrap().to_owned();
-    let (_, ended) = app.wait_for_session(&id, Duration::from_secs(10), |_, b| status(b) == "UNAVAILABLE").await;
-    assert_eq!(ended["statusInfo"], "NETWORK_TERMINATED", "gave up after the last attempt");
+    let (_, ended) = app
+        .wait_for_session(&id, Duration::from_secs(10), |_, b| {
+            status(b) == "UNAVAILABLE"
+        })
+        .await;
+    assert_eq!(
+        ended["statusInfo"], "NETWORK_TERMINATED",
+        "gave up after the last attempt"
+    );
     // 100 + 200 + 400 + 800 ms of backoff at least; apalis alone retries 25 times in ~50 ms.
-    assert!(started.elapsed() >= Duration::from_millis(1500), "gave up after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "gave up after {:?}",
+        started.elapsed()
+    );
 
-    let rows: Vec<Vec<u8>> = sqlx::query_scalar("SELECT job FROM Jobs WHERE job_type = 'provision_session'")
-        .fetch_all(&app.pool)
-        .await
-        .unwrap();
+    let rows: Vec<Vec<u8>> =
+        sqlx::query_scalar("SELECT job FROM Jobs WHERE job_type = 'provision_session'")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
     let mut due: Vec<(u64, i64)> = rows
         .iter()
         .map(|r| {
             let v: Value = serde_json::from_slice(r).unwrap();
-            (v["attempt"].as_u64().unwrap(), v["due_at_ms"].as_i64().unwrap())
+            (
+                v["attempt"].as_u64().unwrap(),
+                v["due_at_ms"].as_i64().unwrap(),
+            )
         })
         .collect();
     due.sort();
@@ -83,28 +107,49 @@ async fn failing_jobs_are_retried_with_growing_delays() {
     let gaps: Vec<i64> = due.windows(2).map(|w| w[1].1 - w[0].1).collect();
     for (n, gap) in gaps.iter().enumerate() {
         let floor = 100 * (1 << n);
-        assert!(*gap >= floor, "gap {n} was {gap} ms, expected at least {floor} ms: {gaps:?}");
+        assert!(
+            *gap >= floor,
+            "gap {n} was {gap} ms, expected at least {floor} ms: {gaps:?}"
+        );
     }
-    assert!(gaps.windows(2).all(|w| w[1] > w[0]), "delays must grow: {gaps:?}");
+    assert!(
+        gaps.windows(2).all(|w| w[1] > w[0]),
+        "delays must grow: {gaps:?}"
+    );
 }
 
 #[tokio::test]
 async fn a_long_write_lock_held_elsewhere_stops_no_worker_and_loses_no_job() {
     let app = TestApp::spawn().await;
-    let (_, early) = app.create(&session_body("+33610000020", "198.51.100.1", 2)).await;
+    let (_, early) = app
+        .create(&session_body("+33610000020", "198.51.100.1", 2))
+        .await;
     let early = early["sessionId"].as_str().unwrap().to_owned();
-    app.wait_for_session(&early, Duration::from_secs(3), |_, b| status(b) == "AVAILABLE").await;
+    app.wait_for_session(&early, Duration::from_secs(3), |_, b| {
+        status(b) == "AVAILABLE"
+    })
+    .await;
 
     let db = app.dir.path().join("qod.db");
-    let mut other = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display())).await.unwrap();
-    sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await.unwrap();
+    let mut other = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
     let locked_at = Instant::now();
     // A create during the lock waits for it instead of failing.
     let create = {
         let client = app.client.clone();
         let url = app.url("/quality-on-demand/v1/sessions");
         tokio::spawn(async move {
-            let r = client.post(url).json(&session_body("+33610000021", "198.51.100.1", 60)).send().await.unwrap();
+            let r = client
+                .post(url)
+                .json(&session_body("+33610000021", "198.51.100.1", 60))
+                .send()
+                .await
+                .unwrap();
             common::split(r).await
         })
     };
@@ -117,55 +162,100 @@ async fn a_long_write_lock_held_elsewhere_stops_no_worker_and_loses_no_job() {
     assert_eq!(code, 201, "{late}");
     let late = late["sessionId"].as_str().unwrap().to_owned();
     // The expiry that fell due under the lock fires at once; the new session is provisioned.
-    app.wait_for_session(&early, Duration::from_secs(2), |_, b| status(b) == "UNAVAILABLE").await;
-    app.wait_for_session(&late, Duration::from_secs(2), |_, b| status(b) == "AVAILABLE").await;
+    app.wait_for_session(&early, Duration::from_secs(2), |_, b| {
+        status(b) == "UNAVAILABLE"
+    })
+    .await;
+    app.wait_for_session(&late, Duration::from_secs(2), |_, b| {
+        status(b) == "AVAILABLE"
+    })
+    .await;
     // Workers are still alive for new work.
-    let (_, fresh) = app.create(&session_body("+33610000022", "198.51.100.1", 60)).await;
-    app.wait_for_session(fresh["sessionId"].as_str().unwrap(), Duration::from_secs(2), |_, b| status(b) == "AVAILABLE")
+    let (_, fresh) = app
+        .create(&session_body("+33610000022", "198.51.100.1", 60))
         .await;
+    app.wait_for_session(
+        fresh["sessionId"].as_str().unwrap(),
+        Duration::from_secs(2),
+        |_, b| status(b) == "AVAILABLE",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn workers_that_fail_on_a_lock_beyond_the_busy_timeout_are_restarted() {
     let app = TestApp::spawn_with(|s| s.busy_timeout = Duration::from_millis(200)).await;
-    let (_, created) = app.create(&session_body("+33610000030", "198.51.100.1", 1)).await;
+    let (_, created) = app
+        .create(&session_body("+33610000030", "198.51.100.1", 1))
+        .await;
     let id = created["sessionId"].as_str().unwrap().to_owned();
-    app.wait_for_session(&id, Duration::from_secs(3), |_, b| status(b) == "AVAILABLE").await;
+    app.wait_for_session(&id, Duration::from_secs(3), |_, b| status(b) == "AVAILABLE")
+        .await;
 
     let db = app.dir.path().join("qod.db");
-    let mut other = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display())).await.unwrap();
-    sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await.unwrap();
+    let mut other = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     sqlx::query("COMMIT").execute(&mut other).await.unwrap();
 
-    app.wait_for_session(&id, Duration::from_secs(5), |_, b| status(b) == "UNAVAILABLE").await;
-    let (code, fresh) = app.create(&session_body("+33610000031", "198.51.100.1", 60)).await;
-    assert_eq!(code, 201, "{fresh}");
-    app.wait_for_session(fresh["sessionId"].as_str().unwrap(), Duration::from_secs(5), |_, b| status(b) == "AVAILABLE")
+    app.wait_for_session(&id, Duration::from_secs(5), |_, b| {
+        status(b) == "UNAVAILABLE"
+    })
+    .await;
+    let (code, fresh) = app
+        .create(&session_body("+33610000031", "198.51.100.1", 60))
         .await;
+    assert_eq!(code, 201, "{fresh}");
+    app.wait_for_session(
+        fresh["sessionId"].as_str().unwrap(),
+        Duration::from_secs(5),
+        |_, b| status(b) == "AVAILABLE",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn a_restarted_server_resumes_work_at_once_including_expiries_due_while_it_was_down() {
     let app = TestApp::spawn().await;
-    let (_, created) = app.create(&session_body("+33610000040", "198.51.100.1", 1)).await;
+    let (_, created) = app
+        .create(&session_body("+33610000040", "198.51.100.1", 1))
+        .await;
     let id = created["sessionId"].as_str().unwrap().to_owned();
-    app.wait_for_session(&id, Duration::from_secs(3), |_, b| status(b) == "AVAILABLE").await;
+    app.wait_for_session(&id, Duration::from_secs(3), |_, b| status(b) == "AVAILABLE")
+        .await;
     let dir = app.stop().await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     let restarted = Instant::now();
     let settings = common::settings_in(dir.path());
     let app = TestApp::spawn_in(dir, settings).await;
-    app.wait_for_session(&id, Duration::from_secs(2), |_, b| status(b) == "UNAVAILABLE").await;
-    assert!(restarted.elapsed() < Duration::from_secs(1), "expiry fired {:?} after restart", restarted.elapsed());
+    app.wait_for_session(&id, Duration::from_secs(2), |_, b| {
+        status(b) == "UNAVAILABLE"
+    })
+    .await;
+    assert!(
+        restarted.elapsed() < Duration::from_secs(1),
+        "expiry fired {:?} after restart",
+        restarted.elapsed()
+    );
     // Restart again at once: worker names must not collide with the previous run's.
     let dir = app.stop().await;
     let settings = common::settings_in(dir.path());
     let app = TestApp::spawn_in(dir, settings).await;
-    let (_, fresh) = app.create(&session_body("+33610000041", "198.51.100.1", 60)).await;
-    app.wait_for_session(fresh["sessionId"].as_str().unwrap(), Duration::from_secs(2), |_, b| status(b) == "AVAILABLE")
+    let (_, fresh) = app
+        .create(&session_body("+33610000041", "198.51.100.1", 60))
         .await;
+    app.wait_for_session(
+        fresh["sessionId"].as_str().unwrap(),
+        Duration::from_secs(2),
+        |_, b| status(b) == "AVAILABLE",
+    )
+    .await;
 }
 
 async fn pragmas_of_every_connection(app: &TestApp) -> Vec<(i64, String, i64)> {
@@ -175,9 +265,18 @@ async fn pragmas_of_every_connection(app: &TestApp) -> Vec<(i64, String, i64)> {
     }
     let mut out = Vec::new();
     for conn in &mut held {
-        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(&mut **conn).await.unwrap();
-        let journal: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&mut **conn).await.unwrap();
-        let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout").fetch_one(&mut **conn).await.unwrap();
+        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut **conn)
+            .await
+            .unwrap();
+        let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut **conn)
+            .await
+            .unwrap();
+        let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+            .fetch_one(&mut **conn)
+            .await
+            .unwrap();
         out.push((sync, journal, busy));
     }
     out
@@ -212,7 +311,10 @@ async fn pruning_keeps_jobs_younger_than_the_retention() {
         .unwrap();
     }
     let mut conn = app.pool.acquire().await.unwrap();
-    let pruned = qod::store::queue::prune_finished(&mut conn, Utc::now() - chrono::Duration::hours(1)).await.unwrap();
+    let pruned =
+        qod::store::queue::prune_finished(&mut conn, Utc::now() - chrono::Duration::hours(1))
+            .await
+            .unwrap();
     assert_eq!(pruned, 1);
     let left: Vec<String> = sqlx::query_scalar("SELECT id FROM Jobs WHERE job_type = 'test_queue'")
         .fetch_all(&mut *conn)

@@ -48,11 +48,11 @@ pub fn database_path(database_url: &str) -> Option<PathBuf> {
 
 /// Opens the pool (creating the data folder) and brings both schemas up to date.
 pub async fn open(settings: &Settings) -> anyhow::Result<SqlitePool> {
-    if let Some(path) = database_path(&settings.database_url) {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating data folder {}", dir.display()))?;
-        }
+    if let Some(path) = database_path(&settings.database_url)
+        && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating data folder {}", dir.display()))?;
     }
     let pool = SqlitePoolOptions::new()
         .max_connections(8)

@@ -53,12 +53,12 @@ impl DeviceWire {
             .as_deref()
             .map(PhoneNumber::parse)
             .transpose()?;
-        if let Some(nai) = &self.network_access_identifier {
-            if nai.is_empty() || nai.len() > 256 {
-                return Err(ApiError::invalid_argument(
-                    "device.networkAccessIdentifier is malformed",
-                ));
-            }
+        if let Some(nai) = &self.network_access_identifier
+            && (nai.is_empty() || nai.len() > 256)
+        {
+            return Err(ApiError::invalid_argument(
+                "device.networkAccessIdentifier is malformed",
+            ));
         }
         let ipv4 = match self.ipv4_address {
             None => None,

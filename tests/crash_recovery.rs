@@ -1,0 +1,239 @@
+//! The real binary, killed with SIGKILL at random moments while sessions are created,
+//! provisioned and expired, then restarted on the same database: nothing accepted is lost,
+//! nothing is done twice, no grant is left behind.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use sqlx::Row;
+
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+fn start(dir: &Path) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qod"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--retention-secs",
+            "1",
+            "--sim-latency-ms",
+            "20",
+        ])
+        .arg("--database-url")
+        .arg(format!("sqlite://{}", dir.join("qod.db").display()))
+        .env("QOD_LOG", "info,apalis=warn")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("qod binary starts");
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("server exited before listening")
+            .unwrap();
+        if let Some(rest) = line.split("addr=").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    // Keep draining the log so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Server { child, addr }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_moments_loses_no_accepted_session_and_leaks_no_grant() {
+    let dir = tempfile::tempdir().unwrap();
+    let accepted: Arc<Mutex<Vec<(String, i64)>>> = Arc::default();
+    // Windows during which no server ran: (killed at, next ready at).
+    let mut down: Vec<(i64, i64)> = Vec::new();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let mut serial = 0u32;
+
+    for round in 0..6 {
+        let mut server = start(dir.path());
+        if let Some(last) = down.last_mut() {
+            last.1 = now_ms();
+        }
+        let url = format!("http://{}/quality-on-demand/v1/sessions", server.addr);
+        let run_for = Duration::from_millis(rand::rng().random_range(300..1500));
+        let deadline = Instant::now() + run_for;
+        let mut tasks = Vec::new();
+        for worker in 0..4 {
+            let (client, url, accepted) = (client.clone(), url.clone(), accepted.clone());
+            let first = serial + worker * 10_000;
+            tasks.push(tokio::spawn(async move {
+                let mut n = first;
+                while Instant::now() < deadline {
+                    n += 1;
+                    let duration = 1 + i64::from(n % 3);
+                    let body = common::session_body(
+                        &format!("+336{round}{n:07}"),
+                        "198.51.100.1",
+                        duration,
+                    );
+                    let Ok(r) = client.post(&url).json(&body).send().await else {
+                        continue;
+                    };
+                    if r.status() != 201 {
+                        continue;
+                    }
+                    let v: serde_json::Value = r.json().await.unwrap_or_default();
+                    if let Some(id) = v["sessionId"].as_str() {
+                        accepted.lock().unwrap().push((id.to_owned(), duration));
+                    }
+                }
+            }));
+        }
+        serial += 100_000;
+        tokio::time::sleep(run_for).await;
+        server.child.kill().unwrap(); // SIGKILL
+        server.child.wait().unwrap();
+        down.push((now_ms(), i64::MAX));
+        for t in tasks {
+            t.await.unwrap();
+        }
+        // Let some expiries fall due while the server is down.
+        tokio::time::sleep(Duration::from_millis(rand::rng().random_range(0..1500))).await;
+    }
+
+    let mut server = start(dir.path());
+    if let Some(last) = down.last_mut() {
+        last.1 = now_ms();
+    }
+    let accepted = accepted.lock().unwrap().clone();
+    assert!(
+        accepted.len() > 20,
+        "too few sessions created to mean anything: {}",
+        accepted.len()
+    );
+
+    let url = format!("sqlite://{}", dir.path().join("qod.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let all_purged = common::poll_until(Duration::from_secs(30), || async {
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        (left == 0).then_some(())
+    })
+    .await;
+    assert!(
+        all_purged.is_some(),
+        "sessions still stored 30 s after the last restart"
+    );
+
+    for (id, duration) in &accepted {
+        let rows = sqlx::query(
+            "SELECT to_status, reason, at_ms FROM session_events WHERE session_id = ? ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        let path: Vec<String> = rows
+            .iter()
+            .map(|r| r.get::<String, _>("to_status"))
+            .collect();
+        assert_eq!(
+            path,
+            ["REQUESTED", "AVAILABLE", "UNAVAILABLE", "PURGED"],
+            "session {id}"
+        );
+        assert_eq!(
+            rows[2].get::<String, _>("reason"),
+            "DURATION_EXPIRED",
+            "session {id}"
+        );
+        let available_at: i64 = rows[1].get("at_ms");
+        let expired_at: i64 = rows[2].get("at_ms");
+        let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sim_grants WHERE session_id = ?")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(held, 1, "session {id} held {held} grants");
+        let due = available_at + duration * 1000;
+        assert!(
+            expired_at >= due,
+            "session {id} expired {} ms before its due time",
+            due - expired_at
+        );
+        // Due at expiresAt, or at once after the restart if the server was down then.
+        let resumed = down
+            .iter()
+            .find(|(killed, ready)| (*killed..*ready).contains(&due))
+            .map(|d| d.1);
+        let allowed = resumed.unwrap_or(due) + 1500;
+        assert!(
+            expired_at <= allowed,
+            "session {id} expired {} ms after due (down then: {})",
+            expired_at - due,
+            resumed.is_some()
+        );
+    }
+
+    let (grants, active): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COUNT(*) FILTER (WHERE released_at_ms IS NULL) FROM sim_grants",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(active, 0, "grants left in the network");
+    let sessions_with_grants: i64 =
+        sqlx::query_scalar("SELECT COUNT(DISTINCT session_id) FROM sim_grants")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        grants, sessions_with_grants,
+        "a session was provisioned twice"
+    );
+
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_server_cleanly_with_exit_code_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(dir.path());
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!(
+            "http://{}/quality-on-demand/v1/sessions",
+            server.addr
+        ))
+        .json(&common::session_body("+33612340000", "198.51.100.1", 60))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let status = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || server.child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+}
