@@ -26,10 +26,23 @@ fn metric_names(text: &str) -> BTreeSet<String> {
 #[tokio::test]
 async fn every_dashboard_query_uses_an_exported_metric() {
     let app = TestApp::spawn().await;
-    let (_, created) = app.create(&session_body("+33612345000", "198.51.100.1", 1)).await;
+    let (_, created) = app
+        .create(&session_body("+33612345000", "198.51.100.1", 1))
+        .await;
     let id = created["sessionId"].as_str().unwrap().to_owned();
-    app.wait_for_session(&id, Duration::from_secs(5), |_, b| status(b) == "UNAVAILABLE").await;
-    let exported = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    app.wait_for_session(&id, Duration::from_secs(5), |_, b| {
+        status(b) == "UNAVAILABLE"
+    })
+    .await;
+    let exported = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let families: BTreeSet<String> = exported
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
@@ -50,7 +63,11 @@ async fn every_dashboard_query_uses_an_exported_metric() {
                 .iter()
                 .find_map(|s| name.strip_suffix(s))
                 .unwrap_or(&name);
-            assert!(families.contains(family), "{} queries {name}, which /metrics does not export", path.display());
+            assert!(
+                families.contains(family),
+                "{} queries {name}, which /metrics does not export",
+                path.display()
+            );
             checked += 1;
         }
     }
