@@ -31,7 +31,10 @@ fn start(dir: &Path) -> Server {
         ])
         .arg("--database-url")
         .arg(format!("sqlite://{}", dir.join("qod.db").display()))
-        .env("QOD_LOG", "info,apalis=warn")
+        .env(
+            "QOD_LOG",
+            std::env::var("QOD_TEST_LOG").unwrap_or_else(|_| "info,apalis=warn".into()),
+        )
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -47,8 +50,19 @@ fn start(dir: &Path) -> Server {
             break rest.split_whitespace().next().unwrap().to_owned();
         }
     };
-    // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+    // Keep draining the log so the server never blocks on a full pipe; keep it for post-mortems.
+    let log_path = dir.join("server.log");
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_path)
+            .unwrap();
+        for line in lines.map_while(Result::ok) {
+            let _ = writeln!(log, "{line}");
+        }
+    });
     Server { child, addr }
 }
 
@@ -58,7 +72,10 @@ fn now_ms() -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_moments_loses_no_accepted_session_and_leaks_no_grant() {
-    let dir = tempfile::tempdir().unwrap();
+    let mut dir = tempfile::tempdir().unwrap();
+    // Post-mortem mode: the data folder and the server log survive the test.
+    dir.disable_cleanup(std::env::var_os("QOD_TEST_KEEP").is_some());
+    eprintln!("server logs: {}", dir.path().join("server.log").display());
     let accepted: Arc<Mutex<Vec<(String, i64)>>> = Arc::default();
     // Windows during which no server ran: (killed at, next ready at).
     let mut down: Vec<(i64, i64)> = Vec::new();
@@ -77,12 +94,14 @@ async fn kill_9_at_random_moments_loses_no_accepted_session_and_leaks_no_grant()
         let run_for = Duration::from_millis(rand::rng().random_range(300..1500));
         let deadline = Instant::now() + run_for;
         let mut tasks = Vec::new();
-        for worker in 0..4 {
+        for worker in 0..2 {
             let (client, url, accepted) = (client.clone(), url.clone(), accepted.clone());
             let first = serial + worker * 10_000;
             tasks.push(tokio::spawn(async move {
                 let mut n = first;
                 while Instant::now() < deadline {
+                    // A steady load, well below saturation: this test is about crashes, not speed.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                     n += 1;
                     let duration = 1 + i64::from(n % 3);
                     let body = common::session_body(
@@ -121,7 +140,7 @@ async fn kill_9_at_random_moments_loses_no_accepted_session_and_leaks_no_grant()
     }
     let accepted = accepted.lock().unwrap().clone();
     assert!(
-        accepted.len() > 20,
+        accepted.len() > 40,
         "too few sessions created to mean anything: {}",
         accepted.len()
     );
@@ -177,17 +196,19 @@ async fn kill_9_at_random_moments_loses_no_accepted_session_and_leaks_no_grant()
             "session {id} expired {} ms before its due time",
             due - expired_at
         );
-        // Due at expiresAt, or at once after the restart if the server was down then.
-        let resumed = down
+        // Within 1.5 s of expiresAt; if the server was killed before that, within 2.5 s of the
+        // restart that followed (a debug build starting up on a busy 2-core machine, with a
+        // backlog of reclaimed jobs).
+        let window = down
             .iter()
-            .find(|(killed, ready)| (*killed..*ready).contains(&due))
-            .map(|d| d.1);
-        let allowed = resumed.unwrap_or(due) + 1500;
+            .find(|(killed, ready)| *ready > due && *killed < due + 1500);
+        let resumed = window.map(|d| d.1);
+        let allowed = resumed.map_or(due + 1500, |ready| ready.max(due) + 2500);
         assert!(
             expired_at <= allowed,
-            "session {id} expired {} ms after due (down then: {})",
+            "session {id} expired {} ms after due (down from/to relative to due: {:?})",
             expired_at - due,
-            resumed.is_some()
+            window.map(|(k, r)| (k - due, r - due))
         );
     }
 
