@@ -18,6 +18,8 @@ use crate::core::{Core, Wakers};
 use crate::jobs;
 use crate::metrics::Metrics;
 use crate::network::simulated::SimulatedNetwork;
+use crate::notify::limiter::SinkLimiter;
+use crate::notify::sink_client::SinkClient;
 use crate::service::Service;
 use crate::store::{self, ProcessLock, queue};
 
@@ -68,6 +70,9 @@ impl Application {
             wakers: Wakers::default(),
             provision_timeout: settings.provision_timeout,
             retention: settings.retention,
+            notify: settings.notify.clone(),
+            sinks: SinkClient::new(&settings.notify)?,
+            sink_limiter: SinkLimiter::new(settings.notify.per_sink_concurrency),
         });
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await

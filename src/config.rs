@@ -54,6 +54,27 @@ pub struct ServeArgs {
     /// Seconds to let running jobs finish on shutdown before handing them back to the queue.
     #[arg(long, env = "QOD_SHUTDOWN_TIMEOUT_SECS")]
     pub shutdown_timeout_secs: Option<u64>,
+    /// Accept `http://` sinks, not only `https://` (development and tests).
+    #[arg(long, env = "QOD_ALLOW_INSECURE_SINKS")]
+    pub allow_insecure_sinks: bool,
+    /// Deliver to sinks on loopback, private, link-local and other non-public addresses.
+    #[arg(long, env = "QOD_ALLOW_PRIVATE_SINKS")]
+    pub allow_private_sinks: bool,
+    /// PEM file of extra root certificates trusted for sinks (consumers behind a private CA).
+    #[arg(long, env = "QOD_SINK_CA_FILE")]
+    pub sink_ca_file: Option<PathBuf>,
+    /// Milliseconds to wait for a sink's connection.
+    #[arg(long, env = "QOD_SINK_CONNECT_TIMEOUT_MS")]
+    pub sink_connect_timeout_ms: Option<u64>,
+    /// Milliseconds a whole delivery attempt may take.
+    #[arg(long, env = "QOD_SINK_TIMEOUT_MS")]
+    pub sink_timeout_ms: Option<u64>,
+    /// Deliveries in flight to one sink (host and port) at most.
+    #[arg(long, env = "QOD_SINK_CONCURRENCY")]
+    pub sink_concurrency: Option<usize>,
+    /// Public base URL of this server, used as the CloudEvents `source` of notifications.
+    #[arg(long, env = "QOD_PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
 
 /// The `--config` file's layout; every field optional.
@@ -69,6 +90,13 @@ struct FileSettings {
     sim_failure_rate: Option<f64>,
     sim_refuse_rate: Option<f64>,
     shutdown_timeout_secs: Option<u64>,
+    allow_insecure_sinks: Option<bool>,
+    allow_private_sinks: Option<bool>,
+    sink_ca_file: Option<PathBuf>,
+    sink_connect_timeout_ms: Option<u64>,
+    sink_timeout_ms: Option<u64>,
+    sink_concurrency: Option<usize>,
+    public_url: Option<String>,
     qos_profiles: Option<Vec<QosProfile>>,
     #[serde(default)]
     workers: BTreeMap<String, PoolOverride>,
@@ -81,6 +109,19 @@ pub struct SimSettings {
     pub refuse_rate: f64,
 }
 
+/// How notifications reach consumers' sinks.
+#[derive(Debug, Clone)]
+pub struct NotifySettings {
+    pub allow_insecure_sinks: bool,
+    pub allow_private_sinks: bool,
+    pub sink_ca_file: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub per_sink_concurrency: usize,
+    /// Base of the CloudEvents `source`; defaults to `http://<listen address>`.
+    pub public_url: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
@@ -91,6 +132,7 @@ pub struct Settings {
     pub retention: Duration,
     pub shutdown_timeout: Duration,
     pub sim: SimSettings,
+    pub notify: NotifySettings,
     pub catalogue: Catalogue,
     pub pools: Pools,
 }
@@ -116,11 +158,44 @@ impl Settings {
             Some(profiles) => Catalogue::new(profiles).context("config: qos_profiles")?,
             None => Catalogue::builtin(),
         };
+        let listen = args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid default"));
+        let public_url = args
+            .public_url
+            .clone()
+            .or(file.public_url)
+            .unwrap_or_else(|| format!("http://{listen}"));
+        anyhow::ensure!(
+            public_url.starts_with("http://") || public_url.starts_with("https://"),
+            "public URL must start with http:// or https://"
+        );
+        let notify = NotifySettings {
+            allow_insecure_sinks: args.allow_insecure_sinks
+                || file.allow_insecure_sinks.unwrap_or(false),
+            allow_private_sinks: args.allow_private_sinks
+                || file.allow_private_sinks.unwrap_or(false),
+            sink_ca_file: args.sink_ca_file.clone().or(file.sink_ca_file),
+            connect_timeout: Duration::from_millis(
+                args.sink_connect_timeout_ms
+                    .or(file.sink_connect_timeout_ms)
+                    .unwrap_or(2000),
+            ),
+            timeout: Duration::from_millis(
+                args.sink_timeout_ms
+                    .or(file.sink_timeout_ms)
+                    .unwrap_or(5000),
+            ),
+            per_sink_concurrency: args
+                .sink_concurrency
+                .or(file.sink_concurrency)
+                .unwrap_or(4)
+                .max(1),
+            public_url: public_url.trim_end_matches('/').to_owned(),
+        };
         Ok(Self {
-            listen: args
-                .listen
-                .or(file.listen)
-                .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid default")),
+            listen,
             database_url: args
                 .database_url
                 .clone()
@@ -159,6 +234,7 @@ impl Settings {
                     args.sim_refuse_rate.or(file.sim_refuse_rate).unwrap_or(0.0),
                 )?,
             },
+            notify,
             catalogue,
             pools: Pools::builtin().with_overrides(&file.workers)?,
         })

@@ -8,9 +8,12 @@ use futures::channel::mpsc;
 use sqlx::SqlitePool;
 
 use crate::clock::SharedClock;
+use crate::config::NotifySettings;
 use crate::domain::Catalogue;
 use crate::metrics::Metrics;
 use crate::network::Network;
+use crate::notify::limiter::SinkLimiter;
+use crate::notify::sink_client::SinkClient;
 use crate::pools::Pools;
 
 pub struct Core {
@@ -23,6 +26,9 @@ pub struct Core {
     pub wakers: Wakers,
     pub provision_timeout: Duration,
     pub retention: Duration,
+    pub notify: NotifySettings,
+    pub sinks: Arc<SinkClient>,
+    pub sink_limiter: SinkLimiter,
 }
 
 impl Core {

@@ -13,6 +13,7 @@ pub mod jobs;
 pub mod lifecycle;
 pub mod metrics;
 pub mod network;
+pub mod notify;
 pub mod pools;
 pub mod service;
 pub mod store;

@@ -10,6 +10,8 @@ use crate::domain::session::Transition;
 use crate::domain::{QosStatus, Session, SessionId, StatusInfo};
 use crate::jobs::{self, Envelope, JobKind};
 use crate::metrics::outcome;
+use crate::notify;
+use crate::store::notifications::{self, NewNotification};
 use crate::store::{events, queue};
 
 pub struct ScheduledJob {
@@ -40,11 +42,22 @@ impl ScheduledJob {
 #[derive(Default)]
 pub struct Effects {
     transitions: Vec<(SessionId, i64, Transition, DateTime<Utc>)>,
+    notifications: Vec<NewNotification>,
     jobs: Vec<ScheduledJob>,
 }
 
 impl Effects {
+    /// Records a transition and the notification it owes the consumer.
     pub fn record(&mut self, session: &Session, t: Transition, at: DateTime<Utc>) {
+        if let Some(n) = notify::for_transition(session, &t, at) {
+            self.schedule(ScheduledJob::new(
+                jobs::DeliverNotification {
+                    notification_id: n.id,
+                },
+                at,
+            ));
+            self.notifications.push(n);
+        }
         self.transitions.push((session.id, session.revision, t, at));
     }
 
@@ -56,6 +69,9 @@ impl Effects {
     pub async fn write(&self, conn: &mut SqliteConnection) -> anyhow::Result<()> {
         for (id, revision, t, at) in &self.transitions {
             events::append(conn, *id, *revision, t, *at).await?;
+        }
+        for n in &self.notifications {
+            notifications::insert(conn, n).await?;
         }
         for job in &self.jobs {
             queue::push(conn, job.queue, &job.payload, job.due).await?;

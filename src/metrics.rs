@@ -1,7 +1,8 @@
 //! Prometheus metrics, registered once. Labels are bounded: states, reasons, queue names.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 #[derive(Clone)]
@@ -14,9 +15,20 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     pub sessions: IntGaugeVec,
     pub network_grants: IntGaugeVec,
+    pub notification_attempts: IntCounterVec,
+    pub notification_latency: Histogram,
+    pub notifications_dead: IntGauge,
 }
 
 /// Job outcomes counted per queue.
+/// Notification attempt outcomes.
+pub mod delivery {
+    pub const DELIVERED: &str = "delivered";
+    pub const RETRIED: &str = "retried";
+    pub const DEAD: &str = "dead";
+    pub const REFUSED: &str = "refused";
+}
+
 pub mod outcome {
     pub const ENQUEUED: &str = "enqueued";
     pub const SUCCEEDED: &str = "succeeded";
@@ -85,6 +97,38 @@ impl Metrics {
             &["network"],
         )
         .expect("valid metric");
+        let notification_attempts = IntCounterVec::new(
+            Opts::new(
+                "qod_notification_attempts_total",
+                "Notification delivery attempts by outcome (delivered, retried, dead, refused).",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let notification_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "qod_notification_delivery_seconds",
+                "Time from a transition to its notification's successful delivery.",
+            )
+            .buckets(vec![
+                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
+            ]),
+        )
+        .expect("valid metric");
+        let notifications_dead = IntGauge::new(
+            "qod_notifications_dead",
+            "Dead-lettered notifications stored.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(notification_attempts.clone()))
+            .expect("unique metric");
+        registry
+            .register(Box::new(notification_latency.clone()))
+            .expect("unique metric");
+        registry
+            .register(Box::new(notifications_dead.clone()))
+            .expect("unique metric");
         for c in [&transitions, &jobs, &http_requests] {
             registry
                 .register(Box::new(c.clone()))
@@ -109,6 +153,9 @@ impl Metrics {
             http_requests,
             sessions,
             network_grants,
+            notification_attempts,
+            notification_latency,
+            notifications_dead,
         }
     }
 

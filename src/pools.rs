@@ -17,6 +17,9 @@ pub struct RetryPolicy {
     pub factor: f32,
     pub cap_ms: u64,
     pub jitter: bool,
+    /// Give up on work older than this, whatever the attempt count.
+    #[serde(default)]
+    pub max_age_secs: Option<u64>,
 }
 
 impl RetryPolicy {
@@ -39,6 +42,11 @@ impl RetryPolicy {
 
     pub fn exhausted(&self, attempt: u32) -> bool {
         self.max_attempts != 0 && attempt >= self.max_attempts
+    }
+
+    pub fn too_old(&self, age: Duration) -> bool {
+        self.max_age_secs
+            .is_some_and(|max| age > Duration::from_secs(max))
     }
 }
 
@@ -75,6 +83,7 @@ pub struct RetryOverride {
     pub factor: Option<f32>,
     pub cap_ms: Option<u64>,
     pub jitter: Option<bool>,
+    pub max_age_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -115,6 +124,7 @@ impl Pools {
                 p.factor = r.factor.unwrap_or(p.factor);
                 p.cap_ms = r.cap_ms.unwrap_or(p.cap_ms);
                 p.jitter = r.jitter.unwrap_or(p.jitter);
+                p.max_age_secs = r.max_age_secs.or(p.max_age_secs);
             }
         }
         for (queue, spec) in &self.specs {
@@ -161,6 +171,7 @@ mod tests {
             factor: 2.0,
             cap_ms: 1000,
             jitter: false,
+            max_age_secs: None,
         };
         let d: Vec<u64> = (1..=6).map(|a| p.delay(a).as_millis() as u64).collect();
         assert_eq!(d, vec![100, 200, 400, 800, 1000, 1000]);

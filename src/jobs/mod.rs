@@ -2,6 +2,7 @@
 //! the session and does nothing if the world moved on, so running a job twice is harmless
 //! (apalis delivers at least once).
 
+mod deliver_notification;
 mod expire_session;
 mod provision_session;
 mod purge_session;
@@ -13,17 +14,19 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::core::Core;
 
+pub use deliver_notification::DeliverNotification;
 pub use expire_session::ExpireSession;
 pub use provision_session::ProvisionSession;
 pub use purge_session::PurgeSession;
 pub use release_grant::ReleaseGrant;
 
 /// Queue names are stable data: renaming a Rust type must never orphan a queue.
-pub const QUEUES: [&str; 4] = [
+pub const QUEUES: [&str; 5] = [
     ProvisionSession::QUEUE,
     ExpireSession::QUEUE,
     ReleaseGrant::QUEUE,
     PurgeSession::QUEUE,
+    DeliverNotification::QUEUE,
 ];
 
 #[async_trait]

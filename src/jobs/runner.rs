@@ -16,7 +16,10 @@ use apalis::prelude::*;
 use apalis_sqlite::{Config, SqliteStorage};
 use futures::FutureExt;
 
-use super::{Envelope, ExpireSession, JobKind, ProvisionSession, PurgeSession, ReleaseGrant};
+use super::{
+    DeliverNotification, Envelope, ExpireSession, JobKind, ProvisionSession, PurgeSession,
+    ReleaseGrant,
+};
 use crate::clock;
 use crate::core::Core;
 use crate::lifecycle::{Effects, ScheduledJob};
@@ -33,7 +36,8 @@ pub fn register_all(monitor: Monitor, core: &Arc<Core>, instance: &str) -> Monit
     let monitor = register::<ProvisionSession>(monitor, core, instance);
     let monitor = register::<ExpireSession>(monitor, core, instance);
     let monitor = register::<ReleaseGrant>(monitor, core, instance);
-    register::<PurgeSession>(monitor, core, instance)
+    let monitor = register::<PurgeSession>(monitor, core, instance);
+    register::<DeliverNotification>(monitor, core, instance)
 }
 
 fn register<J: JobKind>(monitor: Monitor, core: &Arc<Core>, instance: &str) -> Monitor {
@@ -121,7 +125,8 @@ async fn handle<J: JobKind>(
     Ok(())
 }
 
-async fn reschedule<J: JobKind>(
+/// Puts `job` back in its queue to run after `delay`, as attempt `attempt`.
+pub async fn reschedule<J: JobKind>(
     core: &Core,
     job: J,
     attempt: u32,
@@ -130,7 +135,7 @@ async fn reschedule<J: JobKind>(
     let due = core.clock.now() + chrono::Duration::from_std(delay)?;
     let mut fx = Effects::default();
     fx.schedule(ScheduledJob::retry(job, attempt, due));
-    let mut tx = core.pool.begin().await?;
+    let mut tx = core.begin_write().await?;
     fx.write(&mut tx).await?;
     tx.commit().await?;
     fx.publish(core);

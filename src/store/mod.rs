@@ -3,6 +3,7 @@
 
 pub mod events;
 pub mod ledger;
+pub mod notifications;
 pub mod queue;
 pub mod sessions;
 

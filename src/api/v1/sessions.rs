@@ -47,7 +47,8 @@ struct SinkCredentialWire {
     access_token_type: Option<String>,
 }
 
-fn parse_sink(sink: Option<String>) -> Result<Option<String>, ApiError> {
+/// `^https:\/\/.+$` per the spec, or `http://` when the operator allows insecure sinks.
+fn parse_sink(sink: Option<String>, allow_insecure: bool) -> Result<Option<String>, ApiError> {
     let Some(sink) = sink else { return Ok(None) };
     let invalid = || {
         ApiError::new(
@@ -56,11 +57,9 @@ fn parse_sink(sink: Option<String>) -> Result<Option<String>, ApiError> {
             "sink not valid for the specified protocol",
         )
     };
-    let rest = sink.strip_prefix("https://").ok_or_else(invalid)?;
-    if rest.is_empty()
-        || sink.len() > 2048
-        || sink.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
+    let url = reqwest::Url::parse(&sink).map_err(|_| invalid())?;
+    let scheme_ok = url.scheme() == "https" || (allow_insecure && url.scheme() == "http");
+    if !scheme_ok || url.host_str().is_none_or(str::is_empty) || sink.len() > 2048 {
         return Err(invalid());
     }
     Ok(Some(sink))
@@ -165,7 +164,7 @@ async fn create(
         body.application_server_ports,
     )?;
     let duration_secs = parse_duration("duration", body.duration)?;
-    let sink = parse_sink(body.sink)?;
+    let sink = parse_sink(body.sink, state.service.core().notify.allow_insecure_sinks)?;
     let sink_credential = parse_credential(body.sink_credential)?;
     let device = parse_device(body.device)?;
     let session = state

@@ -1,0 +1,201 @@
+//! deliver_notification: POST one CloudEvent to its sink. Events of a session go out in order:
+//! an event waits while an earlier one is pending, and each event, once settled (delivered or
+//! dead), starts the next. Retries are scheduled here rather than by the runner because the
+//! sink's Retry-After decides the delay as much as the backoff policy does.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::JobKind;
+use super::runner::reschedule;
+use crate::core::Core;
+use crate::lifecycle::{Effects, ScheduledJob};
+use crate::metrics::delivery;
+use crate::notify::sink_client::{Outcome, SinkClient};
+use crate::notify::with_source;
+use crate::store::notifications::{self, Notification, state};
+
+/// When a sink already has its share of deliveries in flight, look again after this long.
+const SINK_BUSY_DELAY: Duration = Duration::from_millis(250);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeliverNotification {
+    pub notification_id: Uuid,
+}
+
+#[async_trait]
+impl JobKind for DeliverNotification {
+    const QUEUE: &'static str = "deliver_notification";
+
+    async fn run(&self, core: &Core) -> anyhow::Result<()> {
+        let n = {
+            let mut conn = core.pool.acquire().await?;
+            let Some(n) = notifications::find(&mut conn, self.notification_id).await? else {
+                return Ok(());
+            };
+            if n.state != state::PENDING || notifications::earlier_pending(&mut conn, &n).await? {
+                // Settled already, or waiting its turn: the earlier event starts it when settled.
+                return Ok(());
+            }
+            if notifications::is_gone(&mut conn, &n.sink).await? {
+                return settle(
+                    core,
+                    &n,
+                    state::DEAD,
+                    Some("sink answered 410 Gone earlier; not sent"),
+                    delivery::REFUSED,
+                )
+                .await;
+            }
+            n
+        };
+        let now = core.clock.now();
+        if let Some(cred) = &n.credential
+            && cred.access_token_expires_utc <= now
+        {
+            return settle(
+                core,
+                &n,
+                state::DEAD,
+                Some("sink access token expired; not sent"),
+                delivery::REFUSED,
+            )
+            .await;
+        }
+        let Some(_permit) = core
+            .sink_limiter
+            .try_acquire(&SinkClient::sink_key(&n.sink))
+        else {
+            return reschedule(core, self.clone(), 0, SINK_BUSY_DELAY).await;
+        };
+
+        let body = with_source(n.event.clone(), &core.notify.public_url);
+        let token = n.credential.as_ref().map(|c| c.access_token.as_str());
+        let outcome = core.sinks.post(&n.sink, body, token, now).await;
+        let attempts = n.attempts + 1;
+        match outcome {
+            Outcome::Delivered => {
+                let latency =
+                    (core.clock.now() - n.created_at).num_milliseconds().max(0) as f64 / 1000.0;
+                core.metrics.notification_latency.observe(latency);
+                settle_after(
+                    core,
+                    &n,
+                    attempts,
+                    state::DELIVERED,
+                    None,
+                    delivery::DELIVERED,
+                )
+                .await
+            }
+            Outcome::Gone => {
+                let mut conn = core.pool.acquire().await?;
+                notifications::mark_gone(&mut conn, &n.sink, core.clock.now()).await?;
+                drop(conn);
+                tracing::info!(notification = %n.id, "sink answered 410 Gone; no more deliveries to it");
+                settle_after(
+                    core,
+                    &n,
+                    attempts,
+                    state::DEAD,
+                    Some("sink answered 410 Gone"),
+                    delivery::DEAD,
+                )
+                .await
+            }
+            Outcome::Permanent { error, refused } => {
+                let outcome = if refused {
+                    delivery::REFUSED
+                } else {
+                    delivery::DEAD
+                };
+                settle_after(core, &n, attempts, state::DEAD, Some(&error), outcome).await
+            }
+            Outcome::Retry { error, retry_after } => {
+                self.retry(core, &n, attempts, error, retry_after).await
+            }
+        }
+    }
+}
+
+impl DeliverNotification {
+    async fn retry(
+        &self,
+        core: &Core,
+        n: &Notification,
+        attempts: u32,
+        error: String,
+        retry_after: Option<Duration>,
+    ) -> anyhow::Result<()> {
+        let policy = &core.pools.get(Self::QUEUE).retry;
+        let now = core.clock.now();
+        let age = (now - n.created_at).to_std().unwrap_or_default();
+        if policy.exhausted(attempts) || policy.too_old(age) {
+            tracing::warn!(notification = %n.id, attempts, %error, "notification dead-lettered");
+            let error = format!("{error} (gave up after {attempts} attempts)");
+            return settle_after(core, n, attempts, state::DEAD, Some(&error), delivery::DEAD)
+                .await;
+        }
+        let delay = policy.delay(attempts).max(retry_after.unwrap_or_default());
+        let next = now + chrono::Duration::from_std(delay)?;
+        let mut fx = Effects::default();
+        fx.schedule(ScheduledJob::retry(self.clone(), attempts, next));
+        let mut tx = core.begin_write().await?;
+        notifications::record_retry(&mut tx, n.id, attempts, &error, next).await?;
+        fx.write(&mut tx).await?;
+        tx.commit().await?;
+        fx.publish(core);
+        core.metrics
+            .notification_attempts
+            .with_label_values(&[delivery::RETRIED])
+            .inc();
+        tracing::debug!(notification = %n.id, attempts, delay_ms = delay.as_millis() as u64, %error, "notification retry scheduled");
+        Ok(())
+    }
+}
+
+async fn settle(
+    core: &Core,
+    n: &Notification,
+    final_state: &str,
+    error: Option<&str>,
+    outcome: &str,
+) -> anyhow::Result<()> {
+    settle_after(core, n, n.attempts, final_state, error, outcome).await
+}
+
+/// Ends the event's delivery and starts the session's next waiting event.
+async fn settle_after(
+    core: &Core,
+    n: &Notification,
+    attempts: u32,
+    final_state: &str,
+    error: Option<&str>,
+    outcome: &str,
+) -> anyhow::Result<()> {
+    let now: DateTime<Utc> = core.clock.now();
+    let mut fx = Effects::default();
+    let mut tx = core.begin_write().await?;
+    if notifications::finish(&mut tx, n.id, final_state, attempts, error, now).await?
+        && let Some(next) = notifications::next_pending(&mut tx, n).await?
+    {
+        fx.schedule(ScheduledJob::new(
+            DeliverNotification {
+                notification_id: next,
+            },
+            now,
+        ));
+    }
+    fx.write(&mut tx).await?;
+    tx.commit().await?;
+    fx.publish(core);
+    core.metrics
+        .notification_attempts
+        .with_label_values(&[outcome])
+        .inc();
+    Ok(())
+}

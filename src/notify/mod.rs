@@ -1,0 +1,73 @@
+//! Status notifications: CloudEvents to the consumer's sink, built at transition time and
+//! delivered by the `deliver_notification` job.
+
+pub mod address_policy;
+pub mod limiter;
+pub mod sink_client;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::api::v1::wire::timestamp;
+use crate::domain::session::Transition;
+use crate::domain::{QosStatus, Session, StatusInfo};
+use crate::store::notifications::NewNotification;
+
+pub const V1_EVENT_TYPE: &str = "org.camaraproject.quality-on-demand.v1.qos-status-changed";
+
+/// The event a transition owes the consumer, if any: AVAILABLE, and UNAVAILABLE except a
+/// deletion of a session that never became AVAILABLE.
+pub fn for_transition(
+    session: &Session,
+    t: &Transition,
+    at: DateTime<Utc>,
+) -> Option<NewNotification> {
+    let sink = session.sink.clone()?;
+    let status = match t.to {
+        s if s == QosStatus::Available.as_str() && t.from != Some(QosStatus::Available) => {
+            QosStatus::Available
+        }
+        s if s == QosStatus::Unavailable.as_str() => QosStatus::Unavailable,
+        _ => return None,
+    };
+    if session.status_info == Some(StatusInfo::DeleteRequested)
+        && t.from != Some(QosStatus::Available)
+    {
+        return None;
+    }
+    let id = Uuid::new_v4();
+    let mut data = json!({ "sessionId": session.id.to_string(), "qosStatus": status.as_str() });
+    if status == QosStatus::Unavailable {
+        if let Some(info) = session.status_info {
+            data["statusInfo"] = json!(info.as_str());
+        }
+    }
+    Some(NewNotification {
+        id,
+        session_id: session.id,
+        sink,
+        credential: session.sink_credential.clone(),
+        event: json!({
+            "id": id.to_string(),
+            "specversion": "1.0",
+            "type": V1_EVENT_TYPE,
+            "time": timestamp(at),
+            "datacontenttype": "application/json",
+            "data": data,
+        }),
+        created_at: at,
+    })
+}
+
+/// The event as sent: the stored body plus its `source`.
+pub fn with_source(mut event: serde_json::Value, public_url: &str) -> Vec<u8> {
+    let session = event["data"]["sessionId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    event["source"] = json!(format!(
+        "{public_url}/quality-on-demand/v1/sessions/{session}"
+    ));
+    serde_json::to_vec(&event).expect("JSON values serialise")
+}
