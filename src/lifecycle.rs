@@ -25,6 +25,18 @@ impl ScheduledJob {
         Self::retry(job, 0, due)
     }
 
+    /// A job with no precise due time: rounded up to a whole second, which the queue stores
+    /// exactly, so it is never fetched early and never holds a worker slot waiting for its time.
+    pub fn not_before<J: JobKind>(job: J, attempt: u32, earliest: DateTime<Utc>) -> Self {
+        let ms = earliest.timestamp_millis();
+        let rounded = ms.div_euclid(1000) * 1000 + if ms.rem_euclid(1000) == 0 { 0 } else { 1000 };
+        Self::retry(
+            job,
+            attempt,
+            DateTime::from_timestamp_millis(rounded).unwrap_or(earliest),
+        )
+    }
+
     pub fn retry<J: JobKind>(job: J, attempt: u32, due: DateTime<Utc>) -> Self {
         let envelope = Envelope {
             job,

@@ -75,6 +75,9 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
                 .with_label_values(&["simulated"])
                 .set(n);
         }
+        if let Ok(n) = crate::store::notifications::dead_count(&mut conn).await {
+            core.metrics.notifications_dead.set(n);
+        }
     }
     (
         [(

@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::JobKind;
-use super::runner::reschedule;
 use crate::core::Core;
 use crate::lifecycle::{Effects, ScheduledJob};
 use crate::metrics::delivery;
@@ -19,8 +18,8 @@ use crate::notify::sink_client::{Outcome, SinkClient};
 use crate::notify::with_source;
 use crate::store::notifications::{self, Notification, state};
 
-/// When a sink already has its share of deliveries in flight, look again after this long.
-const SINK_BUSY_DELAY: Duration = Duration::from_millis(250);
+/// When a sink already has its share of deliveries in flight, look again after at least this.
+const SINK_BUSY_DELAY: chrono::Duration = chrono::Duration::milliseconds(250);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeliverNotification {
@@ -70,7 +69,17 @@ impl JobKind for DeliverNotification {
             .sink_limiter
             .try_acquire(&SinkClient::sink_key(&n.sink))
         else {
-            return reschedule(core, self.clone(), 0, SINK_BUSY_DELAY).await;
+            let mut fx = Effects::default();
+            fx.schedule(ScheduledJob::not_before(
+                self.clone(),
+                n.attempts,
+                now + SINK_BUSY_DELAY,
+            ));
+            let mut tx = core.begin_write().await?;
+            fx.write(&mut tx).await?;
+            tx.commit().await?;
+            fx.publish(core);
+            return Ok(());
         };
 
         let body = with_source(n.event.clone(), &core.notify.public_url);

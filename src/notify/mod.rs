@@ -38,10 +38,10 @@ pub fn for_transition(
     }
     let id = Uuid::new_v4();
     let mut data = json!({ "sessionId": session.id.to_string(), "qosStatus": status.as_str() });
-    if status == QosStatus::Unavailable {
-        if let Some(info) = session.status_info {
-            data["statusInfo"] = json!(info.as_str());
-        }
+    if status == QosStatus::Unavailable
+        && let Some(info) = session.status_info
+    {
+        data["statusInfo"] = json!(info.as_str());
     }
     Some(NewNotification {
         id,

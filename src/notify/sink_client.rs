@@ -49,15 +49,14 @@ impl Resolve for CheckedResolver {
             let host = name.as_str().to_owned();
             let addrs: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            if !allow_private {
-                if let Some((ip, why)) = addrs
-                    .iter()
-                    .find_map(|a| non_public_reason(a.ip()).map(|w| (a.ip(), w)))
-                {
-                    return Err(Box::new(Refused(format!(
-                        "sink host {host} resolves to {ip}, a {why} address"
-                    ))) as _);
-                }
+            let refused = addrs
+                .iter()
+                .find_map(|a| non_public_reason(a.ip()).map(|w| (a.ip(), w)))
+                .filter(|_| !allow_private);
+            if let Some((ip, why)) = refused {
+                return Err(Box::new(Refused(format!(
+                    "sink host {host} resolves to {ip}, a {why} address"
+                ))) as _);
             }
             Ok(Box::new(addrs.into_iter()) as Addrs)
         })
@@ -117,10 +116,10 @@ impl SinkClient {
             .trim_end_matches(']')
             .parse::<IpAddr>()
             .ok();
-        if let (Some(ip), false) = (literal, self.allow_private) {
-            if let Some(why) = non_public_reason(ip) {
-                return Err(format!("sink address {ip} is a {why} address"));
-            }
+        if let Some(ip) = literal.filter(|_| !self.allow_private)
+            && let Some(why) = non_public_reason(ip)
+        {
+            return Err(format!("sink address {ip} is a {why} address"));
         }
         Ok(url)
     }

@@ -1,6 +1,8 @@
 //! Test harness: the real application on port 0 with a temporary SQLite file.
 #![allow(dead_code)]
 
+pub mod sink;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;

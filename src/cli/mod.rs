@@ -1,5 +1,7 @@
 //! Command line: `qod serve` and friends.
 
+mod notifications;
+
 use clap::{Parser, Subcommand};
 
 use crate::Application;
@@ -15,12 +17,16 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the API and run the lifecycle workers.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Inspect and retry status notifications (works beside a running server).
+    #[command(subcommand)]
+    Notifications(notifications::Command),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
+        Command::Notifications(cmd) => notifications::run(cmd).await,
     }
 }
 
