@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::sink::{Behaviour, TestSink};
 use rand::Rng;
 use sqlx::Row;
 
@@ -18,7 +19,19 @@ struct Server {
     addr: String,
 }
 
+impl Drop for Server {
+    /// A failing test must not leave servers behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn start(dir: &Path) -> Server {
+    start_with(dir, &[])
+}
+
+fn start_with(dir: &Path, extra: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_qod"))
         .args([
             "serve",
@@ -29,6 +42,7 @@ fn start(dir: &Path) -> Server {
             "--sim-latency-ms",
             "20",
         ])
+        .args(extra)
         .arg("--database-url")
         .arg(format!("sqlite://{}", dir.join("qod.db").display()))
         .env(
@@ -257,4 +271,75 @@ async fn sigterm_stops_the_server_cleanly_with_exit_code_zero() {
         .await
         .unwrap();
     assert!(exit.success(), "exit status {exit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_delivery_neither_loses_an_event_nor_changes_its_id() {
+    let sink = TestSink::start().await;
+    let url = sink.url("slow", Behaviour::Hang(Duration::from_millis(150)));
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--allow-insecure-sinks", "--allow-private-sinks"];
+    let mut server = start_with(dir.path(), &flags);
+    let client = reqwest::Client::new();
+    let mut sessions = Vec::new();
+    for i in 0..20 {
+        let mut body = common::session_body(&format!("+3363000{i:04}"), "198.51.100.1", 1);
+        body["sink"] = serde_json::json!(url);
+        let r = client
+            .post(format!(
+                "http://{}/quality-on-demand/v1/sessions",
+                server.addr
+            ))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let v: serde_json::Value = r.json().await.unwrap();
+        sessions.push(v["sessionId"].as_str().unwrap().to_owned());
+    }
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(rand::rng().random_range(100..700))).await;
+        drop(server); // SIGKILL
+        server = start_with(dir.path(), &flags);
+    }
+
+    let complete = common::poll_until(Duration::from_secs(30), || async {
+        let delivered = sink.delivered("slow");
+        let all = sessions.iter().all(|s| {
+            ["AVAILABLE", "UNAVAILABLE"].iter().all(|status| {
+                delivered.iter().any(|r| {
+                    r.body["data"]["sessionId"] == s.as_str()
+                        && r.body["data"]["qosStatus"] == *status
+                })
+            })
+        });
+        all.then_some(())
+    })
+    .await;
+    assert!(complete.is_some(), "some events never arrived");
+    let received = sink.received("slow");
+    for s in &sessions {
+        for status in ["AVAILABLE", "UNAVAILABLE"] {
+            let ids: std::collections::BTreeSet<&str> = received
+                .iter()
+                .filter(|r| {
+                    r.body["data"]["sessionId"] == s.as_str()
+                        && r.body["data"]["qosStatus"] == status
+                })
+                .map(|r| r.body["id"].as_str().unwrap())
+                .collect();
+            assert_eq!(
+                ids.len(),
+                1,
+                "{status} of {s} was sent under several ids: {ids:?}"
+            );
+        }
+    }
+    eprintln!(
+        "{} requests for {} events",
+        received.len(),
+        sessions.len() * 2
+    );
+    drop(server);
 }
