@@ -15,7 +15,7 @@ use crate::api::{self, AppState};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Settings;
 use crate::core::{Core, Wakers};
-use crate::jobs;
+use crate::jobs::{self, DeliverNotification, JobKind};
 use crate::metrics::Metrics;
 use crate::network::simulated::SimulatedNetwork;
 use crate::notify::limiter::SinkLimiter;
@@ -72,7 +72,12 @@ impl Application {
             retention: settings.retention,
             notify: settings.notify.clone(),
             sinks: SinkClient::new(&settings.notify)?,
-            sink_limiter: SinkLimiter::new(settings.notify.per_sink_concurrency),
+            sink_limiter: SinkLimiter::new(
+                settings.notify.per_sink_concurrency,
+                // A sink may hold at most a quarter of the delivery workers waiting in line.
+                (settings.pools.get(DeliverNotification::QUEUE).concurrency / 4)
+                    .min(settings.notify.per_sink_concurrency * 8),
+            ),
         });
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await

@@ -190,7 +190,7 @@ impl Settings {
             per_sink_concurrency: args
                 .sink_concurrency
                 .or(file.sink_concurrency)
-                .unwrap_or(4)
+                .unwrap_or(8)
                 .max(1),
             public_url: public_url.trim_end_matches('/').to_owned(),
         };

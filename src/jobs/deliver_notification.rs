@@ -65,10 +65,8 @@ impl JobKind for DeliverNotification {
             )
             .await;
         }
-        let Some(_permit) = core
-            .sink_limiter
-            .try_acquire(&SinkClient::sink_key(&n.sink))
-        else {
+        let key = SinkClient::sink_key(&n.sink);
+        let Some(_permit) = core.sink_limiter.acquire(&key, core.notify.timeout).await else {
             let mut fx = Effects::default();
             fx.schedule(ScheduledJob::not_before(
                 self.clone(),
