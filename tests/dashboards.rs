@@ -5,6 +5,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use common::sink::{Behaviour, TestSink};
 use common::{TestApp, session_body, status};
 
 fn metric_names(text: &str) -> BTreeSet<String> {
@@ -25,24 +26,38 @@ fn metric_names(text: &str) -> BTreeSet<String> {
 
 #[tokio::test]
 async fn every_dashboard_query_uses_an_exported_metric() {
-    let app = TestApp::spawn().await;
-    let (_, created) = app
-        .create(&session_body("+33612345000", "198.51.100.1", 1))
-        .await;
+    let sink = TestSink::start().await;
+    let app = TestApp::spawn_with(|s| {
+        s.notify.allow_insecure_sinks = true;
+        s.notify.allow_private_sinks = true;
+    })
+    .await;
+    let mut body = session_body("+33612345000", "198.51.100.1", 1);
+    body["sink"] = serde_json::json!(sink.url("events", Behaviour::Accept));
+    let (_, created) = app.create(&body).await;
     let id = created["sessionId"].as_str().unwrap().to_owned();
     app.wait_for_session(&id, Duration::from_secs(5), |_, b| {
         status(b) == "UNAVAILABLE"
     })
     .await;
-    let exported = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    sink.wait_delivered("events", 2, Duration::from_secs(5))
+        .await;
+    // Counters appear once incremented, just after the sink answered: poll for the last one.
+    let exported = common::poll_until(Duration::from_secs(5), || async {
+        let text = app
+            .client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.contains(r#"qod_notification_attempts_total{outcome="delivered"} 2"#)
+            .then_some(text)
+    })
+    .await
+    .expect("deliveries counted");
     let families: BTreeSet<String> = exported
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
