@@ -126,7 +126,7 @@ async fn handle<J: JobKind>(
 }
 
 /// Puts `job` back in its queue to run after `delay`, as attempt `attempt`.
-pub async fn reschedule<J: JobKind>(
+async fn reschedule<J: JobKind>(
     core: &Core,
     job: J,
     attempt: u32,
