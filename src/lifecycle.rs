@@ -62,12 +62,6 @@ impl Effects {
     /// Records a transition and the notification it owes the consumer.
     pub fn record(&mut self, session: &Session, t: Transition, at: DateTime<Utc>) {
         if let Some(n) = notify::for_transition(session, &t, at) {
-            self.schedule(ScheduledJob::new(
-                jobs::DeliverNotification {
-                    notification_id: n.id,
-                },
-                at,
-            ));
             self.notifications.push(n);
         }
         self.transitions.push((session.id, session.revision, t, at));
@@ -78,12 +72,22 @@ impl Effects {
     }
 
     /// Writes events and jobs into the caller's transaction.
-    pub async fn write(&self, conn: &mut SqliteConnection) -> anyhow::Result<()> {
+    pub async fn write(&mut self, conn: &mut SqliteConnection) -> anyhow::Result<()> {
         for (id, revision, t, at) in &self.transitions {
             events::append(conn, *id, *revision, t, *at).await?;
         }
         for n in &self.notifications {
             notifications::insert(conn, n).await?;
+            // Exactly one job per event: behind a pending event, the earlier one's settlement
+            // starts it (both happen in write transactions, so they cannot cross).
+            if !notifications::earlier_pending_than(conn, n.session_id, n.id).await? {
+                self.jobs.push(ScheduledJob::new(
+                    jobs::DeliverNotification {
+                        notification_id: n.id,
+                    },
+                    n.created_at,
+                ));
+            }
         }
         for job in &self.jobs {
             queue::push(conn, job.queue, &job.payload, job.due).await?;

@@ -176,6 +176,13 @@ mod tests {
         let d: Vec<u64> = (1..=6).map(|a| p.delay(a).as_millis() as u64).collect();
         assert_eq!(d, vec![100, 200, 400, 800, 1000, 1000]);
         assert!(!p.exhausted(1_000_000));
+        assert!(!p.too_old(Duration::from_secs(1_000_000)));
+        let aged = RetryPolicy {
+            max_age_secs: Some(60),
+            ..p
+        };
+        assert!(aged.too_old(Duration::from_secs(61)));
+        assert!(!aged.too_old(Duration::from_secs(59)));
     }
 
     #[test]

@@ -197,10 +197,12 @@ async fn an_event_out_of_attempts_is_dead_lettered_listed_and_can_be_retried() {
     assert!(metrics.contains(r#"qod_notification_attempts_total{outcome="dead"} 1"#));
     assert!(metrics.contains(r#"qod_notification_attempts_total{outcome="retried"} 3"#));
 
+    // The CLI runs beside the server; awaited, so this test's runtime keeps serving meanwhile.
     let db = format!("sqlite://{}", app.dir.path().join("qod.db").display());
-    let list = std::process::Command::new(env!("CARGO_BIN_EXE_qod"))
+    let list = tokio::process::Command::new(env!("CARGO_BIN_EXE_qod"))
         .args(["notifications", "list", "--dead", "--database-url", &db])
         .output()
+        .await
         .unwrap();
     assert!(
         list.status.success(),
@@ -214,9 +216,10 @@ async fn an_event_out_of_attempts_is_dead_lettered_listed_and_can_be_retried() {
     );
 
     sink.set("down", Behaviour::Accept);
-    let retry = std::process::Command::new(env!("CARGO_BIN_EXE_qod"))
+    let retry = tokio::process::Command::new(env!("CARGO_BIN_EXE_qod"))
         .args(["notifications", "retry", &id, "--database-url", &db])
         .output()
+        .await
         .unwrap();
     assert!(
         retry.status.success(),
@@ -229,9 +232,10 @@ async fn an_event_out_of_attempts_is_dead_lettered_listed_and_can_be_retried() {
         id.as_str(),
         "a retried dead letter keeps its id"
     );
-    let again = std::process::Command::new(env!("CARGO_BIN_EXE_qod"))
+    let again = tokio::process::Command::new(env!("CARGO_BIN_EXE_qod"))
         .args(["notifications", "retry", &id, "--database-url", &db])
         .output()
+        .await
         .unwrap();
     assert!(
         !again.status.success(),
@@ -452,4 +456,20 @@ async fn deletion_notifies_only_sessions_that_had_been_available() {
         sink.received("del")[1].body["data"]["statusInfo"],
         "DELETE_REQUESTED"
     );
+}
+
+#[tokio::test]
+async fn a_sink_that_stays_down_is_retried_then_dead_lettered() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://127.0.0.1:{}/down",
+        closed.local_addr().unwrap().port()
+    );
+    drop(closed);
+    let app = notifying_app(|_| {}).await;
+    let session = create(&app, &with_sink("+33620000013", 60, &url)).await;
+    let (_, state, attempts, error) = wait_settled(&app, &session, "AVAILABLE").await;
+    assert_eq!((state.as_str(), attempts), ("dead", 4));
+    let error = error.unwrap();
+    assert!(error.contains("connection failed"), "{error}");
 }

@@ -113,6 +113,23 @@ pub async fn earlier_pending(
     Ok(found.is_some())
 }
 
+/// Whether an event of the same session older than `id` is still pending.
+pub async fn earlier_pending_than(
+    conn: &mut SqliteConnection,
+    session: SessionId,
+    id: Uuid,
+) -> anyhow::Result<bool> {
+    let found: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM notifications AS e WHERE e.session_id = ?1 AND e.state = 'pending' \
+         AND e.seq < (SELECT seq FROM notifications WHERE id = ?2) LIMIT 1",
+    )
+    .bind(session.to_string())
+    .bind(id.to_string())
+    .fetch_optional(conn)
+    .await?;
+    Ok(found.is_some())
+}
+
 /// The session's next event waiting behind `n`, if any.
 pub async fn next_pending(
     conn: &mut SqliteConnection,

@@ -42,6 +42,13 @@ impl TestApp {
     }
 
     pub async fn spawn_in(dir: tempfile::TempDir, settings: Settings) -> Self {
+        if let Ok(filter) = std::env::var("QOD_TEST_LOG") {
+            // Post-mortem mode: the in-process server logs to the test's stderr.
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
         let app = Application::build(settings)
             .await
             .expect("application builds");
