@@ -38,6 +38,15 @@ async fn create(app: &TestApp, body: &Value) -> String {
     created["sessionId"].as_str().unwrap().to_owned()
 }
 
+/// Runs the `qod` binary; awaited, so this test's runtime keeps serving the in-process server.
+async fn qod_cli(args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_qod"))
+        .args(args)
+        .output()
+        .await
+        .unwrap()
+}
+
 async fn notification_row(
     app: &TestApp,
     session: &str,
@@ -197,13 +206,8 @@ async fn an_event_out_of_attempts_is_dead_lettered_listed_and_can_be_retried() {
     assert!(metrics.contains(r#"qod_notification_attempts_total{outcome="dead"} 1"#));
     assert!(metrics.contains(r#"qod_notification_attempts_total{outcome="retried"} 3"#));
 
-    // The CLI runs beside the server; awaited, so this test's runtime keeps serving meanwhile.
     let db = format!("sqlite://{}", app.dir.path().join("qod.db").display());
-    let list = tokio::process::Command::new(env!("CARGO_BIN_EXE_qod"))
-        .args(["notifications", "list", "--dead", "--database-url", &db])
-        .output()
-        .await
-        .unwrap();
+    let list = qod_cli(&["notifications", "list", "--dead", "--database-url", &db]).await;
     assert!(
         list.status.success(),
         "{}",
@@ -216,11 +220,7 @@ async fn an_event_out_of_attempts_is_dead_lettered_listed_and_can_be_retried() {
     );
 
     sink.set("down", Behaviour::Accept);
-    let retry = tokio::process::Command::new(env!("CARGO_BIN_EXE_qod"))
-        .args(["notifications", "retry", &id, "--database-url", &db])
-        .output()
-        .await
-        .unwrap();
+    let retry = qod_cli(&["notifications", "retry", &id, "--database-url", &db]).await;
     assert!(
         retry.status.success(),
         "{}",
@@ -232,11 +232,7 @@ async fn an_event_out_of_attempts_is_dead_lettered_listed_and_can_be_retried() {
         id.as_str(),
         "a retried dead letter keeps its id"
     );
-    let again = tokio::process::Command::new(env!("CARGO_BIN_EXE_qod"))
-        .args(["notifications", "retry", &id, "--database-url", &db])
-        .output()
-        .await
-        .unwrap();
+    let again = qod_cli(&["notifications", "retry", &id, "--database-url", &db]).await;
     assert!(
         !again.status.success(),
         "retrying a delivered event must be refused"

@@ -11,6 +11,19 @@ use qod::config::Durability;
 use serde_json::Value;
 use sqlx::Connection;
 
+/// Another connection to the server's file, holding SQLite's write lock until it commits.
+async fn take_write_lock(app: &TestApp) -> sqlx::SqliteConnection {
+    let db = app.dir.path().join("qod.db");
+    let mut other = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    other
+}
+
 /// (transition time, scheduled expiry) of a session's DURATION_EXPIRED event, in ms.
 async fn expiry_times(app: &TestApp, id: &str) -> Option<(i64, i64)> {
     let at: Option<i64> = sqlx::query_scalar(
@@ -130,14 +143,7 @@ async fn a_long_write_lock_held_elsewhere_stops_no_worker_and_loses_no_job() {
     })
     .await;
 
-    let db = app.dir.path().join("qod.db");
-    let mut other = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut other)
-        .await
-        .unwrap();
+    let mut other = take_write_lock(&app).await;
     let locked_at = Instant::now();
     // A create during the lock waits for it instead of failing.
     let create = {
@@ -192,14 +198,7 @@ async fn workers_that_fail_on_a_lock_beyond_the_busy_timeout_are_restarted() {
     app.wait_for_session(&id, Duration::from_secs(3), |_, b| status(b) == "AVAILABLE")
         .await;
 
-    let db = app.dir.path().join("qod.db");
-    let mut other = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut other)
-        .await
-        .unwrap();
+    let mut other = take_write_lock(&app).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     sqlx::query("COMMIT").execute(&mut other).await.unwrap();
 
