@@ -18,6 +18,8 @@ pub struct Cli {
 pub enum Command {
     /// Serve the API and run the lifecycle workers.
     Serve(Box<ServeArgs>),
+    /// Drive a running server with session lifecycles and report throughput and latencies.
+    Bench(Box<crate::bench::BenchArgs>),
     /// Inspect and retry status notifications (works beside a running server).
     #[command(subcommand)]
     Notifications(notifications::Command),
@@ -27,6 +29,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(*args).await,
         Command::Notifications(cmd) => notifications::run(cmd).await,
+        Command::Bench(args) => crate::bench::run(*args).await,
     }
 }
 

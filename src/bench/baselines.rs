@@ -1,0 +1,108 @@
+//! The machine's own limits, measured in the same run as the bench so figures compare across
+//! machines: SQLite's rate of one-row commits with the server's pragmas, and how fast the job
+//! queue library drains no-op jobs when used with its defaults.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use apalis::prelude::*;
+use apalis_sqlite::SqliteStorage;
+use serde::Serialize;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{ConnectOptions, SqlitePool};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Baselines {
+    pub sqlite_commits_per_s: f64,
+    pub queue_drain_jobs_per_s: f64,
+}
+
+const COMMIT_SECONDS: f64 = 3.0;
+const DRAIN_JOBS: u64 = 5_000;
+
+pub async fn measure(dir: &Path) -> anyhow::Result<Baselines> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    eprintln!(
+        "baseline 1/2: SQLite one-row commits for {COMMIT_SECONDS} s in {}",
+        dir.display()
+    );
+    let sqlite_commits_per_s = commit_rate(&dir.join("baseline-commits.db")).await?;
+    eprintln!("baseline 2/2: the job queue draining {DRAIN_JOBS} no-op jobs with its defaults");
+    let queue_drain_jobs_per_s = drain_rate(&dir.join("baseline-queue.db")).await?;
+    Ok(Baselines {
+        sqlite_commits_per_s,
+        queue_drain_jobs_per_s,
+    })
+}
+
+fn fresh(path: &Path) -> SqliteConnectOptions {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+}
+
+async fn commit_rate(path: &Path) -> anyhow::Result<f64> {
+    let mut conn = fresh(path).connect().await?;
+    sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY, payload BLOB NOT NULL)")
+        .execute(&mut conn)
+        .await?;
+    let payload = vec![7u8; 200];
+    let started = Instant::now();
+    let mut n = 0u64;
+    while started.elapsed().as_secs_f64() < COMMIT_SECONDS {
+        sqlx::query("INSERT INTO t (payload) VALUES (?)")
+            .bind(&payload)
+            .execute(&mut conn)
+            .await?;
+        n += 1;
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    drop(conn);
+    let _ = std::fs::remove_file(path);
+    Ok(rate)
+}
+
+async fn drain_rate(path: &Path) -> anyhow::Result<f64> {
+    let pool = SqlitePool::connect_with(fresh(path)).await?;
+    SqliteStorage::setup(&pool).await?;
+    let mut storage = SqliteStorage::<u64>::new(&pool);
+    let jobs: Vec<u64> = (0..DRAIN_JOBS).collect();
+    storage
+        .push_bulk(jobs)
+        .await
+        .map_err(|e| anyhow::anyhow!("pushing baseline jobs: {e}"))?;
+    let done = Arc::new(AtomicU64::new(0));
+    let counter = done.clone();
+    let started = Instant::now();
+    let worker = WorkerBuilder::new("baseline-drain")
+        .backend(storage)
+        .data(counter)
+        .build(count_job);
+    let drained = async {
+        let timeout = Instant::now() + Duration::from_secs(120);
+        while done.load(Ordering::Relaxed) < DRAIN_JOBS && Instant::now() < timeout {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        _ = worker.run() => {}
+        () = drained => {}
+    }
+    let rate = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    pool.close().await;
+    let _ = std::fs::remove_file(path);
+    Ok(rate)
+}
+
+async fn count_job(_job: u64, done: Data<Arc<AtomicU64>>) -> Result<(), BoxDynError> {
+    done.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}

@@ -1,0 +1,477 @@
+//! `qod bench`: drives a running server over HTTP with session lifecycles, receives their
+//! notifications on its own sink, and reports throughput and latencies (a table, or JSON).
+
+mod baselines;
+mod process;
+mod sink;
+mod stats;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use serde::Serialize;
+use serde_json::json;
+
+use stats::{Summary, summarize};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Base URL of the server to drive.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub target: String,
+    /// Bearer token sent with every request.
+    #[arg(long, env = "QOD_BENCH_TOKEN")]
+    pub token: Option<String>,
+    /// Session creates per second (default 100).
+    #[arg(long, conflicts_with = "max")]
+    pub rate: Option<u32>,
+    /// Create as fast as the concurrency allows.
+    #[arg(long)]
+    pub max: bool,
+    /// How long to keep creating sessions, e.g. 60s or 2m.
+    #[arg(long, default_value = "60s", value_parser = parse_span)]
+    pub duration: Duration,
+    /// Duration of each session, in seconds.
+    #[arg(long, default_value_t = 5)]
+    pub session_duration: u32,
+    /// Requests in flight at most.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Where the bench's notification sink listens. The server must be allowed to reach it
+    /// (`--allow-insecure-sinks --allow-private-sinks` for a local run).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub sink_listen: SocketAddr,
+    /// Seconds to wait, after the last session should have expired, for stragglers.
+    #[arg(long, default_value_t = 10)]
+    pub grace: u64,
+    /// Also measure the machine's baselines: SQLite commits and the job queue's default drain.
+    #[arg(long)]
+    pub baselines: bool,
+    /// Folder for the baselines' scratch databases (put it on the server's disk).
+    #[arg(long, default_value = "./qod-data")]
+    pub baseline_dir: PathBuf,
+}
+
+fn parse_span(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    match unit {
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "ms" => Ok(Duration::from_millis(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("bad duration unit in {s:?} (use ms, s or m)")),
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub target: String,
+    pub load: String,
+    pub duration_s: f64,
+    pub session_duration_s: u32,
+    pub created: u64,
+    pub creates_per_s: f64,
+    pub create_latency: Summary,
+    pub create_to_available: Summary,
+    pub expiry_lateness: Summary,
+    pub lifecycles_completed: usize,
+    pub lifecycles_per_s: f64,
+    pub server_jobs_per_s: Option<f64>,
+    pub errors: BTreeMap<String, u64>,
+    pub server_rss_bytes: Option<u64>,
+    pub server_cpu_percent: Option<f64>,
+    pub baselines: Option<baselines::Baselines>,
+}
+
+#[derive(Default)]
+struct Shared {
+    created: AtomicU64,
+    create_ms: Mutex<Vec<f64>>,
+    started: Mutex<HashMap<String, Instant>>,
+    errors: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Shared {
+    fn error(&self, kind: String) {
+        *self
+            .errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(kind)
+            .or_default() += 1;
+    }
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let baselines = if args.baselines {
+        Some(baselines::measure(&args.baseline_dir).await?)
+    } else {
+        None
+    };
+    let target = args.target.trim_end_matches('/').to_owned();
+    let (sink_addr, recorder) = sink::start(args.sink_listen)
+        .await
+        .context("starting the bench sink")?;
+    let sink_url = format!("http://{sink_addr}/events");
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let server_pid = reqwest::Url::parse(&target)
+        .ok()
+        .filter(|u| matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")))
+        .and_then(|u| u.port_or_known_default())
+        .and_then(process::pid_listening_on);
+    let jobs_before = scrape_jobs(&client, &target).await;
+    let cpu_before = server_pid.and_then(process::cpu_seconds);
+
+    let shared = Arc::new(Shared::default());
+    let run_id: u32 = rand::random::<u32>() % 90 + 10;
+    let counter = Arc::new(AtomicU64::new(0));
+    let rate = if args.max {
+        None
+    } else {
+        Some(args.rate.unwrap_or(100).max(1))
+    };
+    let started = Instant::now();
+    let deadline = started + args.duration;
+    let tickets = rate.map(|r| spawn_ticker(r, deadline, args.concurrency));
+
+    let mut workers = Vec::new();
+    for _ in 0..args.concurrency.max(1) {
+        let (client, shared, counter, tickets) = (
+            client.clone(),
+            shared.clone(),
+            counter.clone(),
+            tickets.clone(),
+        );
+        let (target, sink_url, token) = (target.clone(), sink_url.clone(), args.token.clone());
+        let session_duration = args.session_duration;
+        workers.push(tokio::spawn(async move {
+            loop {
+                if let Some(t) = &tickets {
+                    if t.lock().await.recv().await.is_none() {
+                        return;
+                    }
+                } else if Instant::now() >= deadline {
+                    return;
+                }
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let body = json!({
+                    "device": {"phoneNumber": format!("+4{run_id}{n:010}")},
+                    "applicationServer": {"ipv4Address": "198.51.100.10"},
+                    "qosProfile": "QOS_E",
+                    "duration": session_duration,
+                    "sink": sink_url,
+                });
+                create_one(&client, &target, token.as_deref(), &body, &shared).await;
+            }
+        }));
+    }
+    let progress = spawn_progress(shared.clone(), recorder.clone(), started, args.json);
+    for w in workers {
+        let _ = w.await;
+    }
+    let load_time = started.elapsed().as_secs_f64();
+    let created = shared.created.load(Ordering::Relaxed);
+
+    // Wait for the lifecycles to finish: every session expired and notified, or time is up.
+    let wait_until =
+        Instant::now() + Duration::from_secs(u64::from(args.session_duration) + args.grace);
+    while Instant::now() < wait_until {
+        let done = recorder
+            .snapshot()
+            .values()
+            .filter(|a| a.expired_received.is_some())
+            .count();
+        if done as u64 >= created {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    progress.abort();
+
+    let jobs_after = scrape_jobs(&client, &target).await;
+    let cpu_after = server_pid.and_then(process::cpu_seconds);
+    let total_time = started.elapsed().as_secs_f64();
+    let arrivals = recorder.snapshot();
+    let starts = shared
+        .started
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let mut to_available = Vec::new();
+    let mut lateness = Vec::new();
+    for (id, t0) in &starts {
+        let Some(a) = arrivals.get(id) else {
+            shared.error("no notification".into());
+            continue;
+        };
+        match a.available_at {
+            Some(at) => to_available.push(at.duration_since(*t0).as_secs_f64() * 1000.0),
+            None => shared.error("no AVAILABLE notification".into()),
+        }
+        match (a.started, a.expired_received) {
+            (Some(s), Some(r)) => {
+                let due = s + chrono::Duration::seconds(i64::from(args.session_duration));
+                lateness.push((r - due).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+            }
+            _ if a.other_unavailable => {
+                shared.error("ended otherwise than DURATION_EXPIRED".into())
+            }
+            _ => shared.error("no DURATION_EXPIRED notification".into()),
+        }
+    }
+    let report = Report {
+        target: target.clone(),
+        load: rate.map_or("max".to_owned(), |r| format!("{r}/s")),
+        duration_s: load_time,
+        session_duration_s: args.session_duration,
+        created,
+        creates_per_s: created as f64 / load_time,
+        create_latency: summarize(&shared.create_ms.lock().unwrap_or_else(|p| p.into_inner())),
+        create_to_available: summarize(&to_available),
+        expiry_lateness: summarize(&lateness),
+        lifecycles_completed: lateness.len(),
+        lifecycles_per_s: lateness.len() as f64 / load_time,
+        server_jobs_per_s: jobs_before
+            .zip(jobs_after)
+            .map(|(b, a)| (a - b) / total_time),
+        errors: shared
+            .errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
+        server_rss_bytes: server_pid.and_then(process::rss_bytes),
+        server_cpu_percent: cpu_before
+            .zip(cpu_after)
+            .map(|(b, a)| (a - b) / total_time * 100.0),
+        baselines,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+async fn create_one(
+    client: &reqwest::Client,
+    target: &str,
+    token: Option<&str>,
+    body: &serde_json::Value,
+    shared: &Shared,
+) {
+    let mut req = client
+        .post(format!("{target}/quality-on-demand/v1/sessions"))
+        .json(body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let t0 = Instant::now();
+    match req.send().await {
+        Ok(resp) if resp.status() == reqwest::StatusCode::CREATED => {
+            let ms = t0.elapsed().as_secs_f64() * 1000.0;
+            match resp.json::<serde_json::Value>().await {
+                Ok(v) => {
+                    if let Some(id) = v["sessionId"].as_str() {
+                        shared
+                            .started
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(id.to_owned(), t0);
+                        shared
+                            .create_ms
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(ms);
+                        shared.created.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Err(_) => shared.error("unreadable 201 body".into()),
+            }
+        }
+        Ok(resp) => {
+            let status = resp.status();
+            let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            let code = body["code"].as_str().unwrap_or("");
+            shared.error(format!("http {} {code}", status.as_u16()));
+        }
+        Err(e) if e.is_timeout() => shared.error("timeout".into()),
+        Err(e) if e.is_connect() => shared.error("connection refused or reset".into()),
+        Err(_) => shared.error("request failed".into()),
+    }
+}
+
+type Tickets = Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<()>>>;
+
+/// Hands out `rate` tickets per second until `deadline`; the workers share the receiver.
+fn spawn_ticker(rate: u32, deadline: Instant, buffer: usize) -> Tickets {
+    let (tx, rx) = tokio::sync::mpsc::channel(buffer.max(1));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        while Instant::now() < deadline {
+            tick.tick().await;
+            if tx.send(()).await.is_err() {
+                return;
+            }
+        }
+    });
+    Arc::new(tokio::sync::Mutex::new(rx))
+}
+
+fn spawn_progress(
+    shared: Arc<Shared>,
+    recorder: sink::Recorder,
+    started: Instant,
+    quiet: bool,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let arrivals = recorder.snapshot();
+            let available = arrivals
+                .values()
+                .filter(|a| a.available_at.is_some())
+                .count();
+            let expired = arrivals
+                .values()
+                .filter(|a| a.expired_received.is_some())
+                .count();
+            let errors: u64 = shared
+                .errors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .sum();
+            let line = format!(
+                "t={:>4.0}s created {:>8}  available {:>8}  expired {:>8}  errors {:>6}",
+                started.elapsed().as_secs_f64(),
+                shared.created.load(Ordering::Relaxed),
+                available,
+                expired,
+                errors
+            );
+            if !quiet {
+                eprintln!("{line}");
+            } else {
+                eprint!("\r{line}");
+            }
+        }
+    })
+}
+
+/// Sum of jobs the server finished, from its metrics.
+async fn scrape_jobs(client: &reqwest::Client, target: &str) -> Option<f64> {
+    let text = client
+        .get(format!("{target}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    Some(
+        text.lines()
+            .filter(|l| l.starts_with("qod_jobs_total{") && l.contains("outcome=\"succeeded\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum(),
+    )
+}
+
+fn print_table(r: &Report) {
+    let row = |name: &str, s: &Summary| {
+        println!(
+            "{name:<34} {:>10.2} {:>10.2} {:>10.2} {:>9}",
+            s.p50_ms, s.p99_ms, s.max_ms, s.count
+        );
+    };
+    println!(
+        "qod bench against {} (load {}, {:.1} s, sessions of {} s)",
+        r.target, r.load, r.duration_s, r.session_duration_s
+    );
+    println!();
+    println!(
+        "{:<34} {:>10} {:>10} {:>10} {:>9}",
+        "latency (ms)", "p50", "p99", "max", "samples"
+    );
+    row("create", &r.create_latency);
+    row("create -> AVAILABLE notification", &r.create_to_available);
+    row("expiresAt -> DURATION_EXPIRED recv", &r.expiry_lateness);
+    println!();
+    println!("{:<34} {:>10.1}", "creates/s", r.creates_per_s);
+    println!(
+        "{:<34} {:>10.1}   ({} completed)",
+        "full lifecycles/s", r.lifecycles_per_s, r.lifecycles_completed
+    );
+    if let Some(j) = r.server_jobs_per_s {
+        println!("{:<34} {:>10.1}", "server jobs/s (succeeded)", j);
+    }
+    if let Some(rss) = r.server_rss_bytes {
+        println!(
+            "{:<34} {:>10.1}",
+            "server RSS (MiB)",
+            rss as f64 / 1_048_576.0
+        );
+    }
+    if let Some(cpu) = r.server_cpu_percent {
+        println!("{:<34} {:>10.1}", "server CPU (% of one core)", cpu);
+    }
+    if let Some(b) = &r.baselines {
+        println!();
+        println!(
+            "{:<34} {:>10.0}",
+            "baseline: SQLite commits/s", b.sqlite_commits_per_s
+        );
+        println!(
+            "{:<34} {:>10.0}",
+            "baseline: job queue drain jobs/s", b.queue_drain_jobs_per_s
+        );
+        if let Some(j) = r.server_jobs_per_s {
+            println!(
+                "{:<34} {:>10.2}",
+                "ours / queue drain (jobs)",
+                j / b.queue_drain_jobs_per_s
+            );
+            println!(
+                "{:<34} {:>10.3}",
+                "ours / SQLite commits",
+                j / b.sqlite_commits_per_s
+            );
+        }
+    }
+    println!();
+    if r.errors.is_empty() {
+        println!("errors: none");
+    } else {
+        for (kind, n) in &r.errors {
+            println!("error {kind}: {n}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_parse_with_units() {
+        assert_eq!(parse_span("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_span("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_span("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_span("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_span("7h").is_err());
+        assert!(parse_span("s").is_err());
+    }
+}

@@ -1,0 +1,63 @@
+//! `qod bench` keeps working: a few seconds of load against the in-process server, checked for
+//! a complete report. No timing is asserted (the machine is shared).
+
+mod common;
+
+use common::TestApp;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_bench_run_reports_every_lifecycle() {
+    let app = TestApp::spawn_with(|s| {
+        s.notify.allow_insecure_sinks = true;
+        s.notify.allow_private_sinks = true;
+    })
+    .await;
+    let target = format!("http://{}", app.addr);
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_qod"))
+        .args([
+            "bench",
+            "--target",
+            &target,
+            "--rate",
+            "20",
+            "--duration",
+            "2s",
+        ])
+        .args([
+            "--session-duration",
+            "1",
+            "--grace",
+            "10",
+            "--concurrency",
+            "4",
+            "--json",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    let created = report["created"].as_u64().unwrap();
+    assert!(created >= 10, "{report}");
+    assert_eq!(
+        report["lifecycles_completed"].as_u64(),
+        Some(created),
+        "{report}"
+    );
+    assert_eq!(
+        report["create_to_available"]["count"].as_u64(),
+        Some(created)
+    );
+    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+    for field in ["create_latency", "expiry_lateness"] {
+        assert!(
+            report[field]["p99_ms"].is_number(),
+            "{field} missing: {report}"
+        );
+    }
+    assert!(report["server_jobs_per_s"].as_f64().unwrap() > 0.0);
+}
