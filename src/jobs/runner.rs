@@ -27,7 +27,9 @@ use crate::metrics::outcome;
 use crate::store::from_millis;
 
 /// apalis records heartbeats at this interval; two missed beats mark a worker's jobs orphaned.
-const HEARTBEAT: Duration = Duration::from_secs(5);
+/// Short because the heartbeat is also what wakes a worker whose poll timer went quiet: under
+/// CPU pressure a worker was seen waiting for its heartbeat, with jobs already due.
+const HEARTBEAT: Duration = Duration::from_secs(1);
 /// A job fetched up to this much before its due time waits for it inside the handler.
 const MAX_EARLY_WAIT: Duration = Duration::from_secs(2);
 
