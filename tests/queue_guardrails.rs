@@ -321,3 +321,39 @@ async fn pruning_keeps_jobs_younger_than_the_retention() {
         .unwrap();
     assert_eq!(left, ["recent"]);
 }
+
+#[tokio::test]
+async fn a_job_fetched_far_before_its_due_time_is_put_back_not_run() {
+    let app = TestApp::spawn().await;
+    let due_ms = Utc::now().timestamp_millis() + 30_000;
+    let payload = serde_json::json!({
+        "session_id": "6f1c2a52-3a2b-4c1d-9e8f-0a1b2c3d4e5f", "attempt": 0, "due_at_ms": due_ms,
+    });
+    // As if the queue had handed it out now: run_at is the present, not the due time.
+    sqlx::query(
+        "INSERT INTO Jobs (job, id, job_type, status, attempts, max_attempts, run_at, priority, metadata) \
+         VALUES (?, '01JDQ00000000000000000000Z', 'expire_session', 'Pending', 0, 10000, ?, 0, '{}')",
+    )
+    .bind(serde_json::to_vec(&payload).unwrap())
+    .bind(Utc::now().timestamp())
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let requeued = poll_until(Duration::from_secs(5), || async {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, run_at FROM Jobs WHERE job_type = 'expire_session' AND id <> '01JDQ00000000000000000000Z'")
+                .fetch_all(&app.pool)
+                .await
+                .unwrap();
+        rows.into_iter().next()
+    })
+    .await;
+    let original: Vec<(String, i64, Option<String>)> =
+        sqlx::query_as("SELECT status, attempts, last_result FROM Jobs WHERE id = '01JDQ00000000000000000000Z'")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    let (status, run_at) = requeued.unwrap_or_else(|| panic!("the early job was not put back: {original:?}"));
+    assert_eq!(status, "Pending");
+    assert_eq!(run_at, due_ms / 1000, "put back for its real due time");
+}

@@ -72,7 +72,18 @@ async fn handle<J: JobKind>(
     let core: &Core = &core;
     let due = from_millis(envelope.due_at_ms);
     let now = core.clock.now();
-    if due > now && (due - now).to_std().unwrap_or_default() <= MAX_EARLY_WAIT {
+    let early = (due - now).to_std().unwrap_or_default();
+    if early > MAX_EARLY_WAIT {
+        // Far too early to wait here (the queue's seconds cannot explain it): put it back.
+        let mut fx = Effects::default();
+        fx.schedule(ScheduledJob::retry(envelope.job, envelope.attempt, due));
+        let mut tx = core.begin_write().await?;
+        fx.write(&mut tx).await?;
+        tx.commit().await?;
+        fx.publish(core);
+        return Ok(());
+    }
+    if !early.is_zero() {
         clock::sleep_until(core.clock.as_ref(), due).await;
     }
     let lateness = (core.clock.now() - due).num_milliseconds().max(0) as f64 / 1000.0;
