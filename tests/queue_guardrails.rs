@@ -348,12 +348,14 @@ async fn a_job_fetched_far_before_its_due_time_is_put_back_not_run() {
         rows.into_iter().next()
     })
     .await;
-    let original: Vec<(String, i64, Option<String>)> =
-        sqlx::query_as("SELECT status, attempts, last_result FROM Jobs WHERE id = '01JDQ00000000000000000000Z'")
-            .fetch_all(&app.pool)
-            .await
-            .unwrap();
-    let (status, run_at) = requeued.unwrap_or_else(|| panic!("the early job was not put back: {original:?}"));
+    let original: Vec<(String, i64, Option<String>)> = sqlx::query_as(
+        "SELECT status, attempts, last_result FROM Jobs WHERE id = '01JDQ00000000000000000000Z'",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let (status, run_at) =
+        requeued.unwrap_or_else(|| panic!("the early job was not put back: {original:?}"));
     assert_eq!(status, "Pending");
     assert_eq!(run_at, due_ms / 1000, "put back for its real due time");
 }

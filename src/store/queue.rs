@@ -4,7 +4,7 @@
 use apalis::prelude::TaskBuilder;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{Row, SqliteConnection};
+use sqlx::SqliteConnection;
 
 /// apalis counts its own attempts and re-runs a job whose handler failed until this many; our
 /// handlers only fail when the database itself failed, and retry with backoff by re-enqueueing,
@@ -56,21 +56,4 @@ pub async fn prune_finished(
     .execute(conn)
     .await?;
     Ok(done.rows_affected())
-}
-
-/// Jobs by queue and status, for metrics and tests.
-pub async fn counts(conn: &mut SqliteConnection) -> anyhow::Result<Vec<(String, String, i64)>> {
-    let rows =
-        sqlx::query("SELECT job_type, status, COUNT(*) AS n FROM Jobs GROUP BY job_type, status")
-            .fetch_all(conn)
-            .await?;
-    rows.iter()
-        .map(|r| {
-            Ok((
-                r.try_get("job_type")?,
-                r.try_get("status")?,
-                r.try_get("n")?,
-            ))
-        })
-        .collect()
 }
