@@ -448,3 +448,58 @@ async fn the_implemented_openapi_documents_are_served() {
         .unwrap();
     assert_eq!(r.status(), 204);
 }
+
+#[tokio::test]
+async fn hostile_bodies_are_refused_cleanly_and_the_server_stays_up() {
+    let app = TestApp::spawn().await;
+    let url = app.url(SESSIONS);
+    let deep = format!("{}{}", "[".repeat(20_000), "]".repeat(20_000));
+    let hostile: Vec<(&str, String)> = vec![
+        ("deep nesting", deep),
+        ("huge number", r#"{"duration": 1e400}"#.to_owned()),
+        (
+            "wide number",
+            format!(r#"{{"duration": {}}}"#, "9".repeat(5000)),
+        ),
+        ("not an object", "[1, 2, 3]".to_owned()),
+        (
+            "invalid utf-8",
+            String::from_utf8_lossy(&[0x7b, 0xff, 0xfe, 0x7d]).into_owned(),
+        ),
+    ];
+    for (name, body) in hostile {
+        let r = app
+            .client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let (code, resp) = common::split(r).await;
+        assert!(code == 400 || code == 413, "{name}: {code} {resp}");
+        assert!(resp["code"].is_string(), "{name}: {resp}");
+    }
+    let mut long = session_body("+33612345678", "198.51.100.10", 60);
+    long["qosProfile"] = json!("Q".repeat(300));
+    assert_error(
+        app.create(&long).await.0,
+        &app.create(&long).await.1,
+        400,
+        "INVALID_ARGUMENT",
+    );
+    let mut big = session_body("+33612345678", "198.51.100.10", 60);
+    big["duration"] = json!(1_u64 << 40);
+    let (code, body) = app.create(&big).await;
+    assert_error(code, &body, 400, "OUT_OF_RANGE");
+    assert_eq!(stored_sessions(&app).await, 0);
+    assert_eq!(
+        app.client
+            .get(app.url("/health/ready"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+}
