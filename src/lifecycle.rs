@@ -114,6 +114,17 @@ impl Effects {
     }
 }
 
+/// Commits one job on its own (a retry, a job put back for later) and wakes its workers.
+pub async fn enqueue(core: &Core, job: ScheduledJob) -> anyhow::Result<()> {
+    let mut fx = Effects::default();
+    fx.schedule(job);
+    let mut tx = core.begin_write().await?;
+    fx.write(&mut tx).await?;
+    tx.commit().await?;
+    fx.publish(core);
+    Ok(())
+}
+
 /// Moves a session to UNAVAILABLE and schedules what must follow: the grant's release and the
 /// purge after the retention the reason calls for.
 pub fn terminate(

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::JobKind;
 use crate::core::Core;
-use crate::lifecycle::{Effects, ScheduledJob};
+use crate::lifecycle::{self, Effects, ScheduledJob};
 use crate::metrics::delivery;
 use crate::notify::sink_client::{Outcome, SinkClient};
 use crate::notify::with_source;
@@ -67,17 +67,8 @@ impl JobKind for DeliverNotification {
         }
         let key = SinkClient::sink_key(&n.sink);
         let Some(_permit) = core.sink_limiter.acquire(&key, core.notify.timeout).await else {
-            let mut fx = Effects::default();
-            fx.schedule(ScheduledJob::not_before(
-                self.clone(),
-                n.attempts,
-                now + SINK_BUSY_DELAY,
-            ));
-            let mut tx = core.begin_write().await?;
-            fx.write(&mut tx).await?;
-            tx.commit().await?;
-            fx.publish(core);
-            return Ok(());
+            let later = ScheduledJob::not_before(self.clone(), n.attempts, now + SINK_BUSY_DELAY);
+            return lifecycle::enqueue(core, later).await;
         };
 
         let body = with_source(n.event.clone(), &core.notify.public_url);

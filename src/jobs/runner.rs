@@ -22,7 +22,7 @@ use super::{
 };
 use crate::clock;
 use crate::core::Core;
-use crate::lifecycle::{Effects, ScheduledJob};
+use crate::lifecycle::{self, ScheduledJob};
 use crate::metrics::outcome;
 use crate::store::from_millis;
 
@@ -75,13 +75,8 @@ async fn handle<J: JobKind>(
     let early = (due - now).to_std().unwrap_or_default();
     if early > MAX_EARLY_WAIT {
         // Far too early to wait here (the queue's seconds cannot explain it): put it back.
-        let mut fx = Effects::default();
-        fx.schedule(ScheduledJob::retry(envelope.job, envelope.attempt, due));
-        let mut tx = core.begin_write().await?;
-        fx.write(&mut tx).await?;
-        tx.commit().await?;
-        fx.publish(core);
-        return Ok(());
+        let job = ScheduledJob::retry(envelope.job, envelope.attempt, due);
+        return Ok(lifecycle::enqueue(core, job).await?);
     }
     if !early.is_zero() {
         clock::sleep_until(core.clock.as_ref(), due).await;
@@ -126,7 +121,8 @@ async fn handle<J: JobKind>(
         let delay = policy.delay(attempt);
         tracing::info!(queue = J::QUEUE, attempt, delay_ms = delay.as_millis() as u64, error = %message, "job failed; retrying");
         core.metrics.job(J::QUEUE, outcome::RETRIED);
-        reschedule(core, envelope.job, attempt, delay).await
+        let due = core.clock.now() + chrono::Duration::from_std(delay).unwrap_or_default();
+        lifecycle::enqueue(core, ScheduledJob::retry(envelope.job, attempt, due)).await
     };
     if let Err(e) = settled {
         // The database itself failed: let apalis run the job again, after a pause so that an
@@ -135,23 +131,6 @@ async fn handle<J: JobKind>(
         tokio::time::sleep(Duration::from_secs(1)).await;
         return Err(e.into());
     }
-    Ok(())
-}
-
-/// Puts `job` back in its queue to run after `delay`, as attempt `attempt`.
-async fn reschedule<J: JobKind>(
-    core: &Core,
-    job: J,
-    attempt: u32,
-    delay: Duration,
-) -> anyhow::Result<()> {
-    let due = core.clock.now() + chrono::Duration::from_std(delay)?;
-    let mut fx = Effects::default();
-    fx.schedule(ScheduledJob::retry(job, attempt, due));
-    let mut tx = core.begin_write().await?;
-    fx.write(&mut tx).await?;
-    tx.commit().await?;
-    fx.publish(core);
     Ok(())
 }
 
