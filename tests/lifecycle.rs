@@ -368,15 +368,7 @@ async fn metrics_count_transitions_and_jobs() {
         status(b) == "UNAVAILABLE"
     })
     .await;
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     for line in [
         r#"qod_session_transitions_total{from="REQUESTED",reason="NETWORK_GRANTED",to="AVAILABLE"} 1"#,
         r#"qod_session_transitions_total{from="AVAILABLE",reason="DURATION_EXPIRED",to="UNAVAILABLE"} 1"#,

@@ -193,15 +193,7 @@ async fn an_event_out_of_attempts_is_dead_lettered_listed_and_can_be_retried() {
     assert_eq!((state.as_str(), attempts), ("dead", 4));
     assert!(error.unwrap().contains("500"));
     assert_eq!(sink.received("down").len(), 4);
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(metrics.contains("qod_notifications_dead 1"), "{metrics}");
     assert!(metrics.contains(r#"qod_notification_attempts_total{outcome="dead"} 1"#));
     assert!(metrics.contains(r#"qod_notification_attempts_total{outcome="retried"} 3"#));
@@ -299,15 +291,7 @@ async fn private_addresses_are_refused_without_the_flag() {
         sink.received("private").is_empty(),
         "a refused sink was contacted"
     );
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(metrics.contains(r#"qod_notification_attempts_total{outcome="refused"} 2"#));
 }
 

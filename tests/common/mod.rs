@@ -145,6 +145,17 @@ impl TestApp {
         })
     }
 
+    /// The server's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let r = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("request sent");
+        r.text().await.expect("metrics body")
+    }
+
     pub async fn active_grants(&self) -> i64 {
         self.network.active_grants().await.expect("ledger readable")
     }
