@@ -11,6 +11,15 @@ use qod::config::Durability;
 use serde_json::Value;
 use sqlx::Connection;
 
+/// The workers still take new work: a fresh session is created and provisioned in time.
+async fn new_sessions_still_become_available(app: &TestApp, phone: &str, within: Duration) {
+    let (code, fresh) = app.create(&session_body(phone, "198.51.100.1", 60)).await;
+    assert_eq!(code, 201, "{fresh}");
+    let id = fresh["sessionId"].as_str().unwrap();
+    app.wait_for_session(id, within, |_, b| status(b) == "AVAILABLE")
+        .await;
+}
+
 /// Another connection to the server's file, holding SQLite's write lock until it commits.
 async fn take_write_lock(app: &TestApp) -> sqlx::SqliteConnection {
     let db = app.dir.path().join("qod.db");
@@ -177,15 +186,7 @@ async fn a_long_write_lock_held_elsewhere_stops_no_worker_and_loses_no_job() {
     })
     .await;
     // Workers are still alive for new work.
-    let (_, fresh) = app
-        .create(&session_body("+33610000022", "198.51.100.1", 60))
-        .await;
-    app.wait_for_session(
-        fresh["sessionId"].as_str().unwrap(),
-        Duration::from_secs(2),
-        |_, b| status(b) == "AVAILABLE",
-    )
-    .await;
+    new_sessions_still_become_available(&app, "+33610000022", Duration::from_secs(2)).await;
 }
 
 #[tokio::test]
@@ -206,16 +207,7 @@ async fn workers_that_fail_on_a_lock_beyond_the_busy_timeout_are_restarted() {
         status(b) == "UNAVAILABLE"
     })
     .await;
-    let (code, fresh) = app
-        .create(&session_body("+33610000031", "198.51.100.1", 60))
-        .await;
-    assert_eq!(code, 201, "{fresh}");
-    app.wait_for_session(
-        fresh["sessionId"].as_str().unwrap(),
-        Duration::from_secs(5),
-        |_, b| status(b) == "AVAILABLE",
-    )
-    .await;
+    new_sessions_still_become_available(&app, "+33610000031", Duration::from_secs(5)).await;
 }
 
 #[tokio::test]
@@ -246,15 +238,7 @@ async fn a_restarted_server_resumes_work_at_once_including_expiries_due_while_it
     let dir = app.stop().await;
     let settings = common::settings_in(dir.path());
     let app = TestApp::spawn_in(dir, settings).await;
-    let (_, fresh) = app
-        .create(&session_body("+33610000041", "198.51.100.1", 60))
-        .await;
-    app.wait_for_session(
-        fresh["sessionId"].as_str().unwrap(),
-        Duration::from_secs(2),
-        |_, b| status(b) == "AVAILABLE",
-    )
-    .await;
+    new_sessions_still_become_available(&app, "+33610000041", Duration::from_secs(2)).await;
 }
 
 async fn pragmas_of_every_connection(app: &TestApp) -> Vec<(i64, String, i64)> {
