@@ -4,7 +4,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use apalis::prelude::Monitor;
@@ -14,18 +13,15 @@ use tokio::sync::watch;
 use crate::api::{self, AppState};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Settings;
-use crate::core::{Core, Wakers};
+use crate::core::Core;
 use crate::jobs::{self, DeliverNotification, JobKind};
 use crate::metrics::Metrics;
 use crate::network::simulated::SimulatedNetwork;
 use crate::notify::limiter::SinkLimiter;
 use crate::notify::sink_client::SinkClient;
+use crate::queue::{self, JobQueue};
 use crate::service::Service;
-use crate::store::{self, ProcessLock, queue};
-
-/// How long finished jobs stay in the queue table, for inspection.
-const FINISHED_JOB_RETENTION: Duration = Duration::from_secs(3600);
-const PRUNE_EVERY: Duration = Duration::from_secs(60);
+use crate::store::{self, ProcessLock, jobs as job_rows};
 
 pub struct Application {
     listener: tokio::net::TcpListener,
@@ -55,10 +51,11 @@ impl Application {
         let pool = store::open(&settings).await?;
         // Under the process lock no other worker can hold a job: whatever a previous process
         // claimed and did not finish goes back to the queue now, not after orphan detection.
-        let reclaimed = queue::reclaim_all(&mut *pool.acquire().await?).await?;
+        let reclaimed = job_rows::reclaim_all(&mut *pool.acquire().await?).await?;
         if reclaimed > 0 {
             tracing::info!(reclaimed, "requeued jobs left in flight by a previous run");
         }
+        let instance = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
         let network = SimulatedNetwork::new(pool.clone(), clock.clone(), settings.sim.clone());
         let core = Arc::new(Core {
             pool,
@@ -67,7 +64,7 @@ impl Application {
             catalogue: settings.catalogue.clone(),
             pools: settings.pools.clone(),
             metrics: Metrics::new(),
-            wakers: Wakers::default(),
+            queue: JobQueue::new(&instance, &jobs::QUEUES, &settings.pools),
             provision_timeout: settings.provision_timeout,
             retention: settings.retention,
             notify: settings.notify.clone(),
@@ -87,7 +84,7 @@ impl Application {
             core,
             network,
             settings,
-            instance: uuid::Uuid::new_v4().simple().to_string()[..8].to_owned(),
+            instance,
             _lock: lock,
         })
     }
@@ -141,38 +138,32 @@ impl Application {
             monitor_stop.await;
             Ok(())
         });
-        let pruner = prune_loop(self.core.clone(), stopped(stop_rx.clone()));
+        // The dispatcher outlives the workers: it writes what they finished while stopping.
+        let (workers_done_tx, workers_done_rx) = tokio::sync::oneshot::channel::<()>();
+        let workers = async move {
+            let result = workers.await;
+            let _ = workers_done_tx.send(());
+            result
+        };
+        let dispatcher = queue::run_dispatcher(
+            self.core.queue.clone(),
+            self.core.pool.clone(),
+            self.core.clock.clone(),
+            async move {
+                let _ = workers_done_rx.await;
+            },
+        );
 
-        let (served, worked, ()) = tokio::join!(server, workers, pruner);
+        let (served, worked, ()) = tokio::join!(server, workers, dispatcher);
         served.context("HTTP server")?;
         if let Err(e) = worked {
             tracing::warn!(error = %e, "workers stopped with errors");
         }
-        let handed_back = queue::reclaim_all(&mut *self.core.pool.acquire().await?).await?;
+        let handed_back = job_rows::reclaim_all(&mut *self.core.pool.acquire().await?).await?;
         if handed_back > 0 {
             tracing::info!(handed_back, "returned unfinished jobs to the queue");
         }
         self.core.pool.close().await;
         Ok(())
-    }
-}
-
-async fn prune_loop(core: Arc<Core>, stop: impl Future<Output = ()>) {
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            () = &mut stop => return,
-            () = tokio::time::sleep(PRUNE_EVERY) => {}
-        }
-        let before = core.clock.now()
-            - chrono::Duration::from_std(FINISHED_JOB_RETENTION).unwrap_or_default();
-        match core.pool.acquire().await {
-            Ok(mut conn) => match queue::prune_finished(&mut conn, before).await {
-                Ok(n) if n > 0 => tracing::debug!(pruned = n, "pruned finished jobs"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "pruning finished jobs failed"),
-            },
-            Err(e) => tracing::warn!(error = %e, "pruning: no connection"),
-        }
     }
 }

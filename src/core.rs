@@ -1,10 +1,8 @@
-//! What the service and the workers share: storage, ports, catalogue, metrics, wake-ups.
+//! What the service and the workers share: storage, queue, ports, catalogue, metrics.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::channel::mpsc;
 use sqlx::SqlitePool;
 
 use crate::clock::SharedClock;
@@ -15,6 +13,7 @@ use crate::network::Network;
 use crate::notify::limiter::SinkLimiter;
 use crate::notify::sink_client::SinkClient;
 use crate::pools::Pools;
+use crate::queue::JobQueue;
 
 pub struct Core {
     pub pool: SqlitePool,
@@ -23,7 +22,7 @@ pub struct Core {
     pub catalogue: Catalogue,
     pub pools: Pools,
     pub metrics: Metrics,
-    pub wakers: Wakers,
+    pub queue: Arc<JobQueue>,
     pub provision_timeout: Duration,
     pub retention: Duration,
     pub notify: NotifySettings,
@@ -36,37 +35,5 @@ impl Core {
     /// change before it commits (the overlap check and every read-modify-write rely on this).
     pub async fn begin_write(&self) -> anyhow::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
-    }
-}
-
-type WakerMap = HashMap<&'static str, Vec<mpsc::Sender<()>>>;
-
-/// In-process wake-ups for queue workers, so a job due now starts without waiting for the next
-/// poll (apalis's idle workers otherwise sleep until their poll interval or heartbeat).
-#[derive(Clone, Default)]
-pub struct Wakers {
-    inner: Arc<Mutex<WakerMap>>,
-}
-
-impl Wakers {
-    /// A stream of wake signals for one worker of `queue`; dropping it unsubscribes.
-    pub fn subscribe(&self, queue: &'static str) -> mpsc::Receiver<()> {
-        let (tx, rx) = mpsc::channel(1);
-        self.lock().entry(queue).or_default().push(tx);
-        rx
-    }
-
-    pub fn wake(&self, queue: &str) {
-        if let Some(senders) = self.lock().get_mut(queue) {
-            // A full channel already holds a pending wake-up: nothing is lost by dropping ours.
-            senders.retain_mut(|s| !s.is_closed());
-            for s in senders.iter_mut() {
-                let _ = s.try_send(());
-            }
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, WakerMap> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

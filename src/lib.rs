@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod network;
 pub mod notify;
 pub mod pools;
+pub mod queue;
 pub mod service;
 pub mod store;
 

@@ -8,15 +8,16 @@ use sqlx::SqliteConnection;
 use crate::core::Core;
 use crate::domain::session::Transition;
 use crate::domain::{QosStatus, Session, SessionId, StatusInfo};
-use crate::jobs::{self, Envelope, JobKind};
+use crate::jobs::{self, JobKind};
 use crate::metrics::outcome;
 use crate::notify;
 use crate::store::notifications::{self, NewNotification};
-use crate::store::{events, queue};
+use crate::store::{events, jobs as job_rows};
 
 pub struct ScheduledJob {
     queue: &'static str,
-    payload: serde_json::Value,
+    payload: String,
+    attempt: u32,
     due: DateTime<Utc>,
 }
 
@@ -25,27 +26,11 @@ impl ScheduledJob {
         Self::retry(job, 0, due)
     }
 
-    /// A job with no precise due time: rounded up to a whole second, which the queue stores
-    /// exactly, so it is never fetched early and never holds a worker slot waiting for its time.
-    pub fn not_before<J: JobKind>(job: J, attempt: u32, earliest: DateTime<Utc>) -> Self {
-        let ms = earliest.timestamp_millis();
-        let rounded = ms.div_euclid(1000) * 1000 + if ms.rem_euclid(1000) == 0 { 0 } else { 1000 };
-        Self::retry(
-            job,
-            attempt,
-            DateTime::from_timestamp_millis(rounded).unwrap_or(earliest),
-        )
-    }
-
     pub fn retry<J: JobKind>(job: J, attempt: u32, due: DateTime<Utc>) -> Self {
-        let envelope = Envelope {
-            job,
-            attempt,
-            due_at_ms: due.timestamp_millis(),
-        };
         Self {
             queue: J::QUEUE,
-            payload: serde_json::to_value(&envelope).expect("job payloads serialise"),
+            payload: serde_json::to_string(&job).expect("job payloads serialise"),
+            attempt,
             due,
         }
     }
@@ -90,12 +75,19 @@ impl Effects {
             }
         }
         for job in &self.jobs {
-            queue::push(conn, job.queue, &job.payload, job.due).await?;
+            job_rows::push(
+                conn,
+                job.queue,
+                &job.payload,
+                job.attempt,
+                job.due.timestamp_millis(),
+            )
+            .await?;
         }
         Ok(())
     }
 
-    /// After the commit: count what happened and wake the workers of jobs already due.
+    /// After the commit: count what happened and tell the queue about the new jobs.
     pub fn publish(self, core: &Core) {
         for (_, _, t, _) in &self.transitions {
             let from = t.from.map(|s| s.as_str()).unwrap_or("");
@@ -104,17 +96,14 @@ impl Effects {
                 .with_label_values(&[from, t.to, t.reason])
                 .inc();
         }
-        let now = core.clock.now();
         for job in &self.jobs {
             core.metrics.job(job.queue, outcome::ENQUEUED);
-            if job.due <= now {
-                core.wakers.wake(job.queue);
-            }
+            core.queue.pushed(job.queue, job.due.timestamp_millis());
         }
     }
 }
 
-/// Commits one job on its own (a retry, a job put back for later) and wakes its workers.
+/// Commits one job on its own (a job put back for later) and tells the queue.
 pub async fn enqueue(core: &Core, job: ScheduledJob) -> anyhow::Result<()> {
     let mut fx = Effects::default();
     fx.schedule(job);

@@ -67,7 +67,7 @@ impl JobKind for DeliverNotification {
         }
         let key = SinkClient::sink_key(&n.sink);
         let Some(_permit) = core.sink_limiter.acquire(&key, core.notify.timeout).await else {
-            let later = ScheduledJob::not_before(self.clone(), n.attempts, now + SINK_BUSY_DELAY);
+            let later = ScheduledJob::retry(self.clone(), n.attempts, now + SINK_BUSY_DELAY);
             return lifecycle::enqueue(core, later).await;
         };
 

@@ -1,6 +1,6 @@
-//! Durable jobs: one small module per kind, one apalis queue per kind. Every handler re-reads
-//! the session and does nothing if the world moved on, so running a job twice is harmless
-//! (apalis delivers at least once).
+//! Durable jobs: one small module per kind, one queue per kind. Every handler re-reads the
+//! session and does nothing if the world moved on, so running a job twice is harmless (a job
+//! whose acknowledgement was lost in a crash runs again).
 
 mod deliver_notification;
 mod expire_session;
@@ -10,7 +10,7 @@ mod release_grant;
 pub mod runner;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{Serialize, de::DeserializeOwned};
 
 use crate::core::Core;
 
@@ -42,11 +42,11 @@ pub trait JobKind: Serialize + DeserializeOwned + Clone + Send + Sync + Unpin + 
     }
 }
 
-/// What is stored in the queue: the job, which attempt this is, and when it is due to the
-/// millisecond (the queue itself keeps whole seconds).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Envelope<J> {
-    #[serde(flatten)]
+/// A job as its worker receives it: the queue row, the job, which attempt this is and when it
+/// was due.
+#[derive(Debug, Clone)]
+pub struct Claimed<J> {
+    pub id: i64,
     pub job: J,
     pub attempt: u32,
     pub due_at_ms: i64,

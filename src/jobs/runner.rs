@@ -1,11 +1,7 @@
-//! Runs each job kind as an apalis worker, with the guardrails apalis 1.0 needs:
-//! - retries go back through our own re-enqueue with the queue's backoff policy (apalis's
-//!   database retries have no delay);
-//! - workers are woken in-process and poll at a short interval (an idle apalis worker otherwise
-//!   waits for its heartbeat, and scheduled jobs are never announced);
-//! - a worker that stops on an error is restarted by the monitor, under a new name (apalis
-//!   refuses a name it still remembers);
-//! - a job is never started before its due time to the millisecond (apalis keeps seconds);
+//! Runs each job kind as an apalis worker over its lane of our own queue (`crate::queue`):
+//! - a failed attempt goes back to the queue with the queue's backoff policy, as a settlement
+//!   written with the dispatcher's next round;
+//! - a worker that stops is restarted by the monitor, under a new name;
 //! - a panicking handler is a failed attempt, not a dead worker.
 
 use std::panic::AssertUnwindSafe;
@@ -13,25 +9,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use apalis::prelude::*;
-use apalis_sqlite::{Config, SqliteStorage};
 use futures::FutureExt;
 
 use super::{
-    DeliverNotification, Envelope, ExpireSession, JobKind, ProvisionSession, PurgeSession,
+    Claimed, DeliverNotification, ExpireSession, JobKind, ProvisionSession, PurgeSession,
     ReleaseGrant,
 };
 use crate::clock;
 use crate::core::Core;
-use crate::lifecycle::{self, ScheduledJob};
 use crate::metrics::outcome;
+use crate::queue::{LaneBackend, Settlement};
 use crate::store::from_millis;
 
-/// apalis records heartbeats at this interval; two missed beats mark a worker's jobs orphaned.
-/// Short because the heartbeat is also what wakes a worker whose poll timer went quiet: under
-/// CPU pressure a worker was seen waiting for its heartbeat, with jobs already due.
-const HEARTBEAT: Duration = Duration::from_secs(1);
-/// A job fetched up to this much before its due time waits for it inside the handler.
-const MAX_EARLY_WAIT: Duration = Duration::from_secs(2);
+/// When giving up itself failed (the database is down), the job is tried again this much later.
+const AFTER_FAILED_GIVE_UP: Duration = Duration::from_secs(1);
 
 /// Registers one worker per job kind. `instance` makes worker names unique per process.
 pub fn register_all(monitor: Monitor, core: &Arc<Core>, instance: &str) -> Monitor {
@@ -46,41 +37,21 @@ fn register<J: JobKind>(monitor: Monitor, core: &Arc<Core>, instance: &str) -> M
     let core = core.clone();
     let instance = instance.to_owned();
     monitor.register(move |restarts| {
-        let spec = core.pools.get(J::QUEUE).clone();
-        let config = Config::default()
-            .queue(J::QUEUE)
-            .batch_size(spec.batch_size)
-            .heartbeat_interval(HEARTBEAT);
-        let strategy = Strategy::new()
-            .stream(core.wakers.subscribe(J::QUEUE))
-            .interval(spec.poll_interval());
-        let backend = SqliteStorage::<Envelope<J>>::new(&core.pool)
-            .with_config(config)
-            .poll_with_strategy(strategy);
+        let concurrency = core.pools.get(J::QUEUE).concurrency;
         WorkerBuilder::new(format!("{}@{instance}#{restarts}", J::QUEUE))
-            .backend(backend)
+            .backend(LaneBackend::<J>::new(core.queue.clone()))
             .data(core.clone())
-            .concurrency(spec.concurrency)
+            .concurrency(concurrency)
             .build(handle::<J>)
     })
 }
 
-async fn handle<J: JobKind>(
-    envelope: Envelope<J>,
-    core: Data<Arc<Core>>,
-) -> Result<(), BoxDynError> {
+async fn handle<J: JobKind>(claimed: Claimed<J>, core: Data<Arc<Core>>) -> Result<(), BoxDynError> {
     let core: &Core = &core;
-    let due = from_millis(envelope.due_at_ms);
-    let now = core.clock.now();
-    let early = (due - now).to_std().unwrap_or_default();
-    if early > MAX_EARLY_WAIT {
-        // Far too early to wait here (the queue's seconds cannot explain it): put it back.
-        let job = ScheduledJob::retry(envelope.job, envelope.attempt, due);
-        return Ok(lifecycle::enqueue(core, job).await?);
-    }
-    if !early.is_zero() {
-        clock::sleep_until(core.clock.as_ref(), due).await;
-    }
+    let due = from_millis(claimed.due_at_ms);
+    // Claims compare due times to the millisecond; this only covers a clock read a moment
+    // apart from the dispatcher's.
+    clock::sleep_until(core.clock.as_ref(), due).await;
     let lateness = (core.clock.now() - due).num_milliseconds().max(0) as f64 / 1000.0;
     core.metrics
         .job_lateness
@@ -88,7 +59,7 @@ async fn handle<J: JobKind>(
         .observe(lateness);
 
     let started = Instant::now();
-    let result = AssertUnwindSafe(envelope.job.run(core))
+    let result = AssertUnwindSafe(claimed.job.run(core))
         .catch_unwind()
         .await
         .unwrap_or_else(|panic| {
@@ -105,32 +76,41 @@ async fn handle<J: JobKind>(
     let error = match result {
         Ok(()) => {
             core.metrics.job(J::QUEUE, outcome::SUCCEEDED);
+            core.queue.settle(Settlement::Done(claimed.id));
             return Ok(());
         }
         Err(e) => e,
     };
     core.metrics.job(J::QUEUE, outcome::FAILED);
-    let attempt = envelope.attempt + 1;
+    let attempt = claimed.attempt + 1;
     let policy = &core.pools.get(J::QUEUE).retry;
     let message = format!("{error:#}");
-    let settled = if policy.exhausted(attempt) {
+    let (delay, settled_outcome) = if policy.exhausted(attempt) {
         tracing::warn!(queue = J::QUEUE, attempt, error = %message, "job ran out of attempts");
-        core.metrics.job(J::QUEUE, outcome::DEAD);
-        envelope.job.give_up(core, &message).await
+        match claimed.job.give_up(core, &message).await {
+            Ok(()) => {
+                core.metrics.job(J::QUEUE, outcome::DEAD);
+                core.queue.settle(Settlement::Done(claimed.id));
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::error!(queue = J::QUEUE, error = %format!("{e:#}"), "could not give up on a job; trying again");
+                (AFTER_FAILED_GIVE_UP, outcome::RETRIED)
+            }
+        }
     } else {
         let delay = policy.delay(attempt);
         tracing::info!(queue = J::QUEUE, attempt, delay_ms = delay.as_millis() as u64, error = %message, "job failed; retrying");
-        core.metrics.job(J::QUEUE, outcome::RETRIED);
-        let due = core.clock.now() + chrono::Duration::from_std(delay).unwrap_or_default();
-        lifecycle::enqueue(core, ScheduledJob::retry(envelope.job, attempt, due)).await
+        (delay, outcome::RETRIED)
     };
-    if let Err(e) = settled {
-        // The database itself failed: let apalis run the job again, after a pause so that an
-        // outage does not turn into a hot loop.
-        tracing::error!(queue = J::QUEUE, error = %format!("{e:#}"), "could not settle a failed job");
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        return Err(e.into());
-    }
+    core.metrics.job(J::QUEUE, settled_outcome);
+    let due = core.clock.now() + chrono::Duration::from_std(delay).unwrap_or_default();
+    core.queue.settle(Settlement::Retry {
+        id: claimed.id,
+        attempt,
+        due_at_ms: due.timestamp_millis(),
+    });
+    core.queue.pushed(J::QUEUE, due.timestamp_millis());
     Ok(())
 }
 

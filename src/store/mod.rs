@@ -2,9 +2,9 @@
 //! small SQL functions the service and workers compose into transactions.
 
 pub mod events;
+pub mod jobs;
 pub mod ledger;
 pub mod notifications;
-pub mod queue;
 pub mod sessions;
 
 use std::path::{Path, PathBuf};
@@ -16,10 +16,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 use crate::config::{Durability, Settings};
 
-/// Our schema's migrations; apalis's own are kept in a separate bookkeeping table because both
-/// use sqlx's default `_sqlx_migrations` and would otherwise collide.
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-const APALIS_MIGRATIONS_TABLE: &str = "_apalis_migrations";
 
 /// Connection options that every pooled connection gets: WAL, the chosen `synchronous`, a busy
 /// timeout long enough that another writer's lock never surfaces as an error, foreign keys.
@@ -66,13 +63,6 @@ pub async fn open(settings: &Settings) -> anyhow::Result<SqlitePool> {
 }
 
 pub async fn migrate(pool: &SqlitePool) -> anyhow::Result<()> {
-    // Not `SqliteStorage::setup`: it also rewrites pragmas on whichever connection it gets.
-    let mut apalis = apalis_sqlite::SqliteStorage::migrations();
-    apalis.dangerous_set_table_name(APALIS_MIGRATIONS_TABLE);
-    apalis
-        .run(pool)
-        .await
-        .context("applying job queue migrations")?;
     MIGRATIONS.run(pool).await.context("applying migrations")?;
     Ok(())
 }

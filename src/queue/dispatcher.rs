@@ -1,0 +1,212 @@
+//! The dispatcher loop: each round is one write transaction that acknowledges what workers
+//! finished, reschedules what they retry, and claims due jobs for every lane with room.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use sqlx::SqlitePool;
+
+use super::{JobQueue, Settlement};
+use crate::clock::SharedClock;
+use crate::store::jobs::{self, ClaimedRow};
+
+/// Pause after a failed round, so that an unavailable database is not hammered.
+const AFTER_FAILURE: Duration = Duration::from_secs(1);
+
+/// Runs rounds until `stop` resolves, then writes the last settlements and returns. Resolve
+/// `stop` only once the workers have stopped, so that no settlement comes after the last round.
+pub async fn run_dispatcher(
+    queue: Arc<JobQueue>,
+    pool: SqlitePool,
+    clock: SharedClock,
+    stop: impl Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    let mut last_scan: HashMap<&'static str, Instant> = HashMap::new();
+    loop {
+        let now_ms = clock.now().timestamp_millis();
+        let wanted = lanes_to_claim(&queue, &last_scan, now_ms);
+        let settlements = queue.take_settlements();
+        let pause = if wanted.is_empty() && settlements.is_empty() {
+            sleep_time(&queue, now_ms)
+        } else {
+            match round(&queue, &pool, &wanted, &settlements, now_ms).await {
+                Ok(claimed) => {
+                    for name in &wanted {
+                        last_scan.insert(name, Instant::now());
+                    }
+                    hand_out(&queue, claimed);
+                    Duration::ZERO
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "job queue round failed; retrying");
+                    queue.restore_settlements(settlements);
+                    for name in &wanted {
+                        queue.lanes[name]
+                            .next_due_ms
+                            .store(i64::MIN, Ordering::Release);
+                    }
+                    AFTER_FAILURE
+                }
+            }
+        };
+        if pause.is_zero() {
+            // Let workers and request handlers run between busy rounds.
+            tokio::task::yield_now().await;
+            continue;
+        }
+        tokio::select! {
+            () = &mut stop => break,
+            () = queue.wake.notified() => {}
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+    final_flush(&queue, &pool).await;
+}
+
+/// Lanes with room whose next job is due, or that have not looked at the table for a poll
+/// interval (jobs written by another process or by hand).
+fn lanes_to_claim(
+    queue: &JobQueue,
+    last_scan: &HashMap<&'static str, Instant>,
+    now_ms: i64,
+) -> Vec<&'static str> {
+    queue
+        .lanes
+        .iter()
+        .filter(|(name, lane)| {
+            let room = lane.sender.capacity() > 0;
+            let due = lane.next_due_ms.load(Ordering::Acquire) <= now_ms;
+            let stale = last_scan
+                .get(*name)
+                .is_none_or(|at| at.elapsed() >= lane.poll);
+            room && (due || stale)
+        })
+        .map(|(name, _)| *name)
+        .collect()
+}
+
+/// Until the earliest next due time or poll of a lane with room.
+fn sleep_time(queue: &JobQueue, now_ms: i64) -> Duration {
+    queue
+        .lanes
+        .values()
+        .filter(|lane| lane.sender.capacity() > 0)
+        .map(|lane| {
+            let due_in = lane
+                .next_due_ms
+                .load(Ordering::Acquire)
+                .saturating_sub(now_ms);
+            Duration::from_millis(due_in.max(1) as u64).min(lane.poll)
+        })
+        .min()
+        .unwrap_or(Duration::from_secs(1))
+}
+
+async fn round(
+    queue: &JobQueue,
+    pool: &SqlitePool,
+    wanted: &[&'static str],
+    settlements: &[Settlement],
+    now_ms: i64,
+) -> anyhow::Result<Vec<(&'static str, Vec<ClaimedRow>)>> {
+    // From here on an enqueue lowers next_due_ms below what this round reads from the table,
+    // so a job committed while the round runs is not overlooked.
+    for name in wanted {
+        queue.lanes[name]
+            .next_due_ms
+            .store(i64::MAX, Ordering::Release);
+    }
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    write_settlements(&mut tx, settlements).await?;
+    let mut claimed = Vec::with_capacity(wanted.len());
+    let mut next_due = Vec::with_capacity(wanted.len());
+    for &name in wanted {
+        let lane = &queue.lanes[name];
+        let limit = lane.sender.capacity().min(lane.batch);
+        let rows = jobs::claim(&mut tx, name, &queue.owner, now_ms, limit).await?;
+        let next = if rows.len() == limit {
+            Some(now_ms)
+        } else {
+            jobs::next_due(&mut tx, name).await?
+        };
+        next_due.push((name, next));
+        claimed.push((name, rows));
+    }
+    tx.commit().await?;
+    for (name, next) in next_due {
+        if let Some(next) = next {
+            queue.lanes[name]
+                .next_due_ms
+                .fetch_min(next, Ordering::AcqRel);
+        }
+    }
+    Ok(claimed)
+}
+
+async fn write_settlements(
+    conn: &mut sqlx::SqliteConnection,
+    settlements: &[Settlement],
+) -> anyhow::Result<()> {
+    let done: Vec<i64> = settlements
+        .iter()
+        .filter_map(|s| match s {
+            Settlement::Done(id) => Some(*id),
+            Settlement::Retry { .. } => None,
+        })
+        .collect();
+    jobs::finish(conn, &done).await?;
+    for s in settlements {
+        if let Settlement::Retry {
+            id,
+            attempt,
+            due_at_ms,
+        } = *s
+        {
+            jobs::reschedule(conn, id, attempt, due_at_ms).await?;
+        }
+    }
+    Ok(())
+}
+
+fn hand_out(queue: &JobQueue, claimed: Vec<(&'static str, Vec<ClaimedRow>)>) {
+    for (name, rows) in claimed {
+        let lane = &queue.lanes[name];
+        for row in rows {
+            let id = row.id;
+            if lane.sender.try_send(row).is_err() {
+                // Only this loop sends and it checked the room first; the row stays claimed
+                // and goes back to the queue when the process stops.
+                tracing::error!(queue = name, job = id, "lane refused a claimed job");
+            }
+        }
+    }
+}
+
+/// Writes what the stopped workers reported, retrying a few times if the database is busy.
+async fn final_flush(queue: &JobQueue, pool: &SqlitePool) {
+    for _ in 0..5 {
+        let settlements = queue.take_settlements();
+        if settlements.is_empty() {
+            return;
+        }
+        let result: anyhow::Result<()> = async {
+            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            write_settlements(&mut tx, &settlements).await?;
+            tx.commit().await?;
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "writing the last settlements failed");
+                queue.restore_settlements(settlements);
+                tokio::time::sleep(AFTER_FAILURE).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! This process's side of the job queue. A single dispatcher task claims due jobs in batches
+//! and acknowledges finished ones in batches, in one write transaction per round; each queue
+//! ("lane") hands its claimed jobs to its apalis worker through a bounded channel. Commits that
+//! enqueue jobs tell the dispatcher at once, so nothing waits for a poll.
+
+mod backend;
+mod dispatcher;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc};
+
+use crate::pools::Pools;
+use crate::store::jobs::ClaimedRow;
+
+pub use backend::LaneBackend;
+pub use dispatcher::run_dispatcher;
+
+/// What a worker reports about a job it was handed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// Finished (succeeded, gave up or could not be decoded): delete the row.
+    Done(i64),
+    /// Run it again as attempt `attempt` at `due_at_ms`.
+    Retry {
+        id: i64,
+        attempt: u32,
+        due_at_ms: i64,
+    },
+}
+
+struct Lane {
+    sender: mpsc::Sender<ClaimedRow>,
+    receiver: Arc<Mutex<mpsc::Receiver<ClaimedRow>>>,
+    batch: usize,
+    poll: Duration,
+    /// Earliest due time (ms) of this lane's waiting jobs as far as this process knows;
+    /// `i64::MAX` when none. Lowered by every enqueue, refreshed from the table by claims.
+    next_due_ms: AtomicI64,
+}
+
+pub struct JobQueue {
+    owner: String,
+    lanes: HashMap<&'static str, Lane>,
+    settlements: Mutex<Vec<Settlement>>,
+    wake: Notify,
+}
+
+impl JobQueue {
+    /// One lane per queue. A lane's channel holds up to its worker's concurrency, so that no
+    /// more jobs are claimed than can start soon.
+    pub fn new(owner: &str, queues: &[&'static str], pools: &Pools) -> Arc<Self> {
+        let lanes = queues
+            .iter()
+            .map(|&name| {
+                let spec = pools.get(name);
+                let (sender, receiver) = mpsc::channel(spec.concurrency.max(1));
+                let lane = Lane {
+                    sender,
+                    receiver: Arc::new(Mutex::new(receiver)),
+                    batch: spec.batch_size.max(1),
+                    poll: spec.poll_interval(),
+                    // Unknown until the first round reads the table.
+                    next_due_ms: AtomicI64::new(i64::MIN),
+                };
+                (name, lane)
+            })
+            .collect();
+        Arc::new(Self {
+            owner: owner.to_owned(),
+            lanes,
+            settlements: Mutex::default(),
+            wake: Notify::new(),
+        })
+    }
+
+    /// A job due at `due_at_ms` was committed to `queue`.
+    pub fn pushed(&self, queue: &str, due_at_ms: i64) {
+        if let Some(lane) = self.lanes.get(queue) {
+            let before = lane.next_due_ms.fetch_min(due_at_ms, Ordering::AcqRel);
+            if due_at_ms < before {
+                self.wake.notify_one();
+            }
+        }
+    }
+
+    /// Records what became of a job; the dispatcher writes it with its next round.
+    pub fn settle(&self, settlement: Settlement) {
+        lock(&self.settlements).push(settlement);
+        self.wake.notify_one();
+    }
+
+    pub(crate) fn receiver(&self, queue: &str) -> Arc<Mutex<mpsc::Receiver<ClaimedRow>>> {
+        self.lanes
+            .get(queue)
+            .map(|l| l.receiver.clone())
+            .unwrap_or_else(|| panic!("no lane for queue {queue}"))
+    }
+
+    /// A worker took a job from its lane: there is room to claim another.
+    fn room_freed(&self) {
+        self.wake.notify_one();
+    }
+
+    fn take_settlements(&self) -> Vec<Settlement> {
+        std::mem::take(&mut *lock(&self.settlements))
+    }
+
+    fn restore_settlements(&self, mut earlier: Vec<Settlement>) {
+        let mut current = lock(&self.settlements);
+        earlier.append(&mut current);
+        *current = earlier;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
