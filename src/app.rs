@@ -56,9 +56,16 @@ impl Application {
             tracing::info!(reclaimed, "requeued jobs left in flight by a previous run");
         }
         let instance = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
-        let network = SimulatedNetwork::new(pool.clone(), clock.clone(), settings.sim.clone());
+        let writer = store::writer::Writer::open(&store::connect_options(&settings)?).await?;
+        let network = SimulatedNetwork::new(
+            writer.clone(),
+            pool.clone(),
+            clock.clone(),
+            settings.sim.clone(),
+        );
         let core = Arc::new(Core {
             pool,
+            writer,
             clock,
             network: network.clone(),
             catalogue: settings.catalogue.clone(),
@@ -147,7 +154,7 @@ impl Application {
         };
         let dispatcher = queue::run_dispatcher(
             self.core.queue.clone(),
-            self.core.pool.clone(),
+            self.core.writer.clone(),
             self.core.clock.clone(),
             async move {
                 let _ = workers_done_rx.await;

@@ -14,9 +14,11 @@ use crate::notify::limiter::SinkLimiter;
 use crate::notify::sink_client::SinkClient;
 use crate::pools::Pools;
 use crate::queue::JobQueue;
+use crate::store::writer::{WriteTx, Writer};
 
 pub struct Core {
     pub pool: SqlitePool,
+    pub writer: Writer,
     pub clock: SharedClock,
     pub network: Arc<dyn Network>,
     pub catalogue: Catalogue,
@@ -31,9 +33,8 @@ pub struct Core {
 }
 
 impl Core {
-    /// A write transaction that takes SQLite's write lock up front, so what it reads cannot
-    /// change before it commits (the overlap check and every read-modify-write rely on this).
-    pub async fn begin_write(&self) -> anyhow::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    /// A write transaction in this process's turn (see `store::writer`).
+    pub async fn begin_write(&self) -> anyhow::Result<WriteTx> {
+        self.writer.begin().await
     }
 }

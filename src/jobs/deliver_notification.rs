@@ -91,9 +91,9 @@ impl JobKind for DeliverNotification {
                 .await
             }
             Outcome::Gone => {
-                let mut conn = core.pool.acquire().await?;
-                notifications::mark_gone(&mut conn, &n.sink, core.clock.now()).await?;
-                drop(conn);
+                let mut tx = core.begin_write().await?;
+                notifications::mark_gone(&mut tx, &n.sink, core.clock.now()).await?;
+                tx.commit().await?;
                 tracing::info!(notification = %n.id, "sink answered 410 Gone; no more deliveries to it");
                 settle_after(
                     core,

@@ -12,17 +12,25 @@ use super::{Grant, GrantRef, Network, NetworkError, ProvisionRequest};
 use crate::clock::SharedClock;
 use crate::config::SimSettings;
 use crate::store::ledger;
+use crate::store::writer::Writer;
 
 pub struct SimulatedNetwork {
     pool: SqlitePool,
+    writer: Writer,
     clock: SharedClock,
     settings: SimSettings,
 }
 
 impl SimulatedNetwork {
-    pub fn new(pool: SqlitePool, clock: SharedClock, settings: SimSettings) -> Arc<Self> {
+    pub fn new(
+        writer: Writer,
+        pool: SqlitePool,
+        clock: SharedClock,
+        settings: SimSettings,
+    ) -> Arc<Self> {
         Arc::new(Self {
             pool,
+            writer,
             clock,
             settings,
         })
@@ -55,11 +63,7 @@ impl SimulatedNetwork {
 impl Network for SimulatedNetwork {
     async fn provision(&self, req: &ProvisionRequest) -> Result<Grant, NetworkError> {
         self.call_delay().await?;
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(|e| Self::db_error(e.into()))?;
+        let mut tx = self.writer.begin().await.map_err(Self::db_error)?;
         let existing = ledger::find_by_session(&mut tx, req.session)
             .await
             .map_err(Self::db_error)?;
@@ -89,29 +93,26 @@ impl Network for SimulatedNetwork {
                 }
             }
         };
-        tx.commit().await.map_err(|e| Self::db_error(e.into()))?;
+        tx.commit().await.map_err(Self::db_error)?;
         Ok(grant)
     }
 
     async fn renew(&self, grant: &GrantRef, until: DateTime<Utc>) -> Result<Grant, NetworkError> {
         self.call_delay().await?;
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| Self::db_error(e.into()))?;
+        let mut tx = self.writer.begin().await.map_err(Self::db_error)?;
         let id = match &grant.grant_id {
             Some(id) => id.clone(),
-            None => ledger::find_by_session(&mut conn, grant.session)
+            None => ledger::find_by_session(&mut tx, grant.session)
                 .await
                 .map_err(Self::db_error)?
                 .map(|g| g.grant_id)
                 .ok_or_else(|| NetworkError::Refused("no grant for session".into()))?,
         };
-        if ledger::extend_lease(&mut conn, &id, until)
+        let extended = ledger::extend_lease(&mut tx, &id, until)
             .await
-            .map_err(Self::db_error)?
-        {
+            .map_err(Self::db_error)?;
+        tx.commit().await.map_err(Self::db_error)?;
+        if extended {
             Ok(Grant {
                 id,
                 lease_until: Some(until),
@@ -123,23 +124,20 @@ impl Network for SimulatedNetwork {
 
     async fn release(&self, grant: &GrantRef) -> Result<(), NetworkError> {
         self.call_delay().await?;
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| Self::db_error(e.into()))?;
+        let mut tx = self.writer.begin().await.map_err(Self::db_error)?;
         let id = match &grant.grant_id {
             Some(id) => Some(id.clone()),
-            None => ledger::find_by_session(&mut conn, grant.session)
+            None => ledger::find_by_session(&mut tx, grant.session)
                 .await
                 .map_err(Self::db_error)?
                 .map(|g| g.grant_id),
         };
         if let Some(id) = id {
-            ledger::release(&mut conn, &id, self.clock.now())
+            ledger::release(&mut tx, &id, self.clock.now())
                 .await
                 .map_err(Self::db_error)?;
         }
+        tx.commit().await.map_err(Self::db_error)?;
         Ok(())
     }
 }

@@ -7,11 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use sqlx::SqlitePool;
-
 use super::{JobQueue, Settlement};
 use crate::clock::SharedClock;
 use crate::store::jobs::{self, ClaimedRow};
+use crate::store::writer::Writer;
 
 /// Pause after a failed round, so that an unavailable database is not hammered.
 const AFTER_FAILURE: Duration = Duration::from_secs(1);
@@ -20,7 +19,7 @@ const AFTER_FAILURE: Duration = Duration::from_secs(1);
 /// `stop` only once the workers have stopped, so that no settlement comes after the last round.
 pub async fn run_dispatcher(
     queue: Arc<JobQueue>,
-    pool: SqlitePool,
+    writer: Writer,
     clock: SharedClock,
     stop: impl Future<Output = ()>,
 ) {
@@ -33,7 +32,7 @@ pub async fn run_dispatcher(
         let pause = if wanted.is_empty() && settlements.is_empty() {
             sleep_time(&queue, now_ms)
         } else {
-            match round(&queue, &pool, &wanted, &settlements, now_ms).await {
+            match round(&queue, &writer, &wanted, &settlements, now_ms).await {
                 Ok(claimed) => {
                     for name in &wanted {
                         last_scan.insert(name, Instant::now());
@@ -64,7 +63,7 @@ pub async fn run_dispatcher(
             () = tokio::time::sleep(pause) => {}
         }
     }
-    final_flush(&queue, &pool).await;
+    final_flush(&queue, &writer).await;
 }
 
 /// Lanes with room whose next job is due, or that have not looked at the table for a poll
@@ -108,7 +107,7 @@ fn sleep_time(queue: &JobQueue, now_ms: i64) -> Duration {
 
 async fn round(
     queue: &JobQueue,
-    pool: &SqlitePool,
+    writer: &Writer,
     wanted: &[&'static str],
     settlements: &[Settlement],
     now_ms: i64,
@@ -120,7 +119,7 @@ async fn round(
             .next_due_ms
             .store(i64::MAX, Ordering::Release);
     }
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = writer.begin().await?;
     write_settlements(&mut tx, settlements).await?;
     let mut claimed = Vec::with_capacity(wanted.len());
     let mut next_due = Vec::with_capacity(wanted.len());
@@ -187,14 +186,14 @@ fn hand_out(queue: &JobQueue, claimed: Vec<(&'static str, Vec<ClaimedRow>)>) {
 }
 
 /// Writes what the stopped workers reported, retrying a few times if the database is busy.
-async fn final_flush(queue: &JobQueue, pool: &SqlitePool) {
+async fn final_flush(queue: &JobQueue, writer: &Writer) {
     for _ in 0..5 {
         let settlements = queue.take_settlements();
         if settlements.is_empty() {
             return;
         }
         let result: anyhow::Result<()> = async {
-            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            let mut tx = writer.begin().await?;
             write_settlements(&mut tx, &settlements).await?;
             tx.commit().await?;
             Ok(())

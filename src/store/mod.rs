@@ -6,6 +6,7 @@ pub mod jobs;
 pub mod ledger;
 pub mod notifications;
 pub mod sessions;
+pub mod writer;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -54,6 +55,9 @@ pub async fn open(settings: &Settings) -> anyhow::Result<SqlitePool> {
     }
     let pool = SqlitePoolOptions::new()
         .max_connections(8)
+        // Every connection is local and checked by its own use; a ping before each acquire
+        // would only add a round trip.
+        .test_before_acquire(false)
         .min_connections(1)
         .connect_with(connect_options(settings)?)
         .await
