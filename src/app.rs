@@ -49,14 +49,14 @@ impl Application {
             None => None,
         };
         let pool = store::open(&settings).await?;
+        let writer = store::open_writer(&settings)?;
         // Under the process lock no other worker can hold a job: whatever a previous process
         // claimed and did not finish goes back to the queue now, not after orphan detection.
-        let reclaimed = job_rows::reclaim_all(&mut *pool.acquire().await?).await?;
+        let reclaimed = writer.run(job_rows::reclaim_all).await?;
         if reclaimed > 0 {
             tracing::info!(reclaimed, "requeued jobs left in flight by a previous run");
         }
         let instance = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
-        let writer = store::writer::Writer::open(&store::connect_options(&settings)?).await?;
         let network = SimulatedNetwork::new(
             writer.clone(),
             pool.clone(),
@@ -104,6 +104,10 @@ impl Application {
 
     pub fn pool(&self) -> &SqlitePool {
         &self.core.pool
+    }
+
+    pub fn writer(&self) -> &store::writer::Writer {
+        &self.core.writer
     }
 
     pub fn simulated_network(&self) -> Arc<SimulatedNetwork> {
@@ -166,7 +170,7 @@ impl Application {
         if let Err(e) = worked {
             tracing::warn!(error = %e, "workers stopped with errors");
         }
-        let handed_back = job_rows::reclaim_all(&mut *self.core.pool.acquire().await?).await?;
+        let handed_back = self.core.writer.run(job_rows::reclaim_all).await?;
         if handed_back > 0 {
             tracing::info!(handed_back, "returned unfinished jobs to the queue");
         }

@@ -14,7 +14,7 @@ use crate::notify::limiter::SinkLimiter;
 use crate::notify::sink_client::SinkClient;
 use crate::pools::Pools;
 use crate::queue::JobQueue;
-use crate::store::writer::{WriteTx, Writer};
+use crate::store::writer::Writer;
 
 pub struct Core {
     pub pool: SqlitePool,
@@ -30,11 +30,4 @@ pub struct Core {
     pub notify: NotifySettings,
     pub sinks: Arc<SinkClient>,
     pub sink_limiter: SinkLimiter,
-}
-
-impl Core {
-    /// A write transaction in this process's turn (see `store::writer`).
-    pub async fn begin_write(&self) -> anyhow::Result<WriteTx> {
-        self.writer.begin().await
-    }
 }

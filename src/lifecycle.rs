@@ -3,7 +3,6 @@
 //! the commit.
 
 use chrono::{DateTime, Utc};
-use sqlx::SqliteConnection;
 
 use crate::core::Core;
 use crate::domain::session::Transition;
@@ -12,6 +11,7 @@ use crate::jobs::{self, JobKind};
 use crate::metrics::outcome;
 use crate::notify;
 use crate::store::notifications::{self, NewNotification};
+use crate::store::writer::Tx;
 use crate::store::{events, jobs as job_rows};
 
 pub struct ScheduledJob {
@@ -57,15 +57,15 @@ impl Effects {
     }
 
     /// Writes events and jobs into the caller's transaction.
-    pub async fn write(&mut self, conn: &mut SqliteConnection) -> anyhow::Result<()> {
+    pub fn write(&mut self, tx: &Tx) -> anyhow::Result<()> {
         for (id, revision, t, at) in &self.transitions {
-            events::append(conn, *id, *revision, t, *at).await?;
+            events::append(tx, *id, *revision, t, *at)?;
         }
         for n in &self.notifications {
-            notifications::insert(conn, n).await?;
+            notifications::insert(tx, n)?;
             // Exactly one job per event: behind a pending event, the earlier one's settlement
             // starts it (both happen in write transactions, so they cannot cross).
-            if !notifications::earlier_pending_than(conn, n.session_id, n.id).await? {
+            if !notifications::earlier_pending_than(tx, n.session_id, n.id)? {
                 self.jobs.push(ScheduledJob::new(
                     jobs::DeliverNotification {
                         notification_id: n.id,
@@ -76,13 +76,12 @@ impl Effects {
         }
         for job in &self.jobs {
             job_rows::push(
-                conn,
+                tx,
                 job.queue,
                 &job.payload,
                 job.attempt,
                 job.due.timestamp_millis(),
-            )
-            .await?;
+            )?;
         }
         Ok(())
     }
@@ -105,11 +104,15 @@ impl Effects {
 
 /// Commits one job on its own (a job put back for later) and tells the queue.
 pub async fn enqueue(core: &Core, job: ScheduledJob) -> anyhow::Result<()> {
-    let mut fx = Effects::default();
-    fx.schedule(job);
-    let mut tx = core.begin_write().await?;
-    fx.write(&mut tx).await?;
-    tx.commit().await?;
+    let fx = core
+        .writer
+        .run(move |tx| {
+            let mut fx = Effects::default();
+            fx.schedule(job);
+            fx.write(tx)?;
+            Ok(fx)
+        })
+        .await?;
     fx.publish(core);
     Ok(())
 }
@@ -117,7 +120,7 @@ pub async fn enqueue(core: &Core, job: ScheduledJob) -> anyhow::Result<()> {
 /// Moves a session to UNAVAILABLE and schedules what must follow: the grant's release and the
 /// purge after the retention the reason calls for.
 pub fn terminate(
-    core: &Core,
+    retention: std::time::Duration,
     session: &mut Session,
     info: StatusInfo,
     now: DateTime<Utc>,
@@ -138,7 +141,7 @@ pub fn terminate(
             now,
         ));
     }
-    let configured = chrono::Duration::from_std(core.retention).unwrap_or_default();
+    let configured = chrono::Duration::from_std(retention).unwrap_or_default();
     let purge_at = now + session.retention(configured, remaining);
     fx.schedule(ScheduledJob::new(
         jobs::PurgeSession {

@@ -136,21 +136,27 @@ impl Service {
             deadline,
         ));
 
-        let mut tx = self.core.begin_write().await?;
-        let live = sessions::live_for_device(&mut tx, &session.device.key()).await?;
-        if live.iter().any(|other| other.flow.overlaps(&session.flow)) {
-            return Err(ServiceError::Conflict);
-        }
-        sessions::insert(&mut tx, &session).await?;
-        fx.write(&mut tx).await?;
-        tx.commit().await?;
+        let created = self
+            .core
+            .writer
+            .run(move |tx| {
+                let live = sessions::live_for_device(tx, &session.device.key())?;
+                if live.iter().any(|other| other.flow.overlaps(&session.flow)) {
+                    return Ok(Err(ServiceError::Conflict));
+                }
+                sessions::insert(tx, &session)?;
+                fx.write(tx)?;
+                Ok(Ok((session, fx)))
+            })
+            .await??;
+        let (session, fx) = created;
         fx.publish(&self.core);
         Ok(session)
     }
 
     pub async fn get(&self, id: SessionId) -> Result<Session> {
         let mut conn = self.core.pool.acquire().await?;
-        match sessions::find(&mut conn, id).await? {
+        match sessions::fetch(&mut conn, id).await? {
             Some(s) if !s.deleted => Ok(s),
             _ => Err(ServiceError::NotFound),
         }
@@ -165,12 +171,36 @@ impl Service {
     /// released and its row purged by jobs.
     pub async fn delete(&self, id: SessionId) -> Result<()> {
         let now = self.now();
-        let mut tx = self.core.begin_write().await?;
-        let mut session = match sessions::find(&mut tx, id).await? {
-            Some(s) if !s.deleted => s,
-            _ => return Err(ServiceError::NotFound),
-        };
-        let expected = session.revision;
+        let retention = self.core.retention;
+        let fx = self
+            .core
+            .writer
+            .run(move |tx| {
+                let mut session = match sessions::find(tx, id)? {
+                    Some(s) if !s.deleted => s,
+                    _ => return Ok(Err(ServiceError::NotFound)),
+                };
+                let expected = session.revision;
+                let mut fx = Self::end_for_consumer(&mut session, retention, now);
+                anyhow::ensure!(
+                    sessions::update(tx, &session, expected)?,
+                    "session {id} changed under a write lock"
+                );
+                fx.write(tx)?;
+                Ok(Ok(fx))
+            })
+            .await??;
+        fx.publish(&self.core);
+        Ok(())
+    }
+
+    /// Hides the session and schedules the rest: its purge, or its termination first.
+    fn end_for_consumer(
+        session: &mut Session,
+        retention: std::time::Duration,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Effects {
+        let id = session.id;
         let mut fx = Effects::default();
         session.deleted = true;
         if session.status == QosStatus::Unavailable {
@@ -181,74 +211,73 @@ impl Service {
             ));
         } else {
             lifecycle::terminate(
-                &self.core,
-                &mut session,
+                retention,
+                session,
                 StatusInfo::DeleteRequested,
                 now,
                 &mut fx,
             );
         }
-        if !sessions::update(&mut tx, &session, expected).await? {
-            return Err(anyhow::anyhow!("session {id} changed under a write lock").into());
-        }
-        fx.write(&mut tx).await?;
-        tx.commit().await?;
-        fx.publish(&self.core);
-        Ok(())
+        fx
     }
 
     /// Moves `expiresAt`, capping the overall duration at the profile's maximum.
     pub async fn extend(&self, id: SessionId, additional_secs: i64) -> Result<Session> {
         let now = self.now();
-        let mut tx = self.core.begin_write().await?;
-        let mut session = match sessions::find(&mut tx, id).await? {
-            Some(s) if !s.deleted => s,
-            _ => return Err(ServiceError::NotFound),
-        };
-        if session.status != QosStatus::Available {
-            return Err(ServiceError::ExtensionNotAllowed(session.status));
-        }
-        let max = self
+        let catalogue = self.core.catalogue.clone();
+        let (session, fx) = self
             .core
-            .catalogue
-            .get(&session.qos_profile)
-            .map(|p| *p.duration_range().end())
-            .unwrap_or(session.duration_secs);
-        let new_duration = session
-            .duration_secs
-            .saturating_add(additional_secs)
-            .min(max)
-            .max(session.duration_secs);
-        let Some(started) = session.started_at else {
-            return Err(anyhow::anyhow!("AVAILABLE session {id} has no startedAt").into());
-        };
-        let expected = session.revision;
-        let mut fx = Effects::default();
-        if new_duration != session.duration_secs {
-            session.duration_secs = new_duration;
-            let expires = started + chrono::Duration::seconds(new_duration);
-            session.expires_at = Some(expires);
-            session.revision += 1;
-            fx.record(
-                &session,
-                Transition {
-                    from: Some(QosStatus::Available),
-                    to: QosStatus::Available.as_str(),
-                    reason: "EXTENDED",
-                },
-                now,
-            );
-            // The previous expiry job stays queued and finds the session not yet due: a no-op.
-            fx.schedule(ScheduledJob::new(
-                jobs::ExpireSession { session_id: id },
-                expires,
-            ));
-            if !sessions::update(&mut tx, &session, expected).await? {
-                return Err(anyhow::anyhow!("session {id} changed under a write lock").into());
-            }
-        }
-        fx.write(&mut tx).await?;
-        tx.commit().await?;
+            .writer
+            .run(move |tx| {
+                let mut session = match sessions::find(tx, id)? {
+                    Some(s) if !s.deleted => s,
+                    _ => return Ok(Err(ServiceError::NotFound)),
+                };
+                if session.status != QosStatus::Available {
+                    return Ok(Err(ServiceError::ExtensionNotAllowed(session.status)));
+                }
+                let max = catalogue
+                    .get(&session.qos_profile)
+                    .map(|p| *p.duration_range().end())
+                    .unwrap_or(session.duration_secs);
+                let new_duration = session
+                    .duration_secs
+                    .saturating_add(additional_secs)
+                    .min(max)
+                    .max(session.duration_secs);
+                let Some(started) = session.started_at else {
+                    anyhow::bail!("AVAILABLE session {id} has no startedAt");
+                };
+                let expected = session.revision;
+                let mut fx = Effects::default();
+                if new_duration != session.duration_secs {
+                    session.duration_secs = new_duration;
+                    let expires = started + chrono::Duration::seconds(new_duration);
+                    session.expires_at = Some(expires);
+                    session.revision += 1;
+                    fx.record(
+                        &session,
+                        Transition {
+                            from: Some(QosStatus::Available),
+                            to: QosStatus::Available.as_str(),
+                            reason: "EXTENDED",
+                        },
+                        now,
+                    );
+                    // The previous expiry job stays queued and finds the session not yet due.
+                    fx.schedule(ScheduledJob::new(
+                        jobs::ExpireSession { session_id: id },
+                        expires,
+                    ));
+                    anyhow::ensure!(
+                        sessions::update(tx, &session, expected)?,
+                        "session {id} changed under a write lock"
+                    );
+                }
+                fx.write(tx)?;
+                Ok(Ok((session, fx)))
+            })
+            .await??;
         fx.publish(&self.core);
         Ok(session)
     }

@@ -273,11 +273,23 @@ async fn pragmas_of_every_connection(app: &TestApp) -> Vec<(i64, String, i64)> {
             .unwrap();
         out.push((sync, journal, busy));
     }
+    // The writer's own connection, which does all the writing.
+    let writer = app
+        .writer
+        .run(|tx| {
+            let sync: i64 = tx.pragma_query_value(None, "synchronous", |r| r.get(0))?;
+            let journal: String = tx.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+            let busy: i64 = tx.pragma_query_value(None, "busy_timeout", |r| r.get(0))?;
+            Ok((sync, journal, busy))
+        })
+        .await
+        .unwrap();
+    out.push(writer);
     out
 }
 
 #[tokio::test]
-async fn every_pooled_connection_has_the_configured_durability() {
+async fn every_connection_has_the_configured_durability() {
     let normal = TestApp::spawn().await;
     for p in pragmas_of_every_connection(&normal).await {
         assert_eq!(p, (1, "wal".to_owned(), 30_000));

@@ -85,23 +85,30 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
         }
         Command::Retry { id, db } => {
             let pool = open(&db).await?;
+            pool.close().await;
+            let writer = store::open_writer(&Settings::for_database(&db.database_url)?)?;
             let now = chrono::Utc::now();
-            let mut fx = Effects::default();
-            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            let Some(n) = notifications::revive(&mut tx, id).await? else {
-                anyhow::bail!(
-                    "notification {id} is not a dead letter (unknown, pending or delivered)"
-                );
-            };
-            notifications::forget_gone(&mut tx, &n.sink).await?;
-            fx.schedule(ScheduledJob::new(
-                DeliverNotification {
-                    notification_id: id,
-                },
-                now,
-            ));
-            fx.write(&mut tx).await?;
-            tx.commit().await?;
+            let revived = writer
+                .run(move |tx| {
+                    let Some(sink) = notifications::revive(tx, id)? else {
+                        return Ok(false);
+                    };
+                    notifications::forget_gone(tx, &sink)?;
+                    let mut fx = Effects::default();
+                    fx.schedule(ScheduledJob::new(
+                        DeliverNotification {
+                            notification_id: id,
+                        },
+                        now,
+                    ));
+                    fx.write(tx)?;
+                    Ok(true)
+                })
+                .await?;
+            anyhow::ensure!(
+                revived,
+                "notification {id} is not a dead letter (unknown, pending or delivered)"
+            );
             println!("notification {id} queued for delivery again");
             Ok(())
         }

@@ -91,9 +91,10 @@ impl JobKind for DeliverNotification {
                 .await
             }
             Outcome::Gone => {
-                let mut tx = core.begin_write().await?;
-                notifications::mark_gone(&mut tx, &n.sink, core.clock.now()).await?;
-                tx.commit().await?;
+                let (sink, at) = (n.sink.clone(), core.clock.now());
+                core.writer
+                    .run(move |tx| notifications::mark_gone(tx, &sink, at))
+                    .await?;
                 tracing::info!(notification = %n.id, "sink answered 410 Gone; no more deliveries to it");
                 settle_after(
                     core,
@@ -140,12 +141,18 @@ impl DeliverNotification {
         }
         let delay = policy.delay(attempts).max(retry_after.unwrap_or_default());
         let next = now + chrono::Duration::from_std(delay)?;
-        let mut fx = Effects::default();
-        fx.schedule(ScheduledJob::retry(self.clone(), attempts, next));
-        let mut tx = core.begin_write().await?;
-        notifications::record_retry(&mut tx, n.id, attempts, &error, next).await?;
-        fx.write(&mut tx).await?;
-        tx.commit().await?;
+        let job = ScheduledJob::retry(self.clone(), attempts, next);
+        let (id, recorded) = (n.id, error.clone());
+        let fx = core
+            .writer
+            .run(move |tx| {
+                let mut fx = Effects::default();
+                fx.schedule(job);
+                notifications::record_retry(tx, id, attempts, &recorded, next)?;
+                fx.write(tx)?;
+                Ok(fx)
+            })
+            .await?;
         fx.publish(core);
         core.metrics
             .notification_attempts
@@ -176,20 +183,27 @@ async fn settle_after(
     outcome: &str,
 ) -> anyhow::Result<()> {
     let now: DateTime<Utc> = core.clock.now();
-    let mut fx = Effects::default();
-    let mut tx = core.begin_write().await?;
-    if notifications::finish(&mut tx, n.id, final_state, attempts, error, now).await?
-        && let Some(next) = notifications::next_pending(&mut tx, n).await?
-    {
-        fx.schedule(ScheduledJob::new(
-            DeliverNotification {
-                notification_id: next,
-            },
-            now,
-        ));
-    }
-    fx.write(&mut tx).await?;
-    tx.commit().await?;
+    let n = n.clone();
+    let final_state = final_state.to_owned();
+    let error = error.map(str::to_owned);
+    let fx = core
+        .writer
+        .run(move |tx| {
+            let mut fx = Effects::default();
+            if notifications::finish(tx, n.id, &final_state, attempts, error.as_deref(), now)?
+                && let Some(next) = notifications::next_pending(tx, &n)?
+            {
+                fx.schedule(ScheduledJob::new(
+                    DeliverNotification {
+                        notification_id: next,
+                    },
+                    now,
+                ));
+            }
+            fx.write(tx)?;
+            Ok(fx)
+        })
+        .await?;
     fx.publish(core);
     core.metrics
         .notification_attempts

@@ -3,11 +3,12 @@
 //! session's earlier expiry job finds it not yet due and does nothing.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::JobKind;
 use crate::core::Core;
-use crate::domain::{QosStatus, SessionId, StatusInfo};
+use crate::domain::{QosStatus, Session, SessionId, StatusInfo};
 use crate::lifecycle::{self, Effects};
 use crate::store::sessions;
 
@@ -22,26 +23,50 @@ impl JobKind for ExpireSession {
 
     async fn run(&self, core: &Core) -> anyhow::Result<()> {
         let now = core.clock.now();
-        let mut tx = core.begin_write().await?;
-        let Some(mut s) = sessions::find(&mut tx, self.session_id).await? else {
+        let deadline = chrono::Duration::from_std(core.provision_timeout).unwrap_or_default();
+        // Most expiry jobs that find nothing to do are provisioning deadlines of sessions that
+        // became AVAILABLE long ago: tell that from a plain read, without a write.
+        let current = sessions::fetch(&mut *core.pool.acquire().await?, self.session_id).await?;
+        if current.is_none_or(|s| ending(&s, now, deadline).is_none()) {
             return Ok(());
-        };
-        let provision_deadline =
-            s.created_at + chrono::Duration::from_std(core.provision_timeout).unwrap_or_default();
-        let info = match s.status {
-            QosStatus::Available if s.expires_at.is_some_and(|e| e <= now) => {
-                StatusInfo::DurationExpired
-            }
-            QosStatus::Requested if provision_deadline <= now => StatusInfo::NetworkTerminated,
-            _ => return Ok(()),
-        };
-        let expected = s.revision;
-        let mut fx = Effects::default();
-        lifecycle::terminate(core, &mut s, info, now, &mut fx);
-        sessions::update(&mut tx, &s, expected).await?;
-        fx.write(&mut tx).await?;
-        tx.commit().await?;
+        }
+        let id = self.session_id;
+        let retention = core.retention;
+        let fx = core
+            .writer
+            .run(move |tx| {
+                let mut fx = Effects::default();
+                let Some(mut s) = sessions::find(tx, id)? else {
+                    return Ok(fx);
+                };
+                let Some(info) = ending(&s, now, deadline) else {
+                    return Ok(fx);
+                };
+                let expected = s.revision;
+                lifecycle::terminate(retention, &mut s, info, now, &mut fx);
+                sessions::update(tx, &s, expected)?;
+                fx.write(tx)?;
+                Ok(fx)
+            })
+            .await?;
         fx.publish(core);
         Ok(())
+    }
+}
+
+/// Why the session ends now, if it does: its time is up, or the network never confirmed it.
+fn ending(
+    s: &Session,
+    now: DateTime<Utc>,
+    provision_timeout: chrono::Duration,
+) -> Option<StatusInfo> {
+    match s.status {
+        QosStatus::Available if s.expires_at.is_some_and(|e| e <= now) => {
+            Some(StatusInfo::DurationExpired)
+        }
+        QosStatus::Requested if s.created_at + provision_timeout <= now => {
+            Some(StatusInfo::NetworkTerminated)
+        }
+        _ => None,
     }
 }

@@ -43,85 +43,106 @@ impl ProvisionSession {
     /// Commits "provisioning" before calling the network, so a crash mid-call leaves a trace
     /// that the release path follows. Returns None when there is nothing to provision.
     async fn mark_intent(&self, core: &Core) -> anyhow::Result<Option<ProvisionRequest>> {
-        let mut tx = core.begin_write().await?;
-        let Some(mut s) = sessions::find(&mut tx, self.session_id).await? else {
-            return Ok(None);
-        };
-        if s.status != QosStatus::Requested || s.deleted {
-            return Ok(None);
-        }
-        if s.grant_state == GrantState::None {
-            let expected = s.revision;
-            s.grant_state = GrantState::Provisioning;
-            s.revision += 1;
-            sessions::update(&mut tx, &s, expected).await?;
-            tx.commit().await?;
-        }
-        let until = core.clock.now() + chrono::Duration::seconds(s.duration_secs);
-        Ok(Some(ProvisionRequest {
+        let id = self.session_id;
+        let session = core
+            .writer
+            .run(move |tx| {
+                let Some(mut s) = sessions::find(tx, id)? else {
+                    return Ok(None);
+                };
+                if s.status != QosStatus::Requested || s.deleted {
+                    return Ok(None);
+                }
+                if s.grant_state == GrantState::None {
+                    let expected = s.revision;
+                    s.grant_state = GrantState::Provisioning;
+                    s.revision += 1;
+                    sessions::update(tx, &s, expected)?;
+                }
+                Ok(Some(s))
+            })
+            .await?;
+        Ok(session.map(|s| ProvisionRequest {
             session: s.id,
+            until: core.clock.now() + chrono::Duration::seconds(s.duration_secs),
             device: s.device,
             flow: s.flow,
             qos_profile: s.qos_profile,
-            until,
         }))
     }
 
     async fn granted(&self, core: &Core, grant: Grant) -> anyhow::Result<()> {
         let now = core.clock.now();
-        let mut fx = Effects::default();
-        let mut tx = core.begin_write().await?;
-        match sessions::find(&mut tx, self.session_id).await? {
-            Some(mut s) if s.status == QosStatus::Requested && !s.deleted => {
-                let expected = s.revision;
-                let t = s.make_available(now, grant.id);
-                fx.record(&s, t, now);
-                let expires = s.expires_at.unwrap_or(now);
-                fx.schedule(ScheduledJob::new(
-                    ExpireSession { session_id: s.id },
-                    expires,
-                ));
-                sessions::update(&mut tx, &s, expected).await?;
-            }
-            other => {
-                // The session ended while the network worked: give the grant straight back.
-                if let Some(mut s) = other {
-                    let expected = s.revision;
-                    s.grant_state = GrantState::Releasing;
-                    s.grant_id = Some(grant.id.clone());
-                    s.revision += 1;
-                    sessions::update(&mut tx, &s, expected).await?;
+        let id = self.session_id;
+        let fx = core
+            .writer
+            .run(move |tx| {
+                let mut fx = Effects::default();
+                match sessions::find(tx, id)? {
+                    Some(mut s) if s.status == QosStatus::Requested && !s.deleted => {
+                        let expected = s.revision;
+                        let t = s.make_available(now, grant.id);
+                        fx.record(&s, t, now);
+                        let expires = s.expires_at.unwrap_or(now);
+                        fx.schedule(ScheduledJob::new(
+                            ExpireSession { session_id: s.id },
+                            expires,
+                        ));
+                        sessions::update(tx, &s, expected)?;
+                    }
+                    other => {
+                        // The session ended while the network worked: give the grant back.
+                        if let Some(mut s) = other {
+                            let expected = s.revision;
+                            s.grant_state = GrantState::Releasing;
+                            s.grant_id = Some(grant.id.clone());
+                            s.revision += 1;
+                            sessions::update(tx, &s, expected)?;
+                        }
+                        fx.schedule(ScheduledJob::new(
+                            ReleaseGrant {
+                                session_id: id,
+                                grant_id: Some(grant.id),
+                            },
+                            now,
+                        ));
+                    }
                 }
-                fx.schedule(ScheduledJob::new(
-                    ReleaseGrant {
-                        session_id: self.session_id,
-                        grant_id: Some(grant.id),
-                    },
-                    now,
-                ));
-            }
-        }
-        fx.write(&mut tx).await?;
-        tx.commit().await?;
+                fx.write(tx)?;
+                Ok(fx)
+            })
+            .await?;
         fx.publish(core);
         Ok(())
     }
 
     async fn refused(&self, core: &Core) -> anyhow::Result<()> {
         let now = core.clock.now();
-        let mut fx = Effects::default();
-        let mut tx = core.begin_write().await?;
-        let Some(mut s) = sessions::find(&mut tx, self.session_id).await? else {
-            return Ok(());
-        };
-        if s.status != QosStatus::Requested {
-            return Ok(());
-        }
-        let expected = s.revision;
-        lifecycle::terminate(core, &mut s, StatusInfo::NetworkTerminated, now, &mut fx);
-        sessions::update(&mut tx, &s, expected).await?;
-        fx.write(&mut tx).await?;
-        tx.commit().await?;
+        let id = self.session_id;
+        let retention = core.retention;
+        let fx = core
+            .writer
+            .run(move |tx| {
+                let mut fx = Effects::default();
+                let Some(mut s) = sessions::find(tx, id)? else {
+                    return Ok(fx);
+                };
+                if s.status != QosStatus::Requested {
+                    return Ok(fx);
+                }
+                let expected = s.revision;
+                lifecycle::terminate(
+                    retention,
+                    &mut s,
+                    StatusInfo::NetworkTerminated,
+                    now,
+                    &mut fx,
+                );
+                sessions::update(tx, &s, expected)?;
+                fx.write(tx)?;
+                Ok(fx)
+            })
+            .await?;
         fx.publish(core);
         Ok(())
     }

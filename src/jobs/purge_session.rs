@@ -21,32 +21,37 @@ impl JobKind for PurgeSession {
 
     async fn run(&self, core: &Core) -> anyhow::Result<()> {
         let now = core.clock.now();
-        let mut tx = core.begin_write().await?;
-        let Some(s) = sessions::find(&mut tx, self.session_id).await? else {
-            return Ok(());
-        };
-        if s.status != QosStatus::Unavailable {
-            return Ok(());
-        }
-        // Forgetting the session before its grant is released would lose track of the grant.
-        anyhow::ensure!(
-            !s.needs_release(),
-            "grant of session {} not yet released",
-            s.id
-        );
-        let mut fx = Effects::default();
-        fx.record(
-            &s,
-            Transition {
-                from: Some(QosStatus::Unavailable),
-                to: PURGED,
-                reason: "RETENTION_ELAPSED",
-            },
-            now,
-        );
-        sessions::delete(&mut tx, s.id, s.revision).await?;
-        fx.write(&mut tx).await?;
-        tx.commit().await?;
+        let id = self.session_id;
+        let fx = core
+            .writer
+            .run(move |tx| {
+                let mut fx = Effects::default();
+                let Some(s) = sessions::find(tx, id)? else {
+                    return Ok(fx);
+                };
+                if s.status != QosStatus::Unavailable {
+                    return Ok(fx);
+                }
+                // Forgetting the session before its grant is released would lose track of it.
+                anyhow::ensure!(
+                    !s.needs_release(),
+                    "grant of session {} not yet released",
+                    s.id
+                );
+                fx.record(
+                    &s,
+                    Transition {
+                        from: Some(QosStatus::Unavailable),
+                        to: PURGED,
+                        reason: "RETENTION_ELAPSED",
+                    },
+                    now,
+                );
+                sessions::delete(tx, s.id, s.revision)?;
+                fx.write(tx)?;
+                Ok(fx)
+            })
+            .await?;
         fx.publish(core);
         Ok(())
     }

@@ -22,14 +22,10 @@ impl JobKind for ReleaseGrant {
     const QUEUE: &'static str = "release_grant";
 
     async fn run(&self, core: &Core) -> anyhow::Result<()> {
-        {
-            let mut conn = core.pool.acquire().await?;
-            if let Some(s) = sessions::find(&mut conn, self.session_id).await? {
-                // Never take QoS away from a session that still has it.
-                if s.status != QosStatus::Unavailable {
-                    return Ok(());
-                }
-            }
+        let current = sessions::fetch(&mut *core.pool.acquire().await?, self.session_id).await?;
+        // Never take QoS away from a session that still has it.
+        if current.is_some_and(|s| s.status != QosStatus::Unavailable) {
+            return Ok(());
         }
         let grant = GrantRef {
             session: self.session_id,
@@ -37,17 +33,20 @@ impl JobKind for ReleaseGrant {
         };
         core.network.release(&grant).await?;
 
-        let mut tx = core.begin_write().await?;
-        if let Some(mut s) = sessions::find(&mut tx, self.session_id).await? {
-            let same_grant = self.grant_id.is_none() || s.grant_id == self.grant_id;
-            if s.needs_release() && same_grant {
-                let expected = s.revision;
-                s.grant_state = GrantState::Released;
-                s.revision += 1;
-                sessions::update(&mut tx, &s, expected).await?;
-            }
-        }
-        tx.commit().await?;
-        Ok(())
+        let (id, grant_id) = (self.session_id, self.grant_id.clone());
+        core.writer
+            .run(move |tx| {
+                if let Some(mut s) = sessions::find(tx, id)? {
+                    let same_grant = grant_id.is_none() || s.grant_id == grant_id;
+                    if s.needs_release() && same_grant {
+                        let expected = s.revision;
+                        s.grant_state = GrantState::Released;
+                        s.revision += 1;
+                        sessions::update(tx, &s, expected)?;
+                    }
+                }
+                Ok(())
+            })
+            .await
     }
 }

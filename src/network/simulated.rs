@@ -59,85 +59,89 @@ impl SimulatedNetwork {
     }
 }
 
+/// What the ledger said to a provisioning call.
+enum Provisioned {
+    Granted(String),
+    AlreadyReleased,
+    Refused,
+}
+
 #[async_trait]
 impl Network for SimulatedNetwork {
     async fn provision(&self, req: &ProvisionRequest) -> Result<Grant, NetworkError> {
         self.call_delay().await?;
-        let mut tx = self.writer.begin().await.map_err(Self::db_error)?;
-        let existing = ledger::find_by_session(&mut tx, req.session)
+        let refuse =
+            self.settings.refuse_rate > 0.0 && rand::rng().random_bool(self.settings.refuse_rate);
+        let (session, now, until) = (req.session, self.clock.now(), req.until);
+        let outcome = self
+            .writer
+            .run(move |tx| {
+                Ok(match ledger::find_by_session(tx, session)? {
+                    Some(g) if !g.released => Provisioned::Granted(g.grant_id),
+                    Some(_) => Provisioned::AlreadyReleased,
+                    None if refuse => Provisioned::Refused,
+                    None => {
+                        let id = format!("sim-{}", uuid::Uuid::new_v4());
+                        ledger::insert(tx, &id, session, now, until)?;
+                        Provisioned::Granted(id)
+                    }
+                })
+            })
             .await
             .map_err(Self::db_error)?;
-        let grant = match existing {
-            Some(g) if !g.released => Grant {
-                id: g.grant_id,
+        match outcome {
+            Provisioned::Granted(id) => Ok(Grant {
+                id,
                 lease_until: Some(req.until),
-            },
-            Some(_) => {
-                return Err(NetworkError::Refused(
-                    "session's grant was already released".into(),
-                ));
-            }
-            None => {
-                if self.settings.refuse_rate > 0.0
-                    && rand::rng().random_bool(self.settings.refuse_rate)
-                {
-                    return Err(NetworkError::Refused("simulated refusal".into()));
-                }
-                let id = format!("sim-{}", uuid::Uuid::new_v4());
-                ledger::insert(&mut tx, &id, req.session, self.clock.now(), req.until)
-                    .await
-                    .map_err(Self::db_error)?;
-                Grant {
-                    id,
-                    lease_until: Some(req.until),
-                }
-            }
-        };
-        tx.commit().await.map_err(Self::db_error)?;
-        Ok(grant)
+            }),
+            Provisioned::AlreadyReleased => Err(NetworkError::Refused(
+                "session's grant was already released".into(),
+            )),
+            Provisioned::Refused => Err(NetworkError::Refused("simulated refusal".into())),
+        }
     }
 
     async fn renew(&self, grant: &GrantRef, until: DateTime<Utc>) -> Result<Grant, NetworkError> {
         self.call_delay().await?;
-        let mut tx = self.writer.begin().await.map_err(Self::db_error)?;
-        let id = match &grant.grant_id {
-            Some(id) => id.clone(),
-            None => ledger::find_by_session(&mut tx, grant.session)
-                .await
-                .map_err(Self::db_error)?
-                .map(|g| g.grant_id)
-                .ok_or_else(|| NetworkError::Refused("no grant for session".into()))?,
-        };
-        let extended = ledger::extend_lease(&mut tx, &id, until)
+        let (session, known) = (grant.session, grant.grant_id.clone());
+        let extended = self
+            .writer
+            .run(move |tx| {
+                let id = match known {
+                    Some(id) => id,
+                    None => match ledger::find_by_session(tx, session)? {
+                        Some(g) => g.grant_id,
+                        None => return Ok(None),
+                    },
+                };
+                Ok(ledger::extend_lease(tx, &id, until)?.then_some(id))
+            })
             .await
             .map_err(Self::db_error)?;
-        tx.commit().await.map_err(Self::db_error)?;
-        if extended {
-            Ok(Grant {
+        match extended {
+            Some(id) => Ok(Grant {
                 id,
                 lease_until: Some(until),
-            })
-        } else {
-            Err(NetworkError::Refused("grant is not active".into()))
+            }),
+            None => Err(NetworkError::Refused("grant is not active".into())),
         }
     }
 
     async fn release(&self, grant: &GrantRef) -> Result<(), NetworkError> {
         self.call_delay().await?;
-        let mut tx = self.writer.begin().await.map_err(Self::db_error)?;
-        let id = match &grant.grant_id {
-            Some(id) => Some(id.clone()),
-            None => ledger::find_by_session(&mut tx, grant.session)
-                .await
-                .map_err(Self::db_error)?
-                .map(|g| g.grant_id),
-        };
-        if let Some(id) = id {
-            ledger::release(&mut tx, &id, self.clock.now())
-                .await
-                .map_err(Self::db_error)?;
-        }
-        tx.commit().await.map_err(Self::db_error)?;
-        Ok(())
+        let (session, known, now) = (grant.session, grant.grant_id.clone(), self.clock.now());
+        self.writer
+            .run(move |tx| {
+                let id = match known {
+                    Some(id) => Some(id),
+                    None => ledger::find_by_session(tx, session)?.map(|g| g.grant_id),
+                };
+                if let Some(id) = id {
+                    ledger::release(tx, &id, now)?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(Self::db_error)
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::{JobQueue, Settlement};
 use crate::clock::SharedClock;
 use crate::store::jobs::{self, ClaimedRow};
-use crate::store::writer::Writer;
+use crate::store::writer::{Tx, Writer};
 
 /// Pause after a failed round, so that an unavailable database is not hammered.
 const AFTER_FAILURE: Duration = Duration::from_secs(1);
@@ -32,7 +32,7 @@ pub async fn run_dispatcher(
         let pause = if wanted.is_empty() && settlements.is_empty() {
             sleep_time(&queue, now_ms)
         } else {
-            match round(&queue, &writer, &wanted, &settlements, now_ms).await {
+            match round(&queue, &writer, &wanted, settlements.clone(), now_ms).await {
                 Ok(claimed) => {
                     for name in &wanted {
                         last_scan.insert(name, Instant::now());
@@ -109,47 +109,50 @@ async fn round(
     queue: &JobQueue,
     writer: &Writer,
     wanted: &[&'static str],
-    settlements: &[Settlement],
+    settlements: Vec<Settlement>,
     now_ms: i64,
 ) -> anyhow::Result<Vec<(&'static str, Vec<ClaimedRow>)>> {
     // From here on an enqueue lowers next_due_ms below what this round reads from the table,
     // so a job committed while the round runs is not overlooked.
-    for name in wanted {
-        queue.lanes[name]
-            .next_due_ms
-            .store(i64::MAX, Ordering::Release);
-    }
-    let mut tx = writer.begin().await?;
-    write_settlements(&mut tx, settlements).await?;
-    let mut claimed = Vec::with_capacity(wanted.len());
-    let mut next_due = Vec::with_capacity(wanted.len());
-    for &name in wanted {
-        let lane = &queue.lanes[name];
-        let limit = lane.sender.capacity().min(lane.batch);
-        let rows = jobs::claim(&mut tx, name, &queue.owner, now_ms, limit).await?;
-        let next = if rows.len() == limit {
-            Some(now_ms)
-        } else {
-            jobs::next_due(&mut tx, name).await?
-        };
-        next_due.push((name, next));
-        claimed.push((name, rows));
-    }
-    tx.commit().await?;
-    for (name, next) in next_due {
-        if let Some(next) = next {
-            queue.lanes[name]
-                .next_due_ms
-                .fetch_min(next, Ordering::AcqRel);
-        }
-    }
-    Ok(claimed)
+    let asks: Vec<(&'static str, usize)> = wanted
+        .iter()
+        .map(|&name| {
+            let lane = &queue.lanes[name];
+            lane.next_due_ms.store(i64::MAX, Ordering::Release);
+            (name, lane.sender.capacity().min(lane.batch))
+        })
+        .collect();
+    let owner = queue.owner.clone();
+    let outcome = writer
+        .run(move |tx| {
+            write_settlements(tx, &settlements)?;
+            let mut claimed = Vec::with_capacity(asks.len());
+            for (name, limit) in asks {
+                let rows = jobs::claim(tx, name, &owner, now_ms, limit)?;
+                let next = if rows.len() == limit {
+                    Some(now_ms)
+                } else {
+                    jobs::next_due(tx, name)?
+                };
+                claimed.push((name, rows, next));
+            }
+            Ok(claimed)
+        })
+        .await?;
+    Ok(outcome
+        .into_iter()
+        .map(|(name, rows, next)| {
+            if let Some(next) = next {
+                queue.lanes[name]
+                    .next_due_ms
+                    .fetch_min(next, Ordering::AcqRel);
+            }
+            (name, rows)
+        })
+        .collect())
 }
 
-async fn write_settlements(
-    conn: &mut sqlx::SqliteConnection,
-    settlements: &[Settlement],
-) -> anyhow::Result<()> {
+fn write_settlements(tx: &Tx, settlements: &[Settlement]) -> anyhow::Result<()> {
     let done: Vec<i64> = settlements
         .iter()
         .filter_map(|s| match s {
@@ -157,7 +160,7 @@ async fn write_settlements(
             Settlement::Retry { .. } => None,
         })
         .collect();
-    jobs::finish(conn, &done).await?;
+    jobs::finish(tx, &done)?;
     for s in settlements {
         if let Settlement::Retry {
             id,
@@ -165,7 +168,7 @@ async fn write_settlements(
             due_at_ms,
         } = *s
         {
-            jobs::reschedule(conn, id, attempt, due_at_ms).await?;
+            jobs::reschedule(tx, id, attempt, due_at_ms)?;
         }
     }
     Ok(())
@@ -192,13 +195,8 @@ async fn final_flush(queue: &JobQueue, writer: &Writer) {
         if settlements.is_empty() {
             return;
         }
-        let result: anyhow::Result<()> = async {
-            let mut tx = writer.begin().await?;
-            write_settlements(&mut tx, &settlements).await?;
-            tx.commit().await?;
-            Ok(())
-        }
-        .await;
+        let written = settlements.clone();
+        let result = writer.run(move |tx| write_settlements(tx, &written)).await;
         match result {
             Ok(()) => {}
             Err(e) => {

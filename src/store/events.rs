@@ -1,30 +1,31 @@
 //! SQL for `session_events`, the append-only history of transitions.
 
 use chrono::{DateTime, Utc};
-use sqlx::SqliteConnection;
+use rusqlite::params;
 
 use super::millis;
+use super::writer::Tx;
 use crate::domain::SessionId;
 use crate::domain::session::Transition;
 
-pub async fn append(
-    conn: &mut SqliteConnection,
+pub fn append(
+    tx: &Tx,
     session: SessionId,
     revision: i64,
     t: &Transition,
     at: DateTime<Utc>,
 ) -> anyhow::Result<()> {
-    sqlx::query(
+    tx.prepare_cached(
         "INSERT INTO session_events (session_id, revision, from_status, to_status, reason, at_ms) \
          VALUES (?, ?, ?, ?, ?, ?)",
-    )
-    .bind(session.to_string())
-    .bind(revision)
-    .bind(t.from.map(|s| s.as_str()))
-    .bind(t.to)
-    .bind(t.reason)
-    .bind(millis(at))
-    .execute(conn)
-    .await?;
+    )?
+    .execute(params![
+        session.to_string(),
+        revision,
+        t.from.map(|s| s.as_str()),
+        t.to,
+        t.reason,
+        millis(at),
+    ])?;
     Ok(())
 }

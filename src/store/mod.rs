@@ -66,6 +66,17 @@ pub async fn open(settings: &Settings) -> anyhow::Result<SqlitePool> {
     Ok(pool)
 }
 
+/// The writer of the database file behind `settings` (see `writer`).
+pub fn open_writer(settings: &Settings) -> anyhow::Result<writer::Writer> {
+    let path = database_path(&settings.database_url).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{} is not a database file; the server needs one",
+            settings.database_url
+        )
+    })?;
+    writer::Writer::open(&path, settings.durability, settings.busy_timeout)
+}
+
 pub async fn migrate(pool: &SqlitePool) -> anyhow::Result<()> {
     MIGRATIONS.run(pool).await.context("applying migrations")?;
     Ok(())
@@ -104,4 +115,43 @@ pub fn millis(t: chrono::DateTime<chrono::Utc>) -> i64 {
 
 pub fn from_millis(ms: i64) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+/// Reading a row by column name, whichever driver produced it: sqlx for the read path,
+/// rusqlite inside the writer (`writer`). Lets one `decode` serve both.
+pub trait Columns {
+    fn text(&self, col: &str) -> anyhow::Result<String>;
+    fn opt_text(&self, col: &str) -> anyhow::Result<Option<String>>;
+    fn int(&self, col: &str) -> anyhow::Result<i64>;
+    fn opt_int(&self, col: &str) -> anyhow::Result<Option<i64>>;
+}
+
+impl Columns for sqlx::sqlite::SqliteRow {
+    fn text(&self, col: &str) -> anyhow::Result<String> {
+        Ok(sqlx::Row::try_get(self, col)?)
+    }
+    fn opt_text(&self, col: &str) -> anyhow::Result<Option<String>> {
+        Ok(sqlx::Row::try_get(self, col)?)
+    }
+    fn int(&self, col: &str) -> anyhow::Result<i64> {
+        Ok(sqlx::Row::try_get(self, col)?)
+    }
+    fn opt_int(&self, col: &str) -> anyhow::Result<Option<i64>> {
+        Ok(sqlx::Row::try_get(self, col)?)
+    }
+}
+
+impl Columns for rusqlite::Row<'_> {
+    fn text(&self, col: &str) -> anyhow::Result<String> {
+        Ok(self.get(col)?)
+    }
+    fn opt_text(&self, col: &str) -> anyhow::Result<Option<String>> {
+        Ok(self.get(col)?)
+    }
+    fn int(&self, col: &str) -> anyhow::Result<i64> {
+        Ok(self.get(col)?)
+    }
+    fn opt_int(&self, col: &str) -> anyhow::Result<Option<i64>> {
+        Ok(self.get(col)?)
+    }
 }

@@ -1,10 +1,12 @@
 //! SQL for the notification outbox and the sinks that answered 410 Gone.
 
 use chrono::{DateTime, Utc};
-use sqlx::{Row, SqliteConnection, sqlite::SqliteRow};
+use rusqlite::{OptionalExtension, params};
+use sqlx::SqliteConnection;
 use uuid::Uuid;
 
-use super::{from_millis, millis};
+use super::writer::Tx;
+use super::{Columns, from_millis, millis};
 use crate::domain::{SessionId, SinkCredential};
 
 /// Delivery state of one event.
@@ -44,49 +46,42 @@ pub struct Notification {
 const COLUMNS: &str = "id, session_id, seq, sink, credential, event, state, attempts, last_error, \
     created_at_ms, next_attempt_ms, finished_at_ms";
 
-fn decode(r: &SqliteRow) -> anyhow::Result<Notification> {
-    let id: String = r.try_get("id")?;
-    let session: String = r.try_get("session_id")?;
-    let credential: Option<String> = r.try_get("credential")?;
-    let event: String = r.try_get("event")?;
+fn decode(r: &impl Columns) -> anyhow::Result<Notification> {
     Ok(Notification {
-        id: id.parse()?,
-        session_id: SessionId(session.parse()?),
-        seq: r.try_get("seq")?,
-        sink: r.try_get("sink")?,
-        credential: credential.map(|c| serde_json::from_str(&c)).transpose()?,
-        event: serde_json::from_str(&event)?,
-        state: r.try_get("state")?,
-        attempts: r
-            .try_get::<i64, _>("attempts")?
-            .try_into()
-            .unwrap_or(u32::MAX),
-        last_error: r.try_get("last_error")?,
-        created_at: from_millis(r.try_get("created_at_ms")?),
-        next_attempt_at: r
-            .try_get::<Option<i64>, _>("next_attempt_ms")?
-            .map(from_millis),
-        finished_at: r
-            .try_get::<Option<i64>, _>("finished_at_ms")?
-            .map(from_millis),
+        id: r.text("id")?.parse()?,
+        session_id: SessionId(r.text("session_id")?.parse()?),
+        seq: r.int("seq")?,
+        sink: r.text("sink")?,
+        credential: r
+            .opt_text("credential")?
+            .map(|c| serde_json::from_str(&c))
+            .transpose()?,
+        event: serde_json::from_str(&r.text("event")?)?,
+        state: r.text("state")?,
+        attempts: r.int("attempts")?.try_into().unwrap_or(u32::MAX),
+        last_error: r.opt_text("last_error")?,
+        created_at: from_millis(r.int("created_at_ms")?),
+        next_attempt_at: r.opt_int("next_attempt_ms")?.map(from_millis),
+        finished_at: r.opt_int("finished_at_ms")?.map(from_millis),
     })
 }
 
 /// Appends an event to its session's sequence.
-pub async fn insert(conn: &mut SqliteConnection, n: &NewNotification) -> anyhow::Result<()> {
-    sqlx::query(
+pub fn insert(tx: &Tx, n: &NewNotification) -> anyhow::Result<()> {
+    let session = n.session_id.to_string();
+    tx.prepare_cached(
         "INSERT INTO notifications (id, session_id, seq, sink, credential, event, state, created_at_ms) \
-         VALUES (?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM notifications WHERE session_id = ?), ?, ?, ?, 'pending', ?)",
-    )
-    .bind(n.id.to_string())
-    .bind(n.session_id.to_string())
-    .bind(n.session_id.to_string())
-    .bind(&n.sink)
-    .bind(n.credential.as_ref().map(serde_json::to_string).transpose()?)
-    .bind(n.event.to_string())
-    .bind(millis(n.created_at))
-    .execute(conn)
-    .await?;
+         VALUES (?1, ?2, (SELECT COALESCE(MAX(seq), 0) + 1 FROM notifications WHERE session_id = ?2), \
+         ?3, ?4, ?5, 'pending', ?6)",
+    )?
+    .execute(params![
+        n.id.to_string(),
+        session,
+        n.sink,
+        n.credential.as_ref().map(serde_json::to_string).transpose()?,
+        n.event.to_string(),
+        millis(n.created_at),
+    ])?;
     Ok(())
 }
 
@@ -114,90 +109,72 @@ pub async fn earlier_pending(
 }
 
 /// Whether an event of the same session older than `id` is still pending.
-pub async fn earlier_pending_than(
-    conn: &mut SqliteConnection,
-    session: SessionId,
-    id: Uuid,
-) -> anyhow::Result<bool> {
-    let found: Option<i64> = sqlx::query_scalar(
-        "SELECT 1 FROM notifications AS e WHERE e.session_id = ?1 AND e.state = 'pending' \
-         AND e.seq < (SELECT seq FROM notifications WHERE id = ?2) LIMIT 1",
-    )
-    .bind(session.to_string())
-    .bind(id.to_string())
-    .fetch_optional(conn)
-    .await?;
+pub fn earlier_pending_than(tx: &Tx, session: SessionId, id: Uuid) -> anyhow::Result<bool> {
+    let found = tx
+        .prepare_cached(
+            "SELECT 1 FROM notifications AS e WHERE e.session_id = ?1 AND e.state = 'pending' \
+             AND e.seq < (SELECT seq FROM notifications WHERE id = ?2) LIMIT 1",
+        )?
+        .query_row([session.to_string(), id.to_string()], |_| Ok(()))
+        .optional()?;
     Ok(found.is_some())
 }
 
 /// The session's next event waiting behind `n`, if any.
-pub async fn next_pending(
-    conn: &mut SqliteConnection,
-    n: &Notification,
-) -> anyhow::Result<Option<Uuid>> {
-    let id: Option<String> = sqlx::query_scalar(
-        "SELECT id FROM notifications WHERE session_id = ? AND seq > ? AND state = 'pending' ORDER BY seq LIMIT 1",
-    )
-    .bind(n.session_id.to_string())
-    .bind(n.seq)
-    .fetch_optional(conn)
-    .await?;
+pub fn next_pending(tx: &Tx, n: &Notification) -> anyhow::Result<Option<Uuid>> {
+    let id: Option<String> = tx
+        .prepare_cached(
+            "SELECT id FROM notifications WHERE session_id = ? AND seq > ? AND state = 'pending' \
+             ORDER BY seq LIMIT 1",
+        )?
+        .query_row(params![n.session_id.to_string(), n.seq], |r| r.get(0))
+        .optional()?;
     Ok(id.map(|s| s.parse()).transpose()?)
 }
 
 /// Records a failed attempt that will be retried at `next`.
-pub async fn record_retry(
-    conn: &mut SqliteConnection,
+pub fn record_retry(
+    tx: &Tx,
     id: Uuid,
     attempts: u32,
     error: &str,
     next: DateTime<Utc>,
 ) -> anyhow::Result<()> {
-    sqlx::query("UPDATE notifications SET attempts = ?, last_error = ?, next_attempt_ms = ? WHERE id = ? AND state = 'pending'")
-        .bind(i64::from(attempts))
-        .bind(error)
-        .bind(millis(next))
-        .bind(id.to_string())
-        .execute(conn)
-        .await?;
+    tx.prepare_cached(
+        "UPDATE notifications SET attempts = ?, last_error = ?, next_attempt_ms = ? \
+         WHERE id = ? AND state = 'pending'",
+    )?
+    .execute(params![attempts, error, millis(next), id.to_string()])?;
     Ok(())
 }
 
 /// Moves a pending event to a final state. Returns false if it was no longer pending.
-pub async fn finish(
-    conn: &mut SqliteConnection,
+pub fn finish(
+    tx: &Tx,
     id: Uuid,
     final_state: &str,
     attempts: u32,
     error: Option<&str>,
     at: DateTime<Utc>,
 ) -> anyhow::Result<bool> {
-    let done = sqlx::query(
-        "UPDATE notifications SET state = ?, attempts = ?, last_error = COALESCE(?, last_error), \
-         finished_at_ms = ?, next_attempt_ms = NULL WHERE id = ? AND state = 'pending'",
-    )
-    .bind(final_state)
-    .bind(i64::from(attempts))
-    .bind(error)
-    .bind(millis(at))
-    .bind(id.to_string())
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    let done = tx
+        .prepare_cached(
+            "UPDATE notifications SET state = ?, attempts = ?, last_error = COALESCE(?, last_error), \
+             finished_at_ms = ?, next_attempt_ms = NULL WHERE id = ? AND state = 'pending'",
+        )?
+        .execute(params![final_state, attempts, error, millis(at), id.to_string()])?;
+    Ok(done == 1)
 }
 
-/// Puts a dead letter back to pending for a fresh series of attempts.
-pub async fn revive(conn: &mut SqliteConnection, id: Uuid) -> anyhow::Result<Option<Notification>> {
-    let done = sqlx::query(
-        "UPDATE notifications SET state = 'pending', attempts = 0, finished_at_ms = NULL WHERE id = ? AND state = 'dead'",
-    )
-    .bind(id.to_string())
-    .execute(&mut *conn)
-    .await?;
-    if done.rows_affected() == 0 {
-        return Ok(None);
-    }
-    find(conn, id).await
+/// Puts a dead letter back to pending for a fresh series of attempts; returns its sink.
+pub fn revive(tx: &Tx, id: Uuid) -> anyhow::Result<Option<String>> {
+    Ok(tx
+        .prepare_cached(
+            "UPDATE notifications SET state = 'pending', attempts = 0, finished_at_ms = NULL \
+             WHERE id = ? AND state = 'dead' RETURNING sink",
+        )?
+        .query_row([id.to_string()], |r| r.get(0))
+        .optional()?)
 }
 
 pub async fn list(
@@ -227,18 +204,11 @@ pub async fn dead_count(conn: &mut SqliteConnection) -> anyhow::Result<i64> {
     )
 }
 
-pub async fn mark_gone(
-    conn: &mut SqliteConnection,
-    sink: &str,
-    at: DateTime<Utc>,
-) -> anyhow::Result<()> {
-    sqlx::query(
+pub fn mark_gone(tx: &Tx, sink: &str, at: DateTime<Utc>) -> anyhow::Result<()> {
+    tx.prepare_cached(
         "INSERT INTO gone_sinks (sink, gone_at_ms) VALUES (?, ?) ON CONFLICT (sink) DO NOTHING",
-    )
-    .bind(sink)
-    .bind(millis(at))
-    .execute(conn)
-    .await?;
+    )?
+    .execute(params![sink, millis(at)])?;
     Ok(())
 }
 
@@ -251,10 +221,8 @@ pub async fn is_gone(conn: &mut SqliteConnection, sink: &str) -> anyhow::Result<
 }
 
 /// An operator retrying a dead letter vouches for its sink again.
-pub async fn forget_gone(conn: &mut SqliteConnection, sink: &str) -> anyhow::Result<()> {
-    sqlx::query("DELETE FROM gone_sinks WHERE sink = ?")
-        .bind(sink)
-        .execute(conn)
-        .await?;
+pub fn forget_gone(tx: &Tx, sink: &str) -> anyhow::Result<()> {
+    tx.prepare_cached("DELETE FROM gone_sinks WHERE sink = ?")?
+        .execute([sink])?;
     Ok(())
 }

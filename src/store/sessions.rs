@@ -1,131 +1,135 @@
-//! SQL for the `sessions` table.
+//! SQL for the `sessions` table: writes (and the reads that decide them) run in the writer,
+//! plain reads on the pool.
 
-use sqlx::{Row, SqliteConnection, sqlite::SqliteRow};
+use rusqlite::{OptionalExtension, params};
+use sqlx::SqliteConnection;
 
-use super::{from_millis, millis};
+use super::writer::Tx;
+use super::{Columns, from_millis, millis};
 use crate::domain::{Device, Flow, QosStatus, Session, SessionId, SinkCredential};
 
 const COLUMNS: &str = "id, revision, status, status_info, device, flow, qos_profile, duration_secs, \
     sink, sink_credential, created_at_ms, started_at_ms, expires_at_ms, grant_state, grant_id, deleted";
 
-fn decode(row: &SqliteRow) -> anyhow::Result<Session> {
-    let id: String = row.try_get("id")?;
-    let status_info: Option<String> = row.try_get("status_info")?;
-    let device: String = row.try_get("device")?;
-    let flow: String = row.try_get("flow")?;
-    let credential: Option<String> = row.try_get("sink_credential")?;
-    let status: String = row.try_get("status")?;
-    let grant_state: String = row.try_get("grant_state")?;
+fn decode(row: &impl Columns) -> anyhow::Result<Session> {
     Ok(Session {
-        id: SessionId(id.parse()?),
-        revision: row.try_get("revision")?,
-        status: status.parse()?,
-        status_info: status_info.map(|s| s.parse()).transpose()?,
-        device: serde_json::from_str::<Device>(&device)?,
-        flow: serde_json::from_str::<Flow>(&flow)?,
-        qos_profile: row.try_get("qos_profile")?,
-        duration_secs: row.try_get("duration_secs")?,
-        sink: row.try_get("sink")?,
-        sink_credential: credential
+        id: SessionId(row.text("id")?.parse()?),
+        revision: row.int("revision")?,
+        status: row.text("status")?.parse()?,
+        status_info: row
+            .opt_text("status_info")?
+            .map(|s| s.parse())
+            .transpose()?,
+        device: serde_json::from_str::<Device>(&row.text("device")?)?,
+        flow: serde_json::from_str::<Flow>(&row.text("flow")?)?,
+        qos_profile: row.text("qos_profile")?,
+        duration_secs: row.int("duration_secs")?,
+        sink: row.opt_text("sink")?,
+        sink_credential: row
+            .opt_text("sink_credential")?
             .map(|c| serde_json::from_str::<SinkCredential>(&c))
             .transpose()?,
-        created_at: from_millis(row.try_get("created_at_ms")?),
-        started_at: row
-            .try_get::<Option<i64>, _>("started_at_ms")?
-            .map(from_millis),
-        expires_at: row
-            .try_get::<Option<i64>, _>("expires_at_ms")?
-            .map(from_millis),
-        grant_state: grant_state.parse()?,
-        grant_id: row.try_get("grant_id")?,
-        deleted: row.try_get::<i64, _>("deleted")? != 0,
+        created_at: from_millis(row.int("created_at_ms")?),
+        started_at: row.opt_int("started_at_ms")?.map(from_millis),
+        expires_at: row.opt_int("expires_at_ms")?.map(from_millis),
+        grant_state: row.text("grant_state")?.parse()?,
+        grant_id: row.opt_text("grant_id")?,
+        deleted: row.int("deleted")? != 0,
     })
 }
 
-pub async fn insert(conn: &mut SqliteConnection, s: &Session) -> anyhow::Result<()> {
-    sqlx::query(
+pub fn insert(tx: &Tx, s: &Session) -> anyhow::Result<()> {
+    let credential = s
+        .sink_credential
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()?;
+    tx.prepare_cached(
         "INSERT INTO sessions (id, revision, status, status_info, device_key, device, flow, \
          qos_profile, duration_secs, sink, sink_credential, created_at_ms, started_at_ms, \
          expires_at_ms, grant_state, grant_id, deleted) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(s.id.to_string())
-    .bind(s.revision)
-    .bind(s.status.as_str())
-    .bind(s.status_info.map(|i| i.as_str()))
-    .bind(s.device.key())
-    .bind(serde_json::to_string(&s.device)?)
-    .bind(serde_json::to_string(&s.flow)?)
-    .bind(&s.qos_profile)
-    .bind(s.duration_secs)
-    .bind(&s.sink)
-    .bind(
-        s.sink_credential
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()?,
-    )
-    .bind(millis(s.created_at))
-    .bind(s.started_at.map(millis))
-    .bind(s.expires_at.map(millis))
-    .bind(s.grant_state.as_str())
-    .bind(&s.grant_id)
-    .bind(i64::from(s.deleted))
-    .execute(conn)
-    .await?;
+    )?
+    .execute(params![
+        s.id.to_string(),
+        s.revision,
+        s.status.as_str(),
+        s.status_info.map(|i| i.as_str()),
+        s.device.key(),
+        serde_json::to_string(&s.device)?,
+        serde_json::to_string(&s.flow)?,
+        s.qos_profile,
+        s.duration_secs,
+        s.sink,
+        credential,
+        millis(s.created_at),
+        s.started_at.map(millis),
+        s.expires_at.map(millis),
+        s.grant_state.as_str(),
+        s.grant_id,
+        i64::from(s.deleted),
+    ])?;
     Ok(())
 }
 
 /// Writes the mutable part of a session, only if nobody changed it since `expected_revision`.
 /// Returns false when the row moved on (the caller's view is stale).
-pub async fn update(
-    conn: &mut SqliteConnection,
-    s: &Session,
-    expected_revision: i64,
-) -> anyhow::Result<bool> {
-    let done = sqlx::query(
-        "UPDATE sessions SET revision = ?, status = ?, status_info = ?, duration_secs = ?, \
-         started_at_ms = ?, expires_at_ms = ?, grant_state = ?, grant_id = ?, deleted = ? \
-         WHERE id = ? AND revision = ?",
-    )
-    .bind(s.revision)
-    .bind(s.status.as_str())
-    .bind(s.status_info.map(|i| i.as_str()))
-    .bind(s.duration_secs)
-    .bind(s.started_at.map(millis))
-    .bind(s.expires_at.map(millis))
-    .bind(s.grant_state.as_str())
-    .bind(&s.grant_id)
-    .bind(i64::from(s.deleted))
-    .bind(s.id.to_string())
-    .bind(expected_revision)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
+pub fn update(tx: &Tx, s: &Session, expected_revision: i64) -> anyhow::Result<bool> {
+    let changed = tx
+        .prepare_cached(
+            "UPDATE sessions SET revision = ?, status = ?, status_info = ?, duration_secs = ?, \
+             started_at_ms = ?, expires_at_ms = ?, grant_state = ?, grant_id = ?, deleted = ? \
+             WHERE id = ? AND revision = ?",
+        )?
+        .execute(params![
+            s.revision,
+            s.status.as_str(),
+            s.status_info.map(|i| i.as_str()),
+            s.duration_secs,
+            s.started_at.map(millis),
+            s.expires_at.map(millis),
+            s.grant_state.as_str(),
+            s.grant_id,
+            i64::from(s.deleted),
+            s.id.to_string(),
+            expected_revision,
+        ])?;
+    Ok(changed == 1)
 }
 
-pub async fn find(conn: &mut SqliteConnection, id: SessionId) -> anyhow::Result<Option<Session>> {
+/// The session as the writer sees it: what a decision inside a write transaction reads.
+pub fn find(tx: &Tx, id: SessionId) -> anyhow::Result<Option<Session>> {
+    let mut stmt = tx.prepare_cached(&format!("SELECT {COLUMNS} FROM sessions WHERE id = ?"))?;
+    let row = stmt
+        .query_row([id.to_string()], |r| Ok(decode(r)))
+        .optional()?;
+    row.transpose()
+}
+
+/// Sessions of a device that still hold or seek QoS (the overlap check's candidates).
+pub fn live_for_device(tx: &Tx, device_key: &str) -> anyhow::Result<Vec<Session>> {
+    let mut stmt = tx.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM sessions WHERE device_key = ? AND status <> 'UNAVAILABLE' AND deleted = 0"
+    ))?;
+    let rows = stmt.query_map([device_key], |r| Ok(decode(r)))?;
+    rows.map(|r| r?).collect()
+}
+
+pub fn delete(tx: &Tx, id: SessionId, expected_revision: i64) -> anyhow::Result<bool> {
+    let done = tx
+        .prepare_cached("DELETE FROM sessions WHERE id = ? AND revision = ?")?
+        .execute(params![id.to_string(), expected_revision])?;
+    Ok(done == 1)
+}
+
+/// A session read outside any write (API reads, checks that may avoid a write altogether).
+pub async fn fetch(conn: &mut SqliteConnection, id: SessionId) -> anyhow::Result<Option<Session>> {
     let sql = format!("SELECT {COLUMNS} FROM sessions WHERE id = ?");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id.to_string())
         .fetch_optional(conn)
         .await?;
     row.as_ref().map(decode).transpose()
-}
-
-/// Sessions of a device that still hold or seek QoS (the overlap check's candidates).
-pub async fn live_for_device(
-    conn: &mut SqliteConnection,
-    device_key: &str,
-) -> anyhow::Result<Vec<Session>> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM sessions WHERE device_key = ? AND status <> 'UNAVAILABLE' AND deleted = 0"
-    );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(device_key)
-        .fetch_all(conn)
-        .await?;
-    rows.iter().map(decode).collect()
 }
 
 /// Every visible session of a device, oldest first.
@@ -143,27 +147,11 @@ pub async fn visible_for_device(
     rows.iter().map(decode).collect()
 }
 
-pub async fn delete(
-    conn: &mut SqliteConnection,
-    id: SessionId,
-    expected_revision: i64,
-) -> anyhow::Result<bool> {
-    let done = sqlx::query("DELETE FROM sessions WHERE id = ? AND revision = ?")
-        .bind(id.to_string())
-        .bind(expected_revision)
-        .execute(conn)
-        .await?;
-    Ok(done.rows_affected() == 1)
-}
-
 pub async fn count_by_status(conn: &mut SqliteConnection) -> anyhow::Result<Vec<(QosStatus, i64)>> {
     let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM sessions GROUP BY status")
         .fetch_all(conn)
         .await?;
     rows.iter()
-        .map(|r| {
-            let s: String = r.try_get("status")?;
-            Ok((s.parse()?, r.try_get("n")?))
-        })
+        .map(|r| Ok((r.text("status")?.parse()?, r.int("n")?)))
         .collect()
 }

@@ -18,6 +18,7 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     pub pool: SqlitePool,
+    pub writer: qod::store::writer::Writer,
     pub network: Arc<SimulatedNetwork>,
     pub dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
@@ -54,6 +55,7 @@ impl TestApp {
             .expect("application builds");
         let addr = app.local_addr();
         let pool = app.pool().clone();
+        let writer = app.writer().clone();
         let network = app.simulated_network();
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(app.run_until(async {
@@ -63,6 +65,7 @@ impl TestApp {
             addr,
             client: reqwest::Client::new(),
             pool,
+            writer,
             network,
             dir,
             stop: Some(tx),
