@@ -15,6 +15,7 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     pub sessions: IntGaugeVec,
     pub network_grants: IntGaugeVec,
+    pub queue_jobs: IntGaugeVec,
     pub notification_attempts: IntCounterVec,
     pub notification_latency: Histogram,
     pub notifications_dead: IntGauge,
@@ -89,6 +90,15 @@ impl Metrics {
             &["status"],
         )
         .expect("valid metric");
+        let queue_jobs = IntGaugeVec::new(
+            Opts::new(
+                "qod_queue_jobs",
+                "Jobs in the queue by queue and state: due (waiting, due now), scheduled (due \
+                 later), claimed (handed to a worker).",
+            ),
+            &["queue", "state"],
+        )
+        .expect("valid metric");
         let network_grants = IntGaugeVec::new(
             Opts::new(
                 "qod_network_grants",
@@ -139,7 +149,7 @@ impl Metrics {
                 .register(Box::new(h.clone()))
                 .expect("unique metric");
         }
-        for g in [&sessions, &network_grants] {
+        for g in [&sessions, &network_grants, &queue_jobs] {
             registry
                 .register(Box::new(g.clone()))
                 .expect("unique metric");
@@ -153,6 +163,7 @@ impl Metrics {
             http_requests,
             sessions,
             network_grants,
+            queue_jobs,
             notification_attempts,
             notification_latency,
             notifications_dead,

@@ -121,19 +121,14 @@ impl Service {
             },
             now,
         );
-        fx.schedule(ScheduledJob::new(
-            jobs::ProvisionSession {
-                session_id: session.id,
-            },
-            now,
-        ));
         let deadline =
             now + chrono::Duration::from_std(self.core.provision_timeout).unwrap_or_default();
         fx.schedule(ScheduledJob::new(
-            jobs::ExpireSession {
+            jobs::ProvisionSession {
                 session_id: session.id,
+                deadline_ms: Some(deadline.timestamp_millis()),
             },
-            deadline,
+            now,
         ));
 
         let created = self

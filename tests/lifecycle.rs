@@ -297,6 +297,37 @@ async fn a_session_the_network_never_confirms_times_out_and_its_late_grant_is_re
 }
 
 #[tokio::test]
+async fn provisioning_retries_stop_at_the_deadline_not_after_their_backoff() {
+    let app = TestApp::spawn_with(|s| {
+        s.provision_timeout = Duration::from_secs(1);
+        s.sim.failure_rate = 1.0;
+        let overrides = toml::from_str(
+            "[provision_session]\nretry = { max_attempts = 0, base_ms = 5000, factor = 2.0, cap_ms = 60000, jitter = false }",
+        )
+        .unwrap();
+        s.pools = qod::pools::Pools::builtin().with_overrides(&overrides).unwrap();
+    })
+    .await;
+    let started = Instant::now();
+    let (_, created) = app
+        .create(&session_body("+33612345689", "198.51.100.16", 30))
+        .await;
+    let id = created["sessionId"].as_str().unwrap().to_owned();
+    let (_, ended) = app
+        .wait_for_session(&id, Duration::from_secs(4), |_, b| {
+            status(b) == "UNAVAILABLE"
+        })
+        .await;
+    assert_eq!(ended["statusInfo"], "NETWORK_TERMINATED");
+    // The first retry would be 5 s away; the deadline (1 s) comes first.
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "ended only after {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn overlapping_flows_of_one_device_conflict_and_disjoint_ones_do_not() {
     let app = TestApp::spawn().await;
     let mut first = session_body("+33612345691", "198.51.100.0/24", 60);

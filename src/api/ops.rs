@@ -78,6 +78,23 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         if let Ok(n) = crate::store::notifications::dead_count(&mut conn).await {
             core.metrics.notifications_dead.set(n);
         }
+        let now_ms = core.clock.now().timestamp_millis();
+        if let Ok(depths) = crate::store::jobs::depth(&mut conn, now_ms).await {
+            // Queues that emptied read 0, not their last value.
+            for queue in crate::jobs::QUEUES {
+                let d = depths.iter().find(|d| d.queue == queue);
+                for (state, n) in [
+                    ("due", d.map_or(0, |d| d.due)),
+                    ("scheduled", d.map_or(0, |d| d.scheduled)),
+                    ("claimed", d.map_or(0, |d| d.claimed)),
+                ] {
+                    core.metrics
+                        .queue_jobs
+                        .with_label_values(&[queue, state])
+                        .set(n);
+                }
+            }
+        }
     }
     (
         [(

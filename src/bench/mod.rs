@@ -2,6 +2,7 @@
 //! notifications on its own sink, and reports throughput and latencies (a table, or JSON).
 
 mod baselines;
+mod prefill;
 mod process;
 mod sink;
 mod stats;
@@ -56,6 +57,10 @@ pub struct BenchArgs {
     /// Also measure the machine's baselines: SQLite commits and the job queue's default drain.
     #[arg(long)]
     pub baselines: bool,
+    /// Long-lived sessions (no sink) to create before the measured load, to measure at a given
+    /// number of active sessions.
+    #[arg(long, default_value_t = 0)]
+    pub prefill: u64,
     /// Folder for the baselines' scratch databases (put it on the server's disk).
     #[arg(long, default_value = "./qod-data")]
     pub baseline_dir: PathBuf,
@@ -78,6 +83,7 @@ pub struct Report {
     pub load: String,
     pub duration_s: f64,
     pub session_duration_s: u32,
+    pub prefilled: u64,
     pub created: u64,
     pub creates_per_s: f64,
     pub create_latency: Summary,
@@ -131,11 +137,27 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .filter(|u| matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")))
         .and_then(|u| u.port_or_known_default())
         .and_then(process::pid_listening_on);
+    let run_id: u32 = rand::random::<u32>() % 90 + 10;
+    let prefilled = if args.prefill > 0 {
+        prefill::run(
+            &client,
+            &target,
+            args.token.as_deref(),
+            args.prefill,
+            args.concurrency,
+            run_id,
+        )
+        .await?
+    } else {
+        0
+    };
+    if prefilled > 0 {
+        wait_until_provisioned(&client, &target).await;
+    }
     let jobs_before = scrape_jobs(&client, &target).await;
     let cpu_before = server_pid.and_then(process::cpu_seconds);
 
     let shared = Arc::new(Shared::default());
-    let run_id: u32 = rand::random::<u32>() % 90 + 10;
     let counter = Arc::new(AtomicU64::new(0));
     let rate = if args.max {
         None
@@ -236,6 +258,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         load: rate.map_or("max".to_owned(), |r| format!("{r}/s")),
         duration_s: load_time,
         session_duration_s: args.session_duration,
+        prefilled,
         created,
         creates_per_s: created as f64 / load_time,
         create_latency: summarize(&shared.create_ms.lock().unwrap_or_else(|p| p.into_inner())),
@@ -373,7 +396,31 @@ fn spawn_progress(
 }
 
 /// Sum of jobs the server finished, from its metrics.
-async fn scrape_jobs(client: &reqwest::Client, target: &str) -> Option<f64> {
+/// Waits until the server has no session left in REQUESTED, so that the measured load does
+/// not queue behind the prefill's provisioning.
+async fn wait_until_provisioned(client: &reqwest::Client, target: &str) {
+    let started = Instant::now();
+    loop {
+        let requested = scrape_sum(client, target, "qod_sessions{", "REQUESTED").await;
+        match requested {
+            Some(n) if n > 0.0 => eprintln!(
+                "prefill t={:>4.0}s waiting for the server to provision: {n} sessions REQUESTED",
+                started.elapsed().as_secs_f64()
+            ),
+            _ => return,
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Sum of the server's metric samples whose line starts with `prefix` (name and labels) and
+/// contains `filter`.
+async fn scrape_sum(
+    client: &reqwest::Client,
+    target: &str,
+    prefix: &str,
+    filter: &str,
+) -> Option<f64> {
     let text = client
         .get(format!("{target}/metrics"))
         .send()
@@ -384,10 +431,14 @@ async fn scrape_jobs(client: &reqwest::Client, target: &str) -> Option<f64> {
         .ok()?;
     Some(
         text.lines()
-            .filter(|l| l.starts_with("qod_jobs_total{") && l.contains("outcome=\"succeeded\""))
+            .filter(|l| l.starts_with(prefix) && l.contains(filter))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum(),
     )
+}
+
+async fn scrape_jobs(client: &reqwest::Client, target: &str) -> Option<f64> {
+    scrape_sum(client, target, "qod_jobs_total{", "outcome=\"succeeded\"").await
 }
 
 fn print_table(r: &Report) {
@@ -401,6 +452,12 @@ fn print_table(r: &Report) {
         "qod bench against {} (load {}, {:.1} s, sessions of {} s)",
         r.target, r.load, r.duration_s, r.session_duration_s
     );
+    if r.prefilled > 0 {
+        println!(
+            "on top of {} long-lived sessions created first",
+            r.prefilled
+        );
+    }
     println!();
     println!(
         "{:<34} {:>10} {:>10} {:>10} {:>9}",

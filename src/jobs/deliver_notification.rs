@@ -33,14 +33,18 @@ impl JobKind for DeliverNotification {
     async fn run(&self, core: &Core) -> anyhow::Result<()> {
         let n = {
             let mut conn = core.pool.acquire().await?;
-            let Some(n) = notifications::find(&mut conn, self.notification_id).await? else {
+            let Some(found) =
+                notifications::find_for_delivery(&mut conn, self.notification_id).await?
+            else {
                 return Ok(());
             };
-            if n.state != state::PENDING || notifications::earlier_pending(&mut conn, &n).await? {
+            drop(conn);
+            let n = found.notification;
+            if n.state != state::PENDING || found.behind_earlier {
                 // Settled already, or waiting its turn: the earlier event starts it when settled.
                 return Ok(());
             }
-            if notifications::is_gone(&mut conn, &n.sink).await? {
+            if found.sink_gone {
                 return settle(
                     core,
                     &n,

@@ -36,6 +36,11 @@ pub trait JobKind: Serialize + DeserializeOwned + Clone + Send + Sync + Unpin + 
     /// Does the work. An error is retried with the queue's backoff policy.
     async fn run(&self, core: &Core) -> anyhow::Result<()>;
 
+    /// No retry is scheduled later than this (a deadline the job keeps).
+    fn retry_by(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        None
+    }
+
     /// Called once the retry policy is exhausted.
     async fn give_up(&self, _core: &Core, _last_error: &str) -> anyhow::Result<()> {
         Ok(())

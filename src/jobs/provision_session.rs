@@ -1,18 +1,26 @@
-//! provision_session: ask the network for the QoS, then make the session AVAILABLE.
+//! provision_session: ask the network for the QoS, then make the session AVAILABLE. The job
+//! also keeps the provisioning deadline: past it the session ends NETWORK_TERMINATED, even
+//! while the network is still answering (a grant that arrives late is given back).
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{ExpireSession, JobKind, ReleaseGrant};
+use crate::clock;
 use crate::core::Core;
 use crate::domain::{GrantState, QosStatus, SessionId, StatusInfo};
 use crate::lifecycle::{self, Effects, ScheduledJob};
 use crate::network::{Grant, NetworkError, ProvisionRequest};
-use crate::store::sessions;
+use crate::store::{from_millis, sessions};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProvisionSession {
     pub session_id: SessionId,
+    /// When the network must have confirmed (ms). Jobs queued before it existed have none;
+    /// their sessions are ended by an expire_session job instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<i64>,
 }
 
 #[async_trait]
@@ -20,10 +28,30 @@ impl JobKind for ProvisionSession {
     const QUEUE: &'static str = "provision_session";
 
     async fn run(&self, core: &Core) -> anyhow::Result<()> {
+        let deadline = self.deadline_ms.map(from_millis);
+        if deadline.is_some_and(|d| core.clock.now() >= d) {
+            return self.refused(core).await;
+        }
         let Some(request) = self.mark_intent(core).await? else {
             return Ok(());
         };
-        match core.network.provision(&request).await {
+        let call = core.network.provision(&request);
+        let answer = match deadline {
+            None => call.await,
+            Some(deadline) => {
+                tokio::pin!(call);
+                tokio::select! {
+                    answer = &mut call => answer,
+                    () = clock::sleep_until(core.clock.as_ref(), deadline) => {
+                        tracing::info!(session = %self.session_id, "the network did not confirm in time");
+                        self.refused(core).await?;
+                        // Still take the answer: a grant made late is released by `granted`.
+                        call.await
+                    }
+                }
+            }
+        };
+        match answer {
             Ok(grant) => self.granted(core, grant).await,
             Err(NetworkError::Refused(reason)) => {
                 tracing::info!(session = %self.session_id, %reason, "network refused the session");
@@ -31,6 +59,10 @@ impl JobKind for ProvisionSession {
             }
             Err(e @ NetworkError::Retryable(_)) => Err(e.into()),
         }
+    }
+
+    fn retry_by(&self) -> Option<DateTime<Utc>> {
+        self.deadline_ms.map(from_millis)
     }
 
     async fn give_up(&self, core: &Core, last_error: &str) -> anyhow::Result<()> {

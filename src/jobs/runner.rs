@@ -105,6 +105,7 @@ async fn handle<J: JobKind>(claimed: Claimed<J>, core: Data<Arc<Core>>) -> Resul
     };
     core.metrics.job(J::QUEUE, settled_outcome);
     let due = core.clock.now() + chrono::Duration::from_std(delay).unwrap_or_default();
+    let due = claimed.job.retry_by().map_or(due, |by| due.min(by));
     core.queue.settle(Settlement::Retry {
         id: claimed.id,
         attempt,

@@ -95,15 +95,33 @@ pub fn reclaim_all(tx: &Tx) -> anyhow::Result<usize> {
     )?)
 }
 
-/// Jobs per queue, waiting and claimed, for the metrics gauges.
-pub async fn depth(conn: &mut SqliteConnection) -> anyhow::Result<Vec<(String, i64, i64)>> {
+/// Jobs of one queue by state, for the metrics gauges.
+pub struct Depth {
+    pub queue: String,
+    pub due: i64,
+    pub scheduled: i64,
+    pub claimed: i64,
+}
+
+pub async fn depth(conn: &mut SqliteConnection, now_ms: i64) -> anyhow::Result<Vec<Depth>> {
     let rows = sqlx::query(
-        "SELECT queue, SUM(claimed_by IS NULL) AS waiting, SUM(claimed_by IS NOT NULL) AS claimed \
+        "SELECT queue, \
+         SUM(claimed_by IS NULL AND due_at_ms <= ?1) AS due, \
+         SUM(claimed_by IS NULL AND due_at_ms > ?1) AS scheduled, \
+         SUM(claimed_by IS NOT NULL) AS claimed \
          FROM jobs GROUP BY queue",
     )
+    .bind(now_ms)
     .fetch_all(conn)
     .await?;
     rows.iter()
-        .map(|r| Ok((r.text("queue")?, r.int("waiting")?, r.int("claimed")?)))
+        .map(|r| {
+            Ok(Depth {
+                queue: r.text("queue")?,
+                due: r.int("due")?,
+                scheduled: r.int("scheduled")?,
+                claimed: r.int("claimed")?,
+            })
+        })
         .collect()
 }

@@ -85,27 +85,38 @@ pub fn insert(tx: &Tx, n: &NewNotification) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn find(conn: &mut SqliteConnection, id: Uuid) -> anyhow::Result<Option<Notification>> {
-    let sql = format!("SELECT {COLUMNS} FROM notifications WHERE id = ?");
+/// An event about to be sent, with what decides whether it may go now: whether an earlier
+/// event of its session still waits (order per session), and whether its sink answered 410
+/// Gone before. One round trip, since every delivery asks.
+pub struct ForDelivery {
+    pub notification: Notification,
+    pub behind_earlier: bool,
+    pub sink_gone: bool,
+}
+
+pub async fn find_for_delivery(
+    conn: &mut SqliteConnection,
+    id: Uuid,
+) -> anyhow::Result<Option<ForDelivery>> {
+    let sql = format!(
+        "SELECT {COLUMNS}, \
+         EXISTS (SELECT 1 FROM notifications AS e WHERE e.session_id = n.session_id \
+                 AND e.seq < n.seq AND e.state = 'pending') AS behind_earlier, \
+         EXISTS (SELECT 1 FROM gone_sinks AS g WHERE g.sink = n.sink) AS sink_gone \
+         FROM notifications AS n WHERE n.id = ?"
+    );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id.to_string())
         .fetch_optional(conn)
         .await?;
-    row.as_ref().map(decode).transpose()
-}
-
-/// Whether an earlier event of the session still waits for delivery (order per session).
-pub async fn earlier_pending(
-    conn: &mut SqliteConnection,
-    n: &Notification,
-) -> anyhow::Result<bool> {
-    let found: Option<i64> =
-        sqlx::query_scalar("SELECT 1 FROM notifications WHERE session_id = ? AND seq < ? AND state = 'pending' LIMIT 1")
-            .bind(n.session_id.to_string())
-            .bind(n.seq)
-            .fetch_optional(conn)
-            .await?;
-    Ok(found.is_some())
+    row.map(|r| {
+        Ok(ForDelivery {
+            notification: decode(&r)?,
+            behind_earlier: r.int("behind_earlier")? != 0,
+            sink_gone: r.int("sink_gone")? != 0,
+        })
+    })
+    .transpose()
 }
 
 /// Whether an event of the same session older than `id` is still pending.
@@ -210,14 +221,6 @@ pub fn mark_gone(tx: &Tx, sink: &str, at: DateTime<Utc>) -> anyhow::Result<()> {
     )?
     .execute(params![sink, millis(at)])?;
     Ok(())
-}
-
-pub async fn is_gone(conn: &mut SqliteConnection, sink: &str) -> anyhow::Result<bool> {
-    let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM gone_sinks WHERE sink = ?")
-        .bind(sink)
-        .fetch_optional(conn)
-        .await?;
-    Ok(found.is_some())
 }
 
 /// An operator retrying a dead letter vouches for its sink again.

@@ -107,6 +107,12 @@ impl Writer {
     }
 }
 
+/// Transaction control runs thousands of times a second: prepared once, not parsed each time.
+fn run_cached(conn: &Tx, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
 fn serve(conn: Tx, inbox: mpsc::Receiver<Work>) {
     while let Ok(first) = inbox.recv() {
         let mut batch = vec![first];
@@ -116,7 +122,7 @@ fn serve(conn: Tx, inbox: mpsc::Receiver<Work>) {
                 Err(_) => break,
             }
         }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(e) = run_cached(&conn, "BEGIN IMMEDIATE") {
             let e = e.to_string();
             for work in batch {
                 work(Err(&e));
@@ -130,18 +136,19 @@ fn serve(conn: Tx, inbox: mpsc::Receiver<Work>) {
                 work(Err(e));
                 continue;
             }
-            if let Err(e) = conn.execute_batch("SAVEPOINT work") {
+            if let Err(e) = run_cached(&conn, "SAVEPOINT work") {
                 broken = Some(e.to_string());
                 work(Err(&e.to_string()));
                 continue;
             }
             let ran = work(Ok(&conn));
-            let end = if ran.ok {
-                "RELEASE work"
+            let ended = if ran.ok {
+                run_cached(&conn, "RELEASE work")
             } else {
-                "ROLLBACK TO work; RELEASE work"
+                run_cached(&conn, "ROLLBACK TO work")
+                    .and_then(|()| run_cached(&conn, "RELEASE work"))
             };
-            if let Err(e) = conn.execute_batch(end) {
+            if let Err(e) = ended {
                 // The batch can no longer be trusted: fail everyone in it.
                 broken = Some(e.to_string());
             }
@@ -149,7 +156,7 @@ fn serve(conn: Tx, inbox: mpsc::Receiver<Work>) {
         }
         let committed = match &broken {
             Some(e) => Err(e.clone()),
-            None => conn.execute_batch("COMMIT").map_err(|e| e.to_string()),
+            None => run_cached(&conn, "COMMIT").map_err(|e| e.to_string()),
         };
         if committed.is_err() && !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
