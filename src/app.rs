@@ -53,6 +53,13 @@ impl Application {
         // Under the process lock no other worker can hold a job: whatever a previous process
         // claimed and did not finish goes back to the queue now, not after orphan detection.
         let reclaimed = writer.run(job_rows::reclaim_all).await?;
+        let adopted = writer.run(job_rows::adopt_apalis_jobs).await?;
+        if adopted > 0 {
+            tracing::info!(
+                adopted,
+                "moved jobs from the previous version's queue table"
+            );
+        }
         if reclaimed > 0 {
             tracing::info!(reclaimed, "requeued jobs left in flight by a previous run");
         }

@@ -96,7 +96,7 @@ async fn failing_jobs_are_retried_with_growing_delays() {
             let mut seen: Vec<(i64, i64)> = Vec::new();
             loop {
                 let rows: Vec<(i64, i64)> = sqlx::query_as(
-                    "SELECT attempt, due_at_ms FROM jobs \
+                    "SELECT attempt, due_at_ms FROM job_queue \
                      WHERE queue = 'provision_session' AND attempt > 0",
                 )
                 .fetch_all(&pool)
@@ -332,17 +332,18 @@ async fn finished_jobs_leave_the_table_and_nothing_stays_claimed() {
     assert!(gone.is_some(), "session {id} was never purged");
     // Acknowledgements are batched: the purge job's own row goes with a later round.
     let left = poll_until(Duration::from_secs(2), || async {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs")
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM job_queue")
             .fetch_one(&app.pool)
             .await
             .unwrap();
         (n == 0).then_some(())
     })
     .await;
-    let rows: Vec<(String, Option<String>)> = sqlx::query_as("SELECT queue, claimed_by FROM jobs")
-        .fetch_all(&app.pool)
-        .await
-        .unwrap();
+    let rows: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT queue, claimed_by FROM job_queue")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
     assert!(left.is_some(), "jobs left behind: {rows:?}");
 }
 
@@ -358,7 +359,7 @@ async fn jobs_written_by_another_process_are_found_by_the_poll() {
     // Nobody tells this process about the row: only its poll can find it. The expiry job is
     // harmless (not yet due by the session), so a well-formed foreign job is one that runs.
     let foreign: i64 = sqlx::query_scalar(
-        "INSERT INTO jobs (queue, payload, attempt, due_at_ms) \
+        "INSERT INTO job_queue (queue, payload, attempt, due_at_ms) \
          VALUES ('expire_session', ?, 0, ?) RETURNING id",
     )
     .bind(serde_json::json!({ "session_id": id }).to_string())
@@ -367,7 +368,7 @@ async fn jobs_written_by_another_process_are_found_by_the_poll() {
     .await
     .unwrap();
     let ran = poll_until(Duration::from_secs(2), || async {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE id = ?")
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM job_queue WHERE id = ?")
             .bind(foreign)
             .fetch_one(&app.pool)
             .await
@@ -382,14 +383,14 @@ async fn jobs_written_by_another_process_are_found_by_the_poll() {
 async fn an_undecodable_job_is_dropped_and_the_queue_keeps_working() {
     let app = TestApp::spawn().await;
     sqlx::query(
-        "INSERT INTO jobs (queue, payload, attempt, due_at_ms) VALUES ('provision_session', '{\"nonsense\": 1}', 0, 0)",
+        "INSERT INTO job_queue (queue, payload, attempt, due_at_ms) VALUES ('provision_session', '{\"nonsense\": 1}', 0, 0)",
     )
     .execute(&app.pool)
     .await
     .unwrap();
     let dropped = poll_until(Duration::from_secs(2), || async {
         let n: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE payload LIKE '%nonsense%'")
+            sqlx::query_scalar("SELECT COUNT(*) FROM job_queue WHERE payload LIKE '%nonsense%'")
                 .fetch_one(&app.pool)
                 .await
                 .unwrap();
@@ -398,4 +399,71 @@ async fn an_undecodable_job_is_dropped_and_the_queue_keeps_working() {
     .await;
     assert!(dropped.is_some(), "the undecodable job is still there");
     new_sessions_still_become_available(&app, "+33610000070", Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn jobs_left_in_the_previous_versions_queue_table_are_adopted_at_start() {
+    let app = TestApp::spawn().await;
+    let (_, created) = app
+        .create(&session_body("+33610000080", "198.51.100.1", 3600))
+        .await;
+    let id = created["sessionId"].as_str().unwrap().to_owned();
+    app.wait_for_session(&id, Duration::from_secs(3), |_, b| status(b) == "AVAILABLE")
+        .await;
+    let dir = app.stop().await;
+
+    // As an earlier version left it: the session's expiry, already due, queued in apalis's
+    // `Jobs` table (payload with attempt and due time) and not in ours.
+    let db = dir.path().join("qod.db");
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let due_ms = Utc::now().timestamp_millis() - 1000;
+    sqlx::query("UPDATE sessions SET expires_at_ms = ? WHERE id = ?")
+        .bind(due_ms)
+        .bind(&id)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM job_queue WHERE queue = 'expire_session'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query(
+        "CREATE TABLE Jobs (job BLOB NOT NULL, id TEXT NOT NULL, job_type TEXT NOT NULL, \
+         status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, run_at INTEGER NOT NULL)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let envelope = serde_json::json!({ "session_id": id, "attempt": 0, "due_at_ms": due_ms });
+    for (status, ulid) in [
+        ("Pending", "01JDQ0000000000000000000P1"),
+        ("Done", "01JDQ0000000000000000000D1"),
+    ] {
+        sqlx::query("INSERT INTO Jobs (job, id, job_type, status, run_at) VALUES (?, ?, 'expire_session', ?, ?)")
+            .bind(serde_json::to_vec(&envelope).unwrap())
+            .bind(ulid)
+            .bind(status)
+            .bind(due_ms / 1000)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    conn.close().await.unwrap();
+
+    let settings = common::settings_in(dir.path());
+    let app = TestApp::spawn_in(dir, settings).await;
+    let (_, ended) = app
+        .wait_for_session(&id, Duration::from_secs(3), |_, b| {
+            status(b) == "UNAVAILABLE"
+        })
+        .await;
+    assert_eq!(ended["statusInfo"], "DURATION_EXPIRED");
+    let old_table: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE name = 'Jobs'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(old_table, 0, "the old queue table is gone once adopted");
 }

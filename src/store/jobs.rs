@@ -1,4 +1,4 @@
-//! SQL of the job queue (`jobs` table): enqueue inside the caller's transaction, claim due jobs
+//! SQL of the job queue (`job_queue` table): enqueue inside the caller's transaction, claim due jobs
 //! in batches, acknowledge finished ones in batches, hand back what a stopped process held.
 
 use rusqlite::{OptionalExtension, params};
@@ -23,8 +23,10 @@ pub fn push(
     attempt: u32,
     due_at_ms: i64,
 ) -> anyhow::Result<()> {
-    tx.prepare_cached("INSERT INTO jobs (queue, payload, attempt, due_at_ms) VALUES (?, ?, ?, ?)")?
-        .execute(params![queue, payload, attempt, due_at_ms])?;
+    tx.prepare_cached(
+        "INSERT INTO job_queue (queue, payload, attempt, due_at_ms) VALUES (?, ?, ?, ?)",
+    )?
+    .execute(params![queue, payload, attempt, due_at_ms])?;
     Ok(())
 }
 
@@ -37,8 +39,8 @@ pub fn claim(
     limit: usize,
 ) -> anyhow::Result<Vec<ClaimedRow>> {
     let mut stmt = tx.prepare_cached(
-        "UPDATE jobs SET claimed_by = ?1, claimed_at_ms = ?2 WHERE id IN ( \
-             SELECT id FROM jobs WHERE queue = ?3 AND claimed_by IS NULL AND due_at_ms <= ?2 \
+        "UPDATE job_queue SET claimed_by = ?1, claimed_at_ms = ?2 WHERE id IN ( \
+             SELECT id FROM job_queue WHERE queue = ?3 AND claimed_by IS NULL AND due_at_ms <= ?2 \
              ORDER BY due_at_ms LIMIT ?4) \
          RETURNING id, payload, attempt, due_at_ms",
     )?;
@@ -60,7 +62,7 @@ pub fn claim(
 pub fn next_due(tx: &Tx, queue: &str) -> anyhow::Result<Option<i64>> {
     Ok(tx
         .prepare_cached(
-            "SELECT due_at_ms FROM jobs WHERE queue = ? AND claimed_by IS NULL \
+            "SELECT due_at_ms FROM job_queue WHERE queue = ? AND claimed_by IS NULL \
              ORDER BY due_at_ms LIMIT 1",
         )?
         .query_row([queue], |r| r.get(0))
@@ -69,7 +71,7 @@ pub fn next_due(tx: &Tx, queue: &str) -> anyhow::Result<Option<i64>> {
 
 /// Deletes finished jobs.
 pub fn finish(tx: &Tx, ids: &[i64]) -> anyhow::Result<()> {
-    let mut stmt = tx.prepare_cached("DELETE FROM jobs WHERE id = ?")?;
+    let mut stmt = tx.prepare_cached("DELETE FROM job_queue WHERE id = ?")?;
     for id in ids {
         stmt.execute([id])?;
     }
@@ -79,7 +81,7 @@ pub fn finish(tx: &Tx, ids: &[i64]) -> anyhow::Result<()> {
 /// Returns a claimed job to the queue for another attempt at `due_at_ms`.
 pub fn reschedule(tx: &Tx, id: i64, attempt: u32, due_at_ms: i64) -> anyhow::Result<()> {
     tx.prepare_cached(
-        "UPDATE jobs SET attempt = ?, due_at_ms = ?, claimed_by = NULL, claimed_at_ms = NULL \
+        "UPDATE job_queue SET attempt = ?, due_at_ms = ?, claimed_by = NULL, claimed_at_ms = NULL \
          WHERE id = ?",
     )?
     .execute(params![attempt, due_at_ms, id])?;
@@ -90,7 +92,7 @@ pub fn reschedule(tx: &Tx, id: i64, attempt: u32, due_at_ms: i64) -> anyhow::Res
 /// the process lock, or after this process's workers stopped.
 pub fn reclaim_all(tx: &Tx) -> anyhow::Result<usize> {
     Ok(tx.execute(
-        "UPDATE jobs SET claimed_by = NULL, claimed_at_ms = NULL WHERE claimed_by IS NOT NULL",
+        "UPDATE job_queue SET claimed_by = NULL, claimed_at_ms = NULL WHERE claimed_by IS NOT NULL",
         [],
     )?)
 }
@@ -109,7 +111,7 @@ pub async fn depth(conn: &mut SqliteConnection, now_ms: i64) -> anyhow::Result<V
          SUM(claimed_by IS NULL AND due_at_ms <= ?1) AS due, \
          SUM(claimed_by IS NULL AND due_at_ms > ?1) AS scheduled, \
          SUM(claimed_by IS NOT NULL) AS claimed \
-         FROM jobs GROUP BY queue",
+         FROM job_queue GROUP BY queue",
     )
     .bind(now_ms)
     .fetch_all(conn)
@@ -124,4 +126,30 @@ pub async fn depth(conn: &mut SqliteConnection, now_ms: i64) -> anyhow::Result<V
             })
         })
         .collect()
+}
+
+/// Moves the jobs an earlier version left in apalis-sqlite's `Jobs` table (payload: the job's
+/// fields plus `attempt` and `due_at_ms`) into ours, then drops that table, in one transaction.
+/// Returns how many were adopted.
+pub fn adopt_apalis_jobs(tx: &Tx) -> anyhow::Result<usize> {
+    let exists: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'Jobs')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !exists {
+        return Ok(0);
+    }
+    let adopted = tx.execute(
+        "INSERT INTO job_queue (queue, payload, attempt, due_at_ms) \
+         SELECT job_type, json_remove(CAST(job AS TEXT), '$.attempt', '$.due_at_ms'), \
+                COALESCE(json_extract(CAST(job AS TEXT), '$.attempt'), 0), \
+                COALESCE(json_extract(CAST(job AS TEXT), '$.due_at_ms'), run_at * 1000) \
+         FROM Jobs \
+         WHERE status IN ('Pending', 'Queued', 'Running', 'Failed') \
+           AND json_valid(CAST(job AS TEXT))",
+        [],
+    )?;
+    tx.execute_batch("DROP TABLE Jobs")?;
+    Ok(adopted)
 }
