@@ -139,8 +139,11 @@ impl Application {
         let state = AppState {
             service: Service::new(self.core.clone()),
         };
-        let server = axum::serve(self.listener, api::router(state))
-            .with_graceful_shutdown(stopped(stop_rx.clone()));
+        let server = axum::serve(
+            self.listener,
+            api::router(state, self.settings.v0_prefix.as_deref()),
+        )
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
 
         let monitor = jobs::runner::register_all(
             Monitor::new().should_restart(|ctx, err| {

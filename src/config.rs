@@ -75,6 +75,10 @@ pub struct ServeArgs {
     /// Public base URL of this server, used as the CloudEvents `source` of notifications.
     #[arg(long, env = "QOD_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Extra path under which the v0 API is also served, e.g.
+    /// `/camara/quality-on-demand/orange-lab` (then `.../qod/v0/sessions`).
+    #[arg(long, env = "QOD_V0_PREFIX")]
+    pub v0_prefix: Option<String>,
 }
 
 /// The `--config` file's layout; every field optional.
@@ -97,6 +101,7 @@ struct FileSettings {
     sink_timeout_ms: Option<u64>,
     sink_concurrency: Option<usize>,
     public_url: Option<String>,
+    v0_prefix: Option<String>,
     qos_profiles: Option<Vec<QosProfile>>,
     #[serde(default)]
     workers: BTreeMap<String, PoolOverride>,
@@ -135,6 +140,8 @@ pub struct Settings {
     pub notify: NotifySettings,
     pub catalogue: Catalogue,
     pub pools: Pools,
+    /// Extra mount point of `/qod/v0`, normalised to `/a/b` (no trailing slash).
+    pub v0_prefix: Option<String>,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./qod-data/qod.db";
@@ -237,6 +244,7 @@ impl Settings {
             notify,
             catalogue,
             pools: Pools::builtin().with_overrides(&file.workers)?,
+            v0_prefix: v0_prefix(args.v0_prefix.clone().or(file.v0_prefix))?,
         })
     }
 
@@ -247,6 +255,23 @@ impl Settings {
         s.listen = "127.0.0.1:0".parse()?;
         Ok(s)
     }
+}
+
+/// `/a/b`: a leading slash, none at the end, only path characters; empty means none.
+fn v0_prefix(raw: Option<String>) -> anyhow::Result<Option<String>> {
+    let Some(raw) = raw else { return Ok(None) };
+    let trimmed = raw.trim_matches('/');
+    if trimmed.is_empty() {
+        return Ok(None);
+    }
+    anyhow::ensure!(
+        trimmed.split('/').all(|seg| !seg.is_empty()
+            && seg
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b))),
+        "v0 prefix {raw:?} must be a path like /camara/quality-on-demand/orange-lab"
+    );
+    Ok(Some(format!("/{trimmed}")))
 }
 
 #[cfg(test)]
@@ -318,5 +343,16 @@ maxDuration = { value = 2, unit = "Hours" }
             ..Default::default()
         };
         assert!(Settings::load(&args).is_err());
+    }
+
+    #[test]
+    fn the_v0_prefix_is_normalised_and_checked() {
+        assert_eq!(
+            super::v0_prefix(Some("camara/quality-on-demand/orange-lab/".into())).unwrap(),
+            Some("/camara/quality-on-demand/orange-lab".into())
+        );
+        assert_eq!(super::v0_prefix(Some("/".into())).unwrap(), None);
+        assert!(super::v0_prefix(Some("/a//b".into())).is_err());
+        assert!(super::v0_prefix(Some("/a b".into())).is_err());
     }
 }

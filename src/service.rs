@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use crate::core::Core;
 use crate::domain::session::Transition;
 use crate::domain::{
-    Device, Flow, GrantState, ProfileStatus, QosStatus, Session, SessionId, SinkCredential,
-    StatusInfo,
+    ApiVersion, Device, Flow, GrantState, ProfileStatus, QosStatus, Session, SessionId,
+    SinkCredential, StatusInfo,
 };
 use crate::jobs;
 use crate::lifecycle::{self, Effects, ScheduledJob};
@@ -23,6 +23,16 @@ pub struct NewSession {
     pub duration_secs: i64,
     pub sink: Option<String>,
     pub sink_credential: Option<SinkCredential>,
+    pub api: ApiVersion,
+}
+
+/// How far an extension may go.
+#[derive(Debug, Clone, Copy)]
+pub enum ExtensionRule {
+    /// The overall duration stays within the profile's maximum (QoD v1).
+    ProfileMaximum,
+    /// The remaining time after the extension is at most this many seconds (QoD v0).
+    RemainingAtMost(i64),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +120,7 @@ impl Service {
             grant_state: GrantState::None,
             grant_id: None,
             deleted: false,
+            api: req.api,
         };
         let mut fx = Effects::default();
         fx.record(
@@ -216,8 +227,14 @@ impl Service {
         fx
     }
 
-    /// Moves `expiresAt`, capping the overall duration at the profile's maximum.
-    pub async fn extend(&self, id: SessionId, additional_secs: i64) -> Result<Session> {
+    /// Moves `expiresAt`: v1 caps the overall duration at the profile's maximum; v0 caps the
+    /// remaining time (`expiresAt` − now) at 86,400 s.
+    pub async fn extend(
+        &self,
+        id: SessionId,
+        additional_secs: i64,
+        rule: ExtensionRule,
+    ) -> Result<Session> {
         let now = self.now();
         let catalogue = self.core.catalogue.clone();
         let (session, fx) = self
@@ -231,18 +248,23 @@ impl Service {
                 if session.status != QosStatus::Available {
                     return Ok(Err(ServiceError::ExtensionNotAllowed(session.status)));
                 }
-                let max = catalogue
-                    .get(&session.qos_profile)
-                    .map(|p| *p.duration_range().end())
-                    .unwrap_or(session.duration_secs);
+                let Some(started) = session.started_at else {
+                    anyhow::bail!("AVAILABLE session {id} has no startedAt");
+                };
+                let max = match rule {
+                    ExtensionRule::ProfileMaximum => catalogue
+                        .get(&session.qos_profile)
+                        .map(|p| *p.duration_range().end())
+                        .unwrap_or(session.duration_secs),
+                    ExtensionRule::RemainingAtMost(cap) => {
+                        (now - started).num_seconds().max(0).saturating_add(cap)
+                    }
+                };
                 let new_duration = session
                     .duration_secs
                     .saturating_add(additional_secs)
                     .min(max)
                     .max(session.duration_secs);
-                let Some(started) = session.started_at else {
-                    anyhow::bail!("AVAILABLE session {id} has no startedAt");
-                };
                 let expected = session.revision;
                 let mut fx = Effects::default();
                 if new_duration != session.duration_secs {

@@ -1,5 +1,5 @@
-//! A JSON body extractor whose every failure (wrong media type, too large, malformed) answers
-//! in the v1 error format.
+//! Reading JSON request bodies: one reader, whose failures (wrong media type, too large, empty,
+//! malformed) each facade answers in its own error format.
 
 use axum::body::to_bytes;
 use axum::extract::{FromRequest, Request};
@@ -24,37 +24,66 @@ fn is_json(content_type: &str) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
+/// Why a request body could not be read; each facade answers in its own error format.
+#[derive(Debug)]
+pub enum BodyError {
+    UnsupportedMediaType,
+    TooLarge,
+    Empty,
+    /// Not JSON at all.
+    Malformed(String),
+    /// JSON, but a field has the wrong type or shape.
+    InvalidField(String),
+}
+
+/// Reads a JSON body of at most `MAX_BODY_BYTES`.
+pub async fn read_json<T: DeserializeOwned>(req: Request) -> Result<T, BodyError> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !is_json(content_type) {
+        return Err(BodyError::UnsupportedMediaType);
+    }
+    let bytes = to_bytes(req.into_body(), MAX_BODY_BYTES)
+        .await
+        .map_err(|_| BodyError::TooLarge)?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(BodyError::Empty);
+    }
+    serde_json::from_slice(&bytes).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => BodyError::InvalidField(e.to_string()),
+        _ => BodyError::Malformed(e.to_string()),
+    })
+}
+
+impl From<BodyError> for ApiError {
+    fn from(e: BodyError) -> Self {
+        match e {
+            BodyError::UnsupportedMediaType => ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UNSUPPORTED_MEDIA_TYPE",
+                "Request body must be application/json.",
+            ),
+            BodyError::TooLarge => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                format!("Request body exceeds {MAX_BODY_BYTES} bytes."),
+            ),
+            BodyError::Empty => ApiError::invalid_argument("Request body is required."),
+            BodyError::Malformed(e) | BodyError::InvalidField(e) => {
+                ApiError::invalid_argument(format!("Request body is not valid: {e}"))
+            }
+        }
+    }
+}
+
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        let content_type = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if !is_json(content_type) {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "UNSUPPORTED_MEDIA_TYPE",
-                "Request body must be application/json.",
-            ));
-        }
-        let bytes = to_bytes(req.into_body(), MAX_BODY_BYTES)
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "PAYLOAD_TOO_LARGE",
-                    format!("Request body exceeds {MAX_BODY_BYTES} bytes."),
-                )
-            })?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::invalid_argument("Request body is required."));
-        }
-        serde_json::from_slice(&bytes)
-            .map(ApiJson)
-            .map_err(|e| ApiError::invalid_argument(format!("Request body is not valid: {e}")))
+        Ok(ApiJson(read_json(req).await?))
     }
 }
 

@@ -4,6 +4,7 @@ pub mod correlator;
 pub mod error;
 pub mod json;
 pub mod ops;
+pub mod v0;
 pub mod v1;
 
 use axum::extract::{MatchedPath, Request};
@@ -20,8 +21,12 @@ pub struct AppState {
     pub service: Service,
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
+pub fn router(state: AppState, v0_prefix: Option<&str>) -> Router {
+    let mut router = Router::new().nest("/qod/v0", v0::routes());
+    if let Some(prefix) = v0_prefix {
+        router = router.nest(&format!("{prefix}/qod/v0"), v0::routes());
+    }
+    router
         .nest("/quality-on-demand/v1", v1::sessions::routes())
         .nest("/qos-profiles/v1", v1::profiles::routes())
         .merge(ops::routes())

@@ -13,6 +13,7 @@ use crate::store::sessions;
 
 const QOD_V1_SPEC: &str = include_str!("../../openapi/quality-on-demand_v1.1.0.yaml");
 const PROFILES_V1_SPEC: &str = include_str!("../../openapi/qos-profiles_v1.1.0.yaml");
+const QOD_V0_SPEC: &str = include_str!("../../openapi/qod-api_v0.10.1.yaml");
 
 pub fn routes() -> axum::Router<AppState> {
     Router::new()
@@ -27,6 +28,7 @@ pub fn routes() -> axum::Router<AppState> {
             "/openapi/qos-profiles/v1.yaml",
             get(|| async { yaml(PROFILES_V1_SPEC) }),
         )
+        .route("/openapi/qod/v0.yaml", get(|| async { yaml(QOD_V0_SPEC) }))
 }
 
 fn yaml(doc: &'static str) -> impl IntoResponse {

@@ -8,7 +8,9 @@ pub mod session;
 pub use device::{Device, DeviceIdentifiers, DeviceIpv4, PhoneNumber, SelectionError};
 pub use flow::{ApplicationServer, Flow, PortsSpec};
 pub use profile::{Catalogue, ProfileStatus, QosProfile};
-pub use session::{GrantState, QosStatus, Session, SessionId, SinkCredential, StatusInfo};
+pub use session::{
+    ApiVersion, GrantState, QosStatus, Session, SessionId, SinkCredential, StatusInfo,
+};
 
 /// A value the wire offered that the domain cannot hold.
 #[derive(Debug, Clone, PartialEq, Eq)]

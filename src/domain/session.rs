@@ -51,6 +51,13 @@ macro_rules! text_enum {
     };
 }
 
+// The API version a session was created through: it decides its notifications' format and
+// some lifecycle rules (v0 purges an expired session at once, keeps a terminated one 360 s).
+text_enum!(ApiVersion {
+    V0 = "v0",
+    V1 = "v1",
+});
+
 text_enum!(QosStatus {
     Requested = "REQUESTED",
     Available = "AVAILABLE",
@@ -110,6 +117,7 @@ pub struct Session {
     pub grant_id: Option<String>,
     /// Deleted by its consumer: invisible to the API while its grant is released and purged.
     pub deleted: bool,
+    pub api: ApiVersion,
 }
 
 /// One state change, recorded in `session_events`.
@@ -178,11 +186,16 @@ impl Session {
         configured: chrono::Duration,
         remaining: chrono::Duration,
     ) -> chrono::Duration {
-        match (self.deleted, self.status_info) {
-            (true, _) => chrono::Duration::zero(),
-            (false, Some(StatusInfo::NetworkTerminated)) => {
-                remaining.clamp(chrono::Duration::zero(), chrono::Duration::seconds(360))
+        let network_hold = chrono::Duration::seconds(360);
+        match (self.deleted, self.status_info, self.api) {
+            (true, _, _) => chrono::Duration::zero(),
+            (false, Some(StatusInfo::NetworkTerminated), ApiVersion::V0) => {
+                configured.max(network_hold)
             }
+            (false, Some(StatusInfo::NetworkTerminated), ApiVersion::V1) => {
+                remaining.clamp(chrono::Duration::zero(), network_hold)
+            }
+            (false, Some(StatusInfo::DurationExpired), ApiVersion::V0) => chrono::Duration::zero(),
             _ => configured,
         }
     }

@@ -11,10 +11,11 @@ use uuid::Uuid;
 
 use crate::api::v1::wire::timestamp;
 use crate::domain::session::Transition;
-use crate::domain::{QosStatus, Session, StatusInfo};
+use crate::domain::{ApiVersion, QosStatus, Session, StatusInfo};
 use crate::store::notifications::NewNotification;
 
 pub const V1_EVENT_TYPE: &str = "org.camaraproject.quality-on-demand.v1.qos-status-changed";
+pub const V0_EVENT_TYPE: &str = "org.camaraproject.qod.v0.qos-status-changed";
 
 /// The event a transition owes the consumer, if any: AVAILABLE, and UNAVAILABLE except a
 /// deletion of a session that never became AVAILABLE.
@@ -51,7 +52,10 @@ pub fn for_transition(
         event: json!({
             "id": id.to_string(),
             "specversion": "1.0",
-            "type": V1_EVENT_TYPE,
+            "type": match session.api {
+                ApiVersion::V0 => V0_EVENT_TYPE,
+                ApiVersion::V1 => V1_EVENT_TYPE,
+            },
             "time": timestamp(at),
             "datacontenttype": "application/json",
             "data": data,
@@ -60,14 +64,18 @@ pub fn for_transition(
     })
 }
 
-/// The event as sent: the stored body plus its `source`.
+/// The event as sent: the stored body plus its `source`, the session's URL in the API version
+/// the event belongs to.
 pub fn with_source(mut event: serde_json::Value, public_url: &str) -> Vec<u8> {
     let session = event["data"]["sessionId"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    event["source"] = json!(format!(
-        "{public_url}/quality-on-demand/v1/sessions/{session}"
-    ));
+    let base = if event["type"] == V0_EVENT_TYPE {
+        "qod/v0"
+    } else {
+        "quality-on-demand/v1"
+    };
+    event["source"] = json!(format!("{public_url}/{base}/sessions/{session}"));
     serde_json::to_vec(&event).expect("JSON values serialise")
 }

@@ -9,7 +9,8 @@ use super::{Columns, from_millis, millis};
 use crate::domain::{Device, Flow, QosStatus, Session, SessionId, SinkCredential};
 
 const COLUMNS: &str = "id, revision, status, status_info, device, flow, qos_profile, duration_secs, \
-    sink, sink_credential, created_at_ms, started_at_ms, expires_at_ms, grant_state, grant_id, deleted";
+    sink, sink_credential, created_at_ms, started_at_ms, expires_at_ms, grant_state, grant_id, deleted, \
+    api";
 
 fn decode(row: &impl Columns) -> anyhow::Result<Session> {
     Ok(Session {
@@ -35,6 +36,7 @@ fn decode(row: &impl Columns) -> anyhow::Result<Session> {
         grant_state: row.text("grant_state")?.parse()?,
         grant_id: row.opt_text("grant_id")?,
         deleted: row.int("deleted")? != 0,
+        api: row.text("api")?.parse()?,
     })
 }
 
@@ -47,8 +49,8 @@ pub fn insert(tx: &Tx, s: &Session) -> anyhow::Result<()> {
     tx.prepare_cached(
         "INSERT INTO sessions (id, revision, status, status_info, device_key, device, flow, \
          qos_profile, duration_secs, sink, sink_credential, created_at_ms, started_at_ms, \
-         expires_at_ms, grant_state, grant_id, deleted) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         expires_at_ms, grant_state, grant_id, deleted, api) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?
     .execute(params![
         s.id.to_string(),
@@ -68,6 +70,7 @@ pub fn insert(tx: &Tx, s: &Session) -> anyhow::Result<()> {
         s.grant_state.as_str(),
         s.grant_id,
         i64::from(s.deleted),
+        s.api.as_str(),
     ])?;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Test harness: the real application on port 0 with a temporary SQLite file.
 #![allow(dead_code)]
 
+pub mod contract;
 pub mod sink;
 
 use std::future::Future;

@@ -14,8 +14,8 @@ use super::wire::{
 use crate::api::AppState;
 use crate::api::error::ApiError;
 use crate::api::json::ApiJson;
-use crate::domain::{Device, SessionId, SinkCredential};
-use crate::service::NewSession;
+use crate::domain::{ApiVersion, Device, SessionId, SinkCredential};
+use crate::service::{ExtensionRule, NewSession};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -48,7 +48,10 @@ struct SinkCredentialWire {
 }
 
 /// `^https:\/\/.+$` per the spec, or `http://` when the operator allows insecure sinks.
-fn parse_sink(sink: Option<String>, allow_insecure: bool) -> Result<Option<String>, ApiError> {
+pub(crate) fn parse_sink(
+    sink: Option<String>,
+    allow_insecure: bool,
+) -> Result<Option<String>, ApiError> {
     let Some(sink) = sink else { return Ok(None) };
     let invalid = || {
         ApiError::new(
@@ -176,6 +179,7 @@ async fn create(
             duration_secs,
             sink,
             sink_credential,
+            api: ApiVersion::V1,
         })
         .await?;
     Ok((StatusCode::CREATED, Json(SessionInfo::from(&session))).into_response())
@@ -213,7 +217,10 @@ async fn extend(
         "requestedAdditionalDuration",
         body.requested_additional_duration,
     )?;
-    let session = state.service.extend(id, additional).await?;
+    let session = state
+        .service
+        .extend(id, additional, ExtensionRule::ProfileMaximum)
+        .await?;
     Ok(Json(SessionInfo::from(&session)))
 }
 

@@ -124,6 +124,15 @@ pub struct PortsSpecWire {
     ports: Option<Vec<i64>>,
 }
 
+impl ApplicationServerWire {
+    pub fn from_domain(a: &ApplicationServer) -> Self {
+        Self {
+            ipv4_address: a.ipv4_text.clone(),
+            ipv6_address: a.ipv6_text.clone(),
+        }
+    }
+}
+
 impl PortsSpecWire {
     fn parse(self, field: &str) -> Result<PortsSpec, Invalid> {
         PortsSpec::parse(
@@ -134,7 +143,7 @@ impl PortsSpecWire {
         )
     }
 
-    fn from_domain(p: &PortsSpec) -> Self {
+    pub fn from_domain(p: &PortsSpec) -> Self {
         Self {
             ranges: (!p.ranges.is_empty()).then(|| {
                 p.ranges
@@ -219,10 +228,7 @@ impl From<&Session> for SessionInfo {
         Self {
             session_id: s.id.to_string(),
             device: Some(s.device.clone()),
-            application_server: ApplicationServerWire {
-                ipv4_address: s.flow.application_server.ipv4_text.clone(),
-                ipv6_address: s.flow.application_server.ipv6_text.clone(),
-            },
+            application_server: ApplicationServerWire::from_domain(&s.flow.application_server),
             device_ports: s.flow.device_ports.as_ref().map(PortsSpecWire::from_domain),
             application_server_ports: s
                 .flow

@@ -1,0 +1,79 @@
+//! v0 QoS profiles: the list (filtered by `name` and `status`) and one by name. The catalogue's
+//! profiles have exactly the 0.10.1 QosProfile fields.
+
+use axum::extract::{Path, Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use super::error::{V0Error, bad};
+use crate::api::AppState;
+use crate::api::v1::wire::check_profile_name;
+use crate::domain::{ProfileStatus, QosProfile};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/qos-profiles",
+            get(list).fallback(|| async { V0Error::method_not_allowed("GET") }),
+        )
+        .route(
+            "/qos-profiles/{name}",
+            get(read).fallback(|| async { V0Error::method_not_allowed("GET") }),
+        )
+}
+
+#[derive(Debug, Deserialize)]
+struct Filter {
+    name: Option<String>,
+    status: Option<String>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    query: Result<Query<Filter>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<QosProfile>>, V0Error> {
+    let Query(filter) =
+        query.map_err(|e| V0Error::bad_request(bad::INVALID_QUERY_PARAMETER, e.body_text()))?;
+    let status = filter
+        .status
+        .as_deref()
+        .map(|s| {
+            serde_json::from_value::<ProfileStatus>(serde_json::Value::from(s)).map_err(|_| {
+                V0Error::bad_request(
+                    bad::INVALID_QUERY_PARAMETER,
+                    "status must be one of ACTIVE, INACTIVE, DEPRECATED",
+                )
+            })
+        })
+        .transpose()?;
+    let profiles: Vec<QosProfile> = state
+        .service
+        .core()
+        .catalogue
+        .all()
+        .iter()
+        .filter(|p| filter.name.as_ref().is_none_or(|n| &p.name == n))
+        .filter(|p| status.is_none_or(|s| p.status == s))
+        .cloned()
+        .collect();
+    if profiles.is_empty() {
+        return Err(V0Error::not_found("No QoS profile matches the criteria."));
+    }
+    Ok(Json(profiles))
+}
+
+async fn read(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<QosProfile>, V0Error> {
+    check_profile_name(&name).map_err(|e| V0Error::bad_request(bad::URL_PARAMETER, e.message))?;
+    state
+        .service
+        .core()
+        .catalogue
+        .get(&name)
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| V0Error::not_found(format!("QoS profile {name} does not exist.")))
+}
