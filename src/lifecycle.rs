@@ -12,7 +12,7 @@ use crate::metrics::outcome;
 use crate::notify;
 use crate::store::notifications::{self, NewNotification};
 use crate::store::writer::Tx;
-use crate::store::{events, jobs as job_rows};
+use crate::store::{events, jobs as job_rows, sessions};
 
 pub struct ScheduledJob {
     queue: &'static str,
@@ -149,4 +149,34 @@ pub fn terminate(
         },
         purge_at,
     ));
+}
+
+/// Ends the session (UNAVAILABLE with the reason `decide` gives, read inside the write) and
+/// publishes what follows; nothing happens when the session is gone or `decide` says no.
+pub async fn end_session_if(
+    core: &Core,
+    id: crate::domain::SessionId,
+    now: DateTime<Utc>,
+    decide: impl FnOnce(&Session) -> Option<StatusInfo> + Send + 'static,
+) -> anyhow::Result<()> {
+    let retention = core.retention;
+    let fx = core
+        .writer
+        .run(move |tx| {
+            let mut fx = Effects::default();
+            let Some(mut s) = sessions::find(tx, id)? else {
+                return Ok(fx);
+            };
+            let Some(info) = decide(&s) else {
+                return Ok(fx);
+            };
+            let expected = s.revision;
+            terminate(retention, &mut s, info, now, &mut fx);
+            sessions::update(tx, &s, expected)?;
+            fx.write(tx)?;
+            Ok(fx)
+        })
+        .await?;
+    fx.publish(core);
+    Ok(())
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::JobKind;
 use crate::core::Core;
 use crate::domain::{QosStatus, Session, SessionId, StatusInfo};
-use crate::lifecycle::{self, Effects};
+use crate::lifecycle;
 use crate::store::sessions;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -30,27 +30,10 @@ impl JobKind for ExpireSession {
         if current.is_none_or(|s| ending(&s, now, deadline).is_none()) {
             return Ok(());
         }
-        let id = self.session_id;
-        let retention = core.retention;
-        let fx = core
-            .writer
-            .run(move |tx| {
-                let mut fx = Effects::default();
-                let Some(mut s) = sessions::find(tx, id)? else {
-                    return Ok(fx);
-                };
-                let Some(info) = ending(&s, now, deadline) else {
-                    return Ok(fx);
-                };
-                let expected = s.revision;
-                lifecycle::terminate(retention, &mut s, info, now, &mut fx);
-                sessions::update(tx, &s, expected)?;
-                fx.write(tx)?;
-                Ok(fx)
-            })
-            .await?;
-        fx.publish(core);
-        Ok(())
+        lifecycle::end_session_if(core, self.session_id, now, move |s| {
+            ending(s, now, deadline)
+        })
+        .await
     }
 }
 

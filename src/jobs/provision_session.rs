@@ -149,33 +149,9 @@ impl ProvisionSession {
     }
 
     async fn refused(&self, core: &Core) -> anyhow::Result<()> {
-        let now = core.clock.now();
-        let id = self.session_id;
-        let retention = core.retention;
-        let fx = core
-            .writer
-            .run(move |tx| {
-                let mut fx = Effects::default();
-                let Some(mut s) = sessions::find(tx, id)? else {
-                    return Ok(fx);
-                };
-                if s.status != QosStatus::Requested {
-                    return Ok(fx);
-                }
-                let expected = s.revision;
-                lifecycle::terminate(
-                    retention,
-                    &mut s,
-                    StatusInfo::NetworkTerminated,
-                    now,
-                    &mut fx,
-                );
-                sessions::update(tx, &s, expected)?;
-                fx.write(tx)?;
-                Ok(fx)
-            })
-            .await?;
-        fx.publish(core);
-        Ok(())
+        lifecycle::end_session_if(core, self.session_id, core.clock.now(), |s| {
+            (s.status == QosStatus::Requested).then_some(StatusInfo::NetworkTerminated)
+        })
+        .await
     }
 }
