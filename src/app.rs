@@ -20,6 +20,7 @@ use crate::network::simulated::SimulatedNetwork;
 use crate::notify::limiter::SinkLimiter;
 use crate::notify::sink_client::SinkClient;
 use crate::queue::{self, JobQueue};
+use crate::secrets::SecretBox;
 use crate::service::Service;
 use crate::store::{self, ProcessLock, jobs as job_rows};
 
@@ -49,6 +50,7 @@ impl Application {
             None => None,
         };
         let pool = store::open(&settings).await?;
+        let secrets = SecretBox::load_or_create(&store::secret_key_path(&settings)?)?;
         let writer = store::open_writer(&settings)?;
         // Under the process lock no other worker can hold a job: whatever a previous process
         // claimed and did not finish goes back to the queue now, not after orphan detection.
@@ -78,6 +80,7 @@ impl Application {
             catalogue: settings.catalogue.clone(),
             pools: settings.pools.clone(),
             metrics: Metrics::new(),
+            secrets,
             queue: JobQueue::new(&instance, &jobs::QUEUES, &settings.pools),
             provision_timeout: settings.provision_timeout,
             retention: settings.retention,

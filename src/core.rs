@@ -14,6 +14,7 @@ use crate::notify::limiter::SinkLimiter;
 use crate::notify::sink_client::SinkClient;
 use crate::pools::Pools;
 use crate::queue::JobQueue;
+use crate::secrets::SecretBox;
 use crate::store::writer::Writer;
 
 pub struct Core {
@@ -25,6 +26,7 @@ pub struct Core {
     pub pools: Pools,
     pub metrics: Metrics,
     pub queue: Arc<JobQueue>,
+    pub secrets: SecretBox,
     pub provision_timeout: Duration,
     pub retention: Duration,
     pub notify: NotifySettings,

@@ -17,6 +17,7 @@ pub mod network;
 pub mod notify;
 pub mod pools;
 pub mod queue;
+pub mod secrets;
 pub mod service;
 pub mod store;
 

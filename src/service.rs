@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use crate::core::Core;
 use crate::domain::session::Transition;
 use crate::domain::{
-    ApiVersion, Device, Flow, GrantState, ProfileStatus, QosStatus, Session, SessionId,
-    SinkCredential, StatusInfo,
+    ApiVersion, Device, Flow, GrantState, PlainCredential, ProfileStatus, QosStatus, Session,
+    SessionId, SinkCredential, StatusInfo,
 };
 use crate::jobs;
 use crate::lifecycle::{self, Effects, ScheduledJob};
@@ -22,7 +22,8 @@ pub struct NewSession {
     pub qos_profile: String,
     pub duration_secs: i64,
     pub sink: Option<String>,
-    pub sink_credential: Option<SinkCredential>,
+    /// In clear as the request carried it; sealed before it is stored.
+    pub sink_credential: Option<PlainCredential>,
     pub api: ApiVersion,
 }
 
@@ -113,7 +114,10 @@ impl Service {
             qos_profile: req.qos_profile,
             duration_secs: req.duration_secs,
             sink: req.sink,
-            sink_credential: req.sink_credential,
+            sink_credential: req.sink_credential.map(|c| SinkCredential {
+                access_token: self.core.secrets.seal(&c.access_token),
+                access_token_expires_utc: c.access_token_expires_utc,
+            }),
             created_at: now,
             started_at: None,
             expires_at: None,

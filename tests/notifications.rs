@@ -453,3 +453,43 @@ async fn a_sink_that_stays_down_is_retried_then_dead_lettered() {
     let error = error.unwrap();
     assert!(error.contains("connection failed"), "{error}");
 }
+
+#[tokio::test]
+async fn sink_tokens_are_sealed_at_rest_and_still_sent_in_clear_to_the_sink() {
+    let sink = TestSink::start().await;
+    let app = notifying_app(|_| {}).await;
+    let token = "tok-at-rest-7f3a9c1e5b";
+    let mut body = with_sink("+33620000091", 1, &sink.url("sealed", Behaviour::Accept));
+    body["sinkCredential"] = json!({
+        "credentialType": "ACCESSTOKEN", "accessToken": token,
+        "accessTokenExpiresUtc": "2099-01-01T00:00:00Z", "accessTokenType": "bearer"
+    });
+    create(&app, &body).await;
+    let got = sink
+        .wait_delivered("sealed", 2, Duration::from_secs(5))
+        .await;
+    assert_eq!(got[0].headers["authorization"], format!("Bearer {token}"));
+
+    // A dump of the database files alone (main file and write-ahead log) does not reveal it.
+    for file in ["qod.db", "qod.db-wal"] {
+        let bytes = std::fs::read(app.dir.path().join(file)).unwrap_or_default();
+        assert!(
+            !bytes.windows(token.len()).any(|w| w == token.as_bytes()),
+            "{file} holds the token in clear"
+        );
+    }
+    let stored: Vec<String> = sqlx::query_scalar(
+        "SELECT sink_credential FROM sessions UNION ALL SELECT credential FROM notifications",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap_or_default();
+    assert!(
+        !stored.is_empty() && stored.iter().all(|c| c.contains("sealed1:")),
+        "{stored:?}"
+    );
+    assert!(
+        app.dir.path().join("qod.key").exists(),
+        "the key lives beside the database"
+    );
+}

@@ -9,7 +9,8 @@ pub use device::{Device, DeviceIdentifiers, DeviceIpv4, PhoneNumber, SelectionEr
 pub use flow::{ApplicationServer, Flow, PortsSpec};
 pub use profile::{Catalogue, ProfileStatus, QosProfile};
 pub use session::{
-    ApiVersion, GrantState, QosStatus, Session, SessionId, SinkCredential, StatusInfo,
+    ApiVersion, GrantState, PlainCredential, QosStatus, SealedSecret, Session, SessionId,
+    SinkCredential, StatusInfo,
 };
 
 /// A value the wire offered that the domain cannot hold.

@@ -78,17 +78,36 @@ text_enum!(GrantState {
     Released = "released",
 });
 
-/// The consumer's token for its notification sink. Debug never prints the token.
+/// A secret as stored: sealed with the server's key (see `crate::secrets`). Debug never
+/// prints it.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SealedSecret(pub String);
+
+impl std::fmt::Debug for SealedSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<sealed>")
+    }
+}
+
+/// The consumer's token for its notification sink, sealed. Only delivery opens it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SinkCredential {
+    pub access_token: SealedSecret,
+    pub access_token_expires_utc: DateTime<Utc>,
+}
+
+/// A sink token as a request carries it, before the service seals it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PlainCredential {
     pub access_token: String,
     pub access_token_expires_utc: DateTime<Utc>,
 }
 
-impl std::fmt::Debug for SinkCredential {
+impl std::fmt::Debug for PlainCredential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SinkCredential")
+        f.debug_struct("PlainCredential")
             .field("access_token", &"<redacted>")
             .field("access_token_expires_utc", &self.access_token_expires_utc)
             .finish()

@@ -76,7 +76,26 @@ impl JobKind for DeliverNotification {
         };
 
         let body = with_source(n.event.clone(), &core.notify.public_url);
-        let token = n.credential.as_ref().map(|c| c.access_token.as_str());
+        let token = match n
+            .credential
+            .as_ref()
+            .map(|c| core.secrets.open(&c.access_token))
+        {
+            None => None,
+            Some(Ok(token)) => Some(token),
+            Some(Err(e)) => {
+                tracing::error!(notification = %n.id, error = %e, "sink token cannot be opened; is this the key it was sealed with?");
+                return settle(
+                    core,
+                    &n,
+                    state::DEAD,
+                    Some("sink token cannot be opened with this server's key"),
+                    delivery::REFUSED,
+                )
+                .await;
+            }
+        };
+        let token = token.as_deref();
         let outcome = core.sinks.post(&n.sink, body, token, now).await;
         let attempts = n.attempts + 1;
         match outcome {

@@ -66,6 +66,17 @@ pub async fn open(settings: &Settings) -> anyhow::Result<SqlitePool> {
     Ok(pool)
 }
 
+/// The key that seals stored secrets lives beside the database file, never inside it.
+pub fn secret_key_path(settings: &Settings) -> anyhow::Result<PathBuf> {
+    let path = database_path(&settings.database_url).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{} is not a database file; the server needs one",
+            settings.database_url
+        )
+    })?;
+    Ok(path.with_extension("key"))
+}
+
 /// The writer of the database file behind `settings` (see `writer`).
 pub fn open_writer(settings: &Settings) -> anyhow::Result<writer::Writer> {
     let path = database_path(&settings.database_url).ok_or_else(|| {

@@ -14,7 +14,7 @@ use crate::api::AppState;
 use crate::api::json::read_json;
 use crate::api::v1::sessions::parse_sink;
 use crate::api::v1::wire::{check_profile_name, parse_flow};
-use crate::domain::{ApiVersion, SessionId, SinkCredential};
+use crate::domain::{ApiVersion, PlainCredential, SessionId};
 use crate::service::{ExtensionRule, NewSession};
 
 /// 0.10.1: a session lasts 24 h when no duration is given, and 24 h at most.
@@ -72,7 +72,7 @@ fn parse_session_id(raw: &str) -> Result<SessionId, V0Error> {
 fn parse_webhook(
     webhook: Option<WebhookWire>,
     allow_insecure: bool,
-) -> Result<(Option<String>, Option<SinkCredential>), V0Error> {
+) -> Result<(Option<String>, Option<PlainCredential>), V0Error> {
     let Some(w) = webhook else {
         return Ok((None, None));
     };
@@ -83,7 +83,7 @@ fn parse_webhook(
         .map_err(|_| invalid("webhook.notificationUrl is not a valid URL for notifications"))?;
     let credential = match w.notification_auth_token {
         None => None,
-        Some(t) if (20..=256).contains(&t.chars().count()) => Some(SinkCredential {
+        Some(t) if (20..=256).contains(&t.chars().count()) => Some(PlainCredential {
             access_token: t,
             // A v0 token has no expiry of its own.
             access_token_expires_utc: DateTime::<Utc>::from_timestamp(253_402_300_799, 0)

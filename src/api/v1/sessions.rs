@@ -14,7 +14,7 @@ use super::wire::{
 use crate::api::AppState;
 use crate::api::error::ApiError;
 use crate::api::json::ApiJson;
-use crate::domain::{ApiVersion, Device, SessionId, SinkCredential};
+use crate::domain::{ApiVersion, Device, PlainCredential, SessionId};
 use crate::service::{ExtensionRule, NewSession};
 
 pub fn routes() -> Router<AppState> {
@@ -68,7 +68,7 @@ pub(crate) fn parse_sink(
     Ok(Some(sink))
 }
 
-fn parse_credential(c: Option<SinkCredentialWire>) -> Result<Option<SinkCredential>, ApiError> {
+fn parse_credential(c: Option<SinkCredentialWire>) -> Result<Option<PlainCredential>, ApiError> {
     let Some(c) = c else { return Ok(None) };
     match c.credential_type.as_deref() {
         Some("ACCESSTOKEN") => {}
@@ -122,7 +122,7 @@ fn parse_credential(c: Option<SinkCredentialWire>) -> Result<Option<SinkCredenti
                 .map(|d| d.with_timezone(&Utc))
                 .map_err(|_| ApiError::invalid_argument("sinkCredential.accessTokenExpiresUtc must be an RFC 3339 date-time with time zone"))
         })?;
-    Ok(Some(SinkCredential {
+    Ok(Some(PlainCredential {
         access_token: token,
         access_token_expires_utc: expires,
     }))
