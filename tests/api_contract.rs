@@ -208,6 +208,11 @@ async fn malformed_bodies_media_types_paths_and_methods_answer_in_the_error_form
         common::split(req.send().await.unwrap()).await
     };
 
+    let long = format!("{url}/{}", "a".repeat(3000));
+    let (code, body) = send(app.client.get(&long)).await;
+    assert_eq!(code, 414, "{body}");
+    assert_eq!(body["code"], "URI_TOO_LONG");
+
     let (code, body) = send(
         app.client
             .post(&url)

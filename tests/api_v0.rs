@@ -396,6 +396,9 @@ async fn every_v0_error_carries_the_seeds_code() {
     let (c, b) = split(r).await;
     cases.push(("accepts no JSON", c, b));
 
+    let (c, b) = app.get(&format!("{sessions}/{}", "a".repeat(3000))).await;
+    cases.push(("URI too long", c, b));
+
     let expected = [
         ("empty body", 400, 21),
         ("malformed JSON", 400, 22),
@@ -414,6 +417,7 @@ async fn every_v0_error_carries_the_seeds_code() {
         ("extension too long", 400, 24),
         ("extension missing", 400, 23),
         ("accepts no JSON", 406, 62),
+        ("URI too long", 414, 67),
     ];
     for ((name, code, body), (want_name, want_status, want_code)) in cases.iter().zip(expected) {
         assert_eq!(*name, want_name);

@@ -37,7 +37,45 @@ pub fn router(state: AppState, v0_prefix: Option<&str>) -> Router {
             count_requests,
         ))
         .layer(middleware::from_fn(correlator::layer))
+        .layer(middleware::from_fn(limit_uri))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .with_state(state)
+}
+
+/// Longest request target (path and query) served; QoD URIs are well under 200 bytes.
+pub const MAX_URI_BYTES: usize = 2048;
+
+/// Whether a request is for the v0 facade, whose errors use the seed's model.
+fn is_v0(path: &str) -> bool {
+    path.contains("/qod/v0/") || path.ends_with("/qod/v0")
+}
+
+async fn limit_uri(req: Request, next: Next) -> Response {
+    let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if target <= MAX_URI_BYTES {
+        return next.run(req).await;
+    }
+    if is_v0(req.uri().path()) {
+        v0::error::V0Error::standard(StatusCode::URI_TOO_LONG, 67).into_response()
+    } else {
+        ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "URI_TOO_LONG",
+            format!("The request URI exceeds {MAX_URI_BYTES} bytes."),
+        )
+        .into_response()
+    }
+}
+
+/// A handler that panics answers 500 in the v1 format (the panic is logged, never returned).
+fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(panic = %what, "request handler panicked");
+    ApiError::internal().into_response()
 }
 
 async fn not_found() -> ApiError {
@@ -68,4 +106,35 @@ async fn count_requests(State(state): State<AppState>, req: Request, next: Next)
         .with_label_values(&[route.as_str(), response.status().as_str()])
         .inc();
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn boom() -> StatusCode {
+        panic!("handler bug")
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_in_the_error_format() {
+        let app: Router = Router::new()
+            .route("/boom", get(boom))
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked));
+        let response = app
+            .oneshot(Request::get("/boom").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["code"], "INTERNAL");
+        assert!(!body.to_string().contains("handler bug"), "{body}");
+    }
 }
