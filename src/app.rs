@@ -83,6 +83,7 @@ impl Application {
             secrets,
             queue: JobQueue::new(&instance, &jobs::QUEUES, &settings.pools),
             provision_timeout: settings.provision_timeout,
+            grant_lifetime: settings.grant_lifetime,
             retention: settings.retention,
             notify: settings.notify.clone(),
             sinks: SinkClient::new(&settings.notify)?,

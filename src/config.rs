@@ -39,6 +39,9 @@ pub struct ServeArgs {
     /// Seconds a session may stay REQUESTED before it becomes UNAVAILABLE/NETWORK_TERMINATED.
     #[arg(long, env = "QOD_PROVISION_TIMEOUT_SECS")]
     pub provision_timeout_secs: Option<u64>,
+    /// Longest grant the network is asked for; longer sessions renew their grant before it ends.
+    #[arg(long, env = "QOD_GRANT_LIFETIME_SECS")]
+    pub grant_lifetime_secs: Option<u64>,
     /// Seconds an expired session stays readable before it is purged.
     #[arg(long, env = "QOD_RETENTION_SECS")]
     pub retention_secs: Option<u64>,
@@ -89,6 +92,7 @@ struct FileSettings {
     database_url: Option<String>,
     durability: Option<Durability>,
     provision_timeout_secs: Option<u64>,
+    grant_lifetime_secs: Option<u64>,
     retention_secs: Option<u64>,
     sim_latency_ms: Option<u64>,
     sim_failure_rate: Option<f64>,
@@ -134,6 +138,7 @@ pub struct Settings {
     pub durability: Durability,
     pub busy_timeout: Duration,
     pub provision_timeout: Duration,
+    pub grant_lifetime: Duration,
     pub retention: Duration,
     pub shutdown_timeout: Duration,
     pub sim: SimSettings,
@@ -213,6 +218,12 @@ impl Settings {
                 .or(file.durability)
                 .unwrap_or(Durability::Normal),
             busy_timeout: Duration::from_secs(30),
+            grant_lifetime: Duration::from_secs(
+                args.grant_lifetime_secs
+                    .or(file.grant_lifetime_secs)
+                    .unwrap_or(900)
+                    .max(1),
+            ),
             provision_timeout: Duration::from_secs(
                 args.provision_timeout_secs
                     .or(file.provision_timeout_secs)

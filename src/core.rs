@@ -28,6 +28,7 @@ pub struct Core {
     pub queue: Arc<JobQueue>,
     pub secrets: SecretBox,
     pub provision_timeout: Duration,
+    pub grant_lifetime: Duration,
     pub retention: Duration,
     pub notify: NotifySettings,
     pub sinks: Arc<SinkClient>,

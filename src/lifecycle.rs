@@ -180,3 +180,24 @@ pub async fn end_session_if(
     fx.publish(core);
     Ok(())
 }
+
+/// Schedules the renewal of an AVAILABLE session's grant when its lease ends before the
+/// session does: at the lease end minus a margin (a quarter of the lifetime, at most 60 s).
+pub fn schedule_renewal(session: &Session, lifetime: std::time::Duration, fx: &mut Effects) {
+    let (Some(lease), Some(expires)) = (session.lease_until, session.expires_at) else {
+        return;
+    };
+    if session.status != QosStatus::Available || lease >= expires {
+        return;
+    }
+    let margin = chrono::Duration::from_std(lifetime / 4)
+        .unwrap_or_default()
+        .min(chrono::Duration::seconds(60));
+    fx.schedule(ScheduledJob::new(
+        jobs::RenewGrant {
+            session_id: session.id,
+            lease_until_ms: lease.timestamp_millis(),
+        },
+        lease - margin,
+    ));
+}

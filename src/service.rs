@@ -125,6 +125,7 @@ impl Service {
             grant_id: None,
             deleted: false,
             api: req.api,
+            lease_until: None,
         };
         let mut fx = Effects::default();
         fx.record(
@@ -241,6 +242,7 @@ impl Service {
     ) -> Result<Session> {
         let now = self.now();
         let catalogue = self.core.catalogue.clone();
+        let lifetime = self.core.grant_lifetime;
         let (session, fx) = self
             .core
             .writer
@@ -270,6 +272,7 @@ impl Service {
                     .min(max)
                     .max(session.duration_secs);
                 let expected = session.revision;
+                let old_expires = session.expires_at.unwrap_or(now);
                 let mut fx = Effects::default();
                 if new_duration != session.duration_secs {
                     session.duration_secs = new_duration;
@@ -290,6 +293,11 @@ impl Service {
                         jobs::ExpireSession { session_id: id },
                         expires,
                     ));
+                    // A grant that covered the old end only needs renewing now; one already
+                    // short of it has its renewal queued, which will reach the new end.
+                    if session.lease_until.is_some_and(|l| l >= old_expires) {
+                        lifecycle::schedule_renewal(&session, lifetime, &mut fx);
+                    }
                     anyhow::ensure!(
                         sessions::update(tx, &session, expected)?,
                         "session {id} changed under a write lock"

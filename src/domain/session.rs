@@ -134,6 +134,8 @@ pub struct Session {
     pub expires_at: Option<DateTime<Utc>>,
     pub grant_state: GrantState,
     pub grant_id: Option<String>,
+    /// When the network's grant ends unless renewed (AVAILABLE sessions).
+    pub lease_until: Option<DateTime<Utc>>,
     /// Deleted by its consumer: invisible to the API while its grant is released and purged.
     pub deleted: bool,
     pub api: ApiVersion,

@@ -7,6 +7,7 @@ mod expire_session;
 mod provision_session;
 mod purge_session;
 mod release_grant;
+mod renew_grant;
 pub mod runner;
 
 use async_trait::async_trait;
@@ -19,12 +20,14 @@ pub use expire_session::ExpireSession;
 pub use provision_session::ProvisionSession;
 pub use purge_session::PurgeSession;
 pub use release_grant::ReleaseGrant;
+pub use renew_grant::RenewGrant;
 
 /// Queue names are stable data: renaming a Rust type must never orphan a queue.
-pub const QUEUES: [&str; 5] = [
+pub const QUEUES: [&str; 6] = [
     ProvisionSession::QUEUE,
     ExpireSession::QUEUE,
     ReleaseGrant::QUEUE,
+    RenewGrant::QUEUE,
     PurgeSession::QUEUE,
     DeliverNotification::QUEUE,
 ];

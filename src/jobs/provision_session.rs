@@ -52,7 +52,7 @@ impl JobKind for ProvisionSession {
             }
         };
         match answer {
-            Ok(grant) => self.granted(core, grant).await,
+            Ok(grant) => self.granted(core, grant, &request).await,
             Err(NetworkError::Refused(reason)) => {
                 tracing::info!(session = %self.session_id, %reason, "network refused the session");
                 self.refused(core).await
@@ -96,16 +96,29 @@ impl ProvisionSession {
             .await?;
         Ok(session.map(|s| ProvisionRequest {
             session: s.id,
-            until: core.clock.now() + chrono::Duration::seconds(s.duration_secs),
+            // The network is asked for the whole session, or the grant lifetime if shorter.
+            until: core.clock.now()
+                + chrono::Duration::seconds(s.duration_secs)
+                    .min(chrono::Duration::from_std(core.grant_lifetime).unwrap_or_default()),
             device: s.device,
             flow: s.flow,
             qos_profile: s.qos_profile,
         }))
     }
 
-    async fn granted(&self, core: &Core, grant: Grant) -> anyhow::Result<()> {
+    async fn granted(
+        &self,
+        core: &Core,
+        grant: Grant,
+        asked: &ProvisionRequest,
+    ) -> anyhow::Result<()> {
         let now = core.clock.now();
         let id = self.session_id;
+        let lifetime = core.grant_lifetime;
+        // A grant for all that was asked covers the session if the whole session was asked for
+        // (its end is counted from now, a moment after the request); a shorter one is renewed.
+        let asked_until = asked.until;
+        let cut_short = grant.lease_until.filter(|l| *l < asked_until);
         let fx = core
             .writer
             .run(move |tx| {
@@ -116,6 +129,14 @@ impl ProvisionSession {
                         let t = s.make_available(now, grant.id);
                         fx.record(&s, t, now);
                         let expires = s.expires_at.unwrap_or(now);
+                        let whole = chrono::Duration::seconds(s.duration_secs)
+                            <= chrono::Duration::from_std(lifetime).unwrap_or_default();
+                        s.lease_until = Some(match cut_short {
+                            Some(lease) => lease,
+                            None if whole => expires,
+                            None => asked_until,
+                        });
+                        lifecycle::schedule_renewal(&s, lifetime, &mut fx);
                         fx.schedule(ScheduledJob::new(
                             ExpireSession { session_id: s.id },
                             expires,

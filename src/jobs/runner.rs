@@ -13,7 +13,7 @@ use futures::FutureExt;
 
 use super::{
     Claimed, DeliverNotification, ExpireSession, JobKind, ProvisionSession, PurgeSession,
-    ReleaseGrant,
+    ReleaseGrant, RenewGrant,
 };
 use crate::clock;
 use crate::core::Core;
@@ -29,6 +29,7 @@ pub fn register_all(monitor: Monitor, core: &Arc<Core>, instance: &str) -> Monit
     let monitor = register::<ProvisionSession>(monitor, core, instance);
     let monitor = register::<ExpireSession>(monitor, core, instance);
     let monitor = register::<ReleaseGrant>(monitor, core, instance);
+    let monitor = register::<RenewGrant>(monitor, core, instance);
     let monitor = register::<PurgeSession>(monitor, core, instance);
     register::<DeliverNotification>(monitor, core, instance)
 }

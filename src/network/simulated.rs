@@ -19,6 +19,8 @@ pub struct SimulatedNetwork {
     writer: Writer,
     clock: SharedClock,
     settings: SimSettings,
+    /// Renewals refused from now on (a network that stops extending grants; for tests).
+    refuse_renewals: std::sync::atomic::AtomicBool,
 }
 
 impl SimulatedNetwork {
@@ -33,7 +35,13 @@ impl SimulatedNetwork {
             writer,
             clock,
             settings,
+            refuse_renewals: Default::default(),
         })
+    }
+
+    pub fn refuse_renewals(&self, refuse: bool) {
+        self.refuse_renewals
+            .store(refuse, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Grants the network currently holds.
@@ -103,6 +111,12 @@ impl Network for SimulatedNetwork {
 
     async fn renew(&self, grant: &GrantRef, until: DateTime<Utc>) -> Result<Grant, NetworkError> {
         self.call_delay().await?;
+        if self
+            .refuse_renewals
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err(NetworkError::Refused("renewals refused".into()));
+        }
         let (session, known) = (grant.session, grant.grant_id.clone());
         let extended = self
             .writer

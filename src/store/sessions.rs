@@ -10,7 +10,7 @@ use crate::domain::{Device, Flow, QosStatus, Session, SessionId, SinkCredential}
 
 const COLUMNS: &str = "id, revision, status, status_info, device, flow, qos_profile, duration_secs, \
     sink, sink_credential, created_at_ms, started_at_ms, expires_at_ms, grant_state, grant_id, deleted, \
-    api";
+    api, lease_until_ms";
 
 fn decode(row: &impl Columns) -> anyhow::Result<Session> {
     Ok(Session {
@@ -37,6 +37,7 @@ fn decode(row: &impl Columns) -> anyhow::Result<Session> {
         grant_id: row.opt_text("grant_id")?,
         deleted: row.int("deleted")? != 0,
         api: row.text("api")?.parse()?,
+        lease_until: row.opt_int("lease_until_ms")?.map(from_millis),
     })
 }
 
@@ -49,8 +50,8 @@ pub fn insert(tx: &Tx, s: &Session) -> anyhow::Result<()> {
     tx.prepare_cached(
         "INSERT INTO sessions (id, revision, status, status_info, device_key, device, flow, \
          qos_profile, duration_secs, sink, sink_credential, created_at_ms, started_at_ms, \
-         expires_at_ms, grant_state, grant_id, deleted, api) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         expires_at_ms, grant_state, grant_id, deleted, api, lease_until_ms) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?
     .execute(params![
         s.id.to_string(),
@@ -71,6 +72,7 @@ pub fn insert(tx: &Tx, s: &Session) -> anyhow::Result<()> {
         s.grant_id,
         i64::from(s.deleted),
         s.api.as_str(),
+        s.lease_until.map(millis),
     ])?;
     Ok(())
 }
@@ -81,7 +83,8 @@ pub fn update(tx: &Tx, s: &Session, expected_revision: i64) -> anyhow::Result<bo
     let changed = tx
         .prepare_cached(
             "UPDATE sessions SET revision = ?, status = ?, status_info = ?, duration_secs = ?, \
-             started_at_ms = ?, expires_at_ms = ?, grant_state = ?, grant_id = ?, deleted = ? \
+             started_at_ms = ?, expires_at_ms = ?, grant_state = ?, grant_id = ?, deleted = ?, \
+             lease_until_ms = ? \
              WHERE id = ? AND revision = ?",
         )?
         .execute(params![
@@ -94,6 +97,7 @@ pub fn update(tx: &Tx, s: &Session, expected_revision: i64) -> anyhow::Result<bo
             s.grant_state.as_str(),
             s.grant_id,
             i64::from(s.deleted),
+            s.lease_until.map(millis),
             s.id.to_string(),
             expected_revision,
         ])?;

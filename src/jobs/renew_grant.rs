@@ -1,0 +1,112 @@
+//! renew_grant: extend the network's grant of an AVAILABLE session before its lease ends, as far
+//! as the session's end or the configured grant lifetime allows. A lease that lapses, or a
+//! renewal the network refuses, ends the session UNAVAILABLE / NETWORK_TERMINATED.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::JobKind;
+use crate::core::Core;
+use crate::domain::session::Transition;
+use crate::domain::{QosStatus, SessionId, StatusInfo};
+use crate::lifecycle::{self, Effects};
+use crate::network::{GrantRef, NetworkError};
+use crate::store::{from_millis, sessions};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RenewGrant {
+    pub session_id: SessionId,
+    /// The lease this job was scheduled to renew: retries never go past it.
+    pub lease_until_ms: i64,
+}
+
+#[async_trait]
+impl JobKind for RenewGrant {
+    const QUEUE: &'static str = "renew_grant";
+
+    async fn run(&self, core: &Core) -> anyhow::Result<()> {
+        let now = core.clock.now();
+        let Some(s) = sessions::fetch(&mut *core.pool.acquire().await?, self.session_id).await?
+        else {
+            return Ok(());
+        };
+        let (Some(lease), Some(expires)) = (s.lease_until, s.expires_at) else {
+            return Ok(());
+        };
+        if s.status != QosStatus::Available || s.deleted || lease >= expires {
+            return Ok(());
+        }
+        if now >= lease {
+            tracing::warn!(session = %s.id, "grant lease lapsed before it was renewed");
+            return self.end(core, lease).await;
+        }
+        let until =
+            expires.min(now + chrono::Duration::from_std(core.grant_lifetime).unwrap_or_default());
+        let grant = GrantRef {
+            session: s.id,
+            grant_id: s.grant_id.clone(),
+        };
+        let renewed = match core.network.renew(&grant, until).await {
+            Ok(g) => g.lease_until.unwrap_or(until).min(until),
+            Err(NetworkError::Refused(reason)) => {
+                tracing::info!(session = %s.id, %reason, "network refused to renew the grant");
+                return self.end(core, lease).await;
+            }
+            Err(e @ NetworkError::Retryable(_)) => return Err(e.into()),
+        };
+        let (id, grant_id, lifetime) = (s.id, s.grant_id, core.grant_lifetime);
+        let fx = core
+            .writer
+            .run(move |tx| {
+                let mut fx = Effects::default();
+                let Some(mut s) = sessions::find(tx, id)? else {
+                    return Ok(fx);
+                };
+                if s.status != QosStatus::Available || s.grant_id != grant_id {
+                    return Ok(fx);
+                }
+                let expected = s.revision;
+                s.lease_until = Some(renewed.max(s.lease_until.unwrap_or(renewed)));
+                s.revision += 1;
+                fx.record(
+                    &s,
+                    Transition {
+                        from: Some(QosStatus::Available),
+                        to: QosStatus::Available.as_str(),
+                        reason: "GRANT_RENEWED",
+                    },
+                    now,
+                );
+                lifecycle::schedule_renewal(&s, lifetime, &mut fx);
+                anyhow::ensure!(
+                    sessions::update(tx, &s, expected)?,
+                    "session {id} changed under a write lock"
+                );
+                fx.write(tx)?;
+                Ok(fx)
+            })
+            .await?;
+        fx.publish(core);
+        Ok(())
+    }
+
+    fn retry_by(&self) -> Option<DateTime<Utc>> {
+        Some(from_millis(self.lease_until_ms))
+    }
+
+    async fn give_up(&self, core: &Core, _last_error: &str) -> anyhow::Result<()> {
+        self.end(core, from_millis(self.lease_until_ms)).await
+    }
+}
+
+impl RenewGrant {
+    /// Ends the session if it still lives on the lease this job was about.
+    async fn end(&self, core: &Core, lease: DateTime<Utc>) -> anyhow::Result<()> {
+        lifecycle::end_session_if(core, self.session_id, core.clock.now(), move |s| {
+            (s.status == QosStatus::Available && s.lease_until.is_some_and(|l| l <= lease))
+                .then_some(StatusInfo::NetworkTerminated)
+        })
+        .await
+    }
+}
