@@ -208,6 +208,18 @@ async fn malformed_bodies_media_types_paths_and_methods_answer_in_the_error_form
         common::split(req.send().await.unwrap()).await
     };
 
+    // JSON nested far deeper than any QoD body: refused, not a stack overflow.
+    let deep = format!("{}{}", "[".repeat(20_000), "]".repeat(20_000));
+    let (code, body) = send(
+        app.client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(deep),
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(body["code"], "INVALID_ARGUMENT");
+
     let long = format!("{url}/{}", "a".repeat(3000));
     let (code, body) = send(app.client.get(&long)).await;
     assert_eq!(code, 414, "{body}");

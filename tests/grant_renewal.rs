@@ -122,3 +122,46 @@ async fn extending_a_session_past_its_lease_schedules_a_renewal() {
         .await;
     assert_eq!(ended["statusInfo"], "DURATION_EXPIRED");
 }
+
+#[tokio::test]
+async fn renewals_that_keep_failing_end_the_session_when_its_lease_lapses_not_before() {
+    let app = TestApp::spawn_with(|s| s.grant_lifetime = Duration::from_secs(2)).await;
+    let (_, created) = app
+        .create(&session_body("+33640000004", "198.51.100.33", 60))
+        .await;
+    let id = created["sessionId"].as_str().unwrap().to_owned();
+    app.wait_for_session(&id, Duration::from_secs(3), |_, b| status(b) == "AVAILABLE")
+        .await;
+    app.network.fail_renewals(true);
+    let lease = lease_until_ms(&app, &id).await.expect("a lease");
+    let (_, ended) = app
+        .wait_for_session(&id, Duration::from_secs(5), |_, b| {
+            status(b) == "UNAVAILABLE"
+        })
+        .await;
+    assert_eq!(ended["statusInfo"], "NETWORK_TERMINATED");
+    let ended_ms = chrono::DateTime::parse_from_rfc3339(ended["expiresAt"].as_str().unwrap())
+        .unwrap()
+        .timestamp_millis();
+    // Retried while the lease held; ended once it lapsed, within the queue's second.
+    assert!(
+        ended_ms >= lease,
+        "ended {} ms before the lease",
+        lease - ended_ms
+    );
+    assert!(
+        ended_ms <= lease + 1000,
+        "ended {} ms after the lease",
+        ended_ms - lease
+    );
+    let retried: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM session_events WHERE session_id = ?")
+            .bind(&id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        retried, 3,
+        "REQUESTED, AVAILABLE, UNAVAILABLE: no renewal recorded"
+    );
+}

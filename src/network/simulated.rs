@@ -21,6 +21,8 @@ pub struct SimulatedNetwork {
     settings: SimSettings,
     /// Renewals refused from now on (a network that stops extending grants; for tests).
     refuse_renewals: std::sync::atomic::AtomicBool,
+    /// Renewals fail with a retryable error from now on (for tests).
+    fail_renewals: std::sync::atomic::AtomicBool,
 }
 
 impl SimulatedNetwork {
@@ -36,12 +38,18 @@ impl SimulatedNetwork {
             clock,
             settings,
             refuse_renewals: Default::default(),
+            fail_renewals: Default::default(),
         })
     }
 
     pub fn refuse_renewals(&self, refuse: bool) {
         self.refuse_renewals
             .store(refuse, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn fail_renewals(&self, fail: bool) {
+        self.fail_renewals
+            .store(fail, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Grants the network currently holds.
@@ -116,6 +124,12 @@ impl Network for SimulatedNetwork {
             .load(std::sync::atomic::Ordering::Relaxed)
         {
             return Err(NetworkError::Refused("renewals refused".into()));
+        }
+        if self
+            .fail_renewals
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err(NetworkError::Retryable("renewals failing".into()));
         }
         let (session, known) = (grant.session, grant.grant_id.clone());
         let extended = self
