@@ -154,14 +154,14 @@ async fn renewals_that_keep_failing_end_the_session_when_its_lease_lapses_not_be
         "ended {} ms after the lease",
         ended_ms - lease
     );
-    let retried: i64 =
+    let events: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM session_events WHERE session_id = ?")
             .bind(&id)
             .fetch_one(&app.pool)
             .await
             .unwrap();
     assert_eq!(
-        retried, 3,
+        events, 3,
         "REQUESTED, AVAILABLE, UNAVAILABLE: no renewal recorded"
     );
 }
