@@ -15,6 +15,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod network;
 pub mod notify;
+pub mod panics;
 pub mod pools;
 pub mod queue;
 pub mod secrets;

@@ -69,12 +69,7 @@ async fn limit_uri(req: Request, next: Next) -> Response {
 
 /// A handler that panics answers 500 in the v1 format (the panic is logged, never returned).
 fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    let what = panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_default();
-    tracing::error!(panic = %what, "request handler panicked");
+    tracing::error!(panic = %crate::panics::message(&*panic), "request handler panicked");
     ApiError::internal().into_response()
 }
 

@@ -163,6 +163,16 @@ impl Catalogue {
         &self.profiles
     }
 
+    /// The profiles with this name and this status, each criterion only when given.
+    pub fn matching(&self, name: Option<&str>, status: Option<ProfileStatus>) -> Vec<QosProfile> {
+        self.profiles
+            .iter()
+            .filter(|p| name.is_none_or(|n| p.name == n))
+            .filter(|p| status.is_none_or(|s| p.status == s))
+            .cloned()
+            .collect()
+    }
+
     /// The four classic profiles: E(xtreme low latency), S, M, L (throughput classes).
     pub fn builtin() -> Self {
         let profile =

@@ -66,7 +66,7 @@ async fn handle<J: JobKind>(claimed: Claimed<J>, core: Data<Arc<Core>>) -> Resul
         .unwrap_or_else(|panic| {
             Err(anyhow::anyhow!(
                 "handler panicked: {}",
-                panic_message(&panic)
+                crate::panics::message(&*panic)
             ))
         });
     core.metrics
@@ -114,12 +114,4 @@ async fn handle<J: JobKind>(claimed: Claimed<J>, core: Data<Arc<Core>>) -> Resul
     });
     core.queue.pushed(J::QUEUE, due.timestamp_millis());
     Ok(())
-}
-
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic".into())
 }

@@ -68,24 +68,26 @@ pub async fn open(settings: &Settings) -> anyhow::Result<SqlitePool> {
 
 /// The key that seals stored secrets lives beside the database file, never inside it.
 pub fn secret_key_path(settings: &Settings) -> anyhow::Result<PathBuf> {
-    let path = database_path(&settings.database_url).ok_or_else(|| {
-        anyhow::anyhow!(
-            "{} is not a database file; the server needs one",
-            settings.database_url
-        )
-    })?;
-    Ok(path.with_extension("key"))
+    Ok(database_file(settings)?.with_extension("key"))
 }
 
 /// The writer of the database file behind `settings` (see `writer`).
 pub fn open_writer(settings: &Settings) -> anyhow::Result<writer::Writer> {
-    let path = database_path(&settings.database_url).ok_or_else(|| {
+    writer::Writer::open(
+        &database_file(settings)?,
+        settings.durability,
+        settings.busy_timeout,
+    )
+}
+
+/// The server keeps its data in a file (the writer, the key and the lock live beside it).
+fn database_file(settings: &Settings) -> anyhow::Result<PathBuf> {
+    database_path(&settings.database_url).ok_or_else(|| {
         anyhow::anyhow!(
             "{} is not a database file; the server needs one",
             settings.database_url
         )
-    })?;
-    writer::Writer::open(&path, settings.durability, settings.busy_timeout)
+    })
 }
 
 pub async fn migrate(pool: &SqlitePool) -> anyhow::Result<()> {

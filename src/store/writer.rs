@@ -86,8 +86,13 @@ impl Writer {
                     };
                 }
             };
-            let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(tx)))
-                .unwrap_or_else(|_| Err(anyhow::anyhow!("write closure panicked")));
+            let result =
+                std::panic::catch_unwind(AssertUnwindSafe(|| f(tx))).unwrap_or_else(|panic| {
+                    Err(anyhow::anyhow!(
+                        "write closure panicked: {}",
+                        crate::panics::message(&*panic)
+                    ))
+                });
             Ran {
                 ok: result.is_ok(),
                 finish: Box::new(move |committed: Result<(), &str>| {

@@ -47,16 +47,11 @@ async fn list(
             })
         })
         .transpose()?;
-    let profiles: Vec<QosProfile> = state
+    let profiles = state
         .service
         .core()
         .catalogue
-        .all()
-        .iter()
-        .filter(|p| filter.name.as_ref().is_none_or(|n| &p.name == n))
-        .filter(|p| status.is_none_or(|s| p.status == s))
-        .cloned()
-        .collect();
+        .matching(filter.name.as_deref(), status);
     if profiles.is_empty() {
         return Err(V0Error::not_found("No QoS profile matches the criteria."));
     }

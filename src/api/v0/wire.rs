@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::v1::wire::{ApplicationServerWire, DeviceWire, PortsSpecWire};
+use crate::api::v1::wire::{ApplicationServerWire, DeviceWire, FlowInfo, PortsSpecWire};
 use crate::domain::{Device, Session};
 
 #[derive(Debug, Deserialize)]
@@ -44,11 +44,8 @@ struct WebhookInfo {
 pub struct SessionInfo {
     session_id: String,
     device: Device,
-    application_server: ApplicationServerWire,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    device_ports: Option<PortsSpecWire>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    application_server_ports: Option<PortsSpecWire>,
+    #[serde(flatten)]
+    flow: FlowInfo,
     qos_profile: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     webhook: Option<WebhookInfo>,
@@ -67,13 +64,7 @@ impl From<&Session> for SessionInfo {
         Self {
             session_id: s.id.to_string(),
             device: s.device.clone(),
-            application_server: ApplicationServerWire::from_domain(&s.flow.application_server),
-            device_ports: s.flow.device_ports.as_ref().map(PortsSpecWire::from_domain),
-            application_server_ports: s
-                .flow
-                .application_server_ports
-                .as_ref()
-                .map(PortsSpecWire::from_domain),
+            flow: FlowInfo::from(&s.flow),
             qos_profile: s.qos_profile.clone(),
             webhook: s.sink.clone().map(|url| WebhookInfo {
                 notification_url: url,

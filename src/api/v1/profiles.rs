@@ -40,12 +40,7 @@ async fn retrieve(
         .service
         .core()
         .catalogue
-        .all()
-        .iter()
-        .filter(|p| body.name.as_ref().is_none_or(|n| &p.name == n))
-        .filter(|p| body.status.is_none_or(|s| p.status == s))
-        .cloned()
-        .collect();
+        .matching(body.name.as_deref(), body.status);
     Ok(Json(profiles))
 }
 

@@ -198,6 +198,30 @@ pub fn timestamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// A session's flow as both API versions render it (flattened into their SessionInfo).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FlowInfo {
+    application_server: ApplicationServerWire,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device_ports: Option<PortsSpecWire>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    application_server_ports: Option<PortsSpecWire>,
+}
+
+impl From<&Flow> for FlowInfo {
+    fn from(f: &Flow) -> Self {
+        Self {
+            application_server: ApplicationServerWire::from_domain(&f.application_server),
+            device_ports: f.device_ports.as_ref().map(PortsSpecWire::from_domain),
+            application_server_ports: f
+                .application_server_ports
+                .as_ref()
+                .map(PortsSpecWire::from_domain),
+        }
+    }
+}
+
 /// The spec's SessionInfo. The sink credential is deliberately absent: it is never returned.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -205,11 +229,8 @@ pub struct SessionInfo {
     session_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     device: Option<Device>,
-    application_server: ApplicationServerWire,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    device_ports: Option<PortsSpecWire>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    application_server_ports: Option<PortsSpecWire>,
+    #[serde(flatten)]
+    flow: FlowInfo,
     qos_profile: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     sink: Option<String>,
@@ -228,13 +249,7 @@ impl From<&Session> for SessionInfo {
         Self {
             session_id: s.id.to_string(),
             device: Some(s.device.clone()),
-            application_server: ApplicationServerWire::from_domain(&s.flow.application_server),
-            device_ports: s.flow.device_ports.as_ref().map(PortsSpecWire::from_domain),
-            application_server_ports: s
-                .flow
-                .application_server_ports
-                .as_ref()
-                .map(PortsSpecWire::from_domain),
+            flow: FlowInfo::from(&s.flow),
             qos_profile: s.qos_profile.clone(),
             sink: s.sink.clone(),
             duration: s.duration_secs,
