@@ -7,6 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{TestApp, poll_until, session_body, status};
+use qod::network::simulated::Renewals;
+use serde_json::Value;
 
 async fn renewals(app: &TestApp, id: &str) -> i64 {
     sqlx::query_scalar(
@@ -26,16 +28,40 @@ async fn lease_until_ms(app: &TestApp, id: &str) -> Option<i64> {
         .unwrap()
 }
 
-#[tokio::test]
-async fn a_session_longer_than_the_grant_lifetime_is_renewed_until_its_end() {
-    let app = TestApp::spawn_with(|s| s.grant_lifetime = Duration::from_secs(2)).await;
+/// Spawns a server with this grant lifetime and a session of `duration` s, once AVAILABLE.
+async fn available_session(
+    lifetime_secs: u64,
+    phone: &str,
+    duration: i64,
+) -> (TestApp, String, Value) {
+    let app = TestApp::spawn_with(|s| s.grant_lifetime = Duration::from_secs(lifetime_secs)).await;
     let (_, created) = app
-        .create(&session_body("+33640000001", "198.51.100.30", 5))
+        .create(&session_body(phone, "198.51.100.30", duration))
         .await;
     let id = created["sessionId"].as_str().unwrap().to_owned();
     let (_, available) = app
         .wait_for_session(&id, Duration::from_secs(3), |_, b| status(b) == "AVAILABLE")
         .await;
+    (app, id, available)
+}
+
+/// Waits for UNAVAILABLE; returns its statusInfo and when it ended (ms).
+async fn ended(app: &TestApp, id: &str, within: Duration) -> (String, i64) {
+    let (_, body) = app
+        .wait_for_session(id, within, |_, b| status(b) == "UNAVAILABLE")
+        .await;
+    let at = chrono::DateTime::parse_from_rfc3339(body["expiresAt"].as_str().unwrap())
+        .unwrap()
+        .timestamp_millis();
+    (
+        body["statusInfo"].as_str().unwrap_or_default().to_owned(),
+        at,
+    )
+}
+
+#[tokio::test]
+async fn a_session_longer_than_the_grant_lifetime_is_renewed_until_its_end() {
+    let (app, id, available) = available_session(2, "+33640000001", 5).await;
     let started = chrono::DateTime::parse_from_rfc3339(available["startedAt"].as_str().unwrap())
         .unwrap()
         .timestamp_millis();
@@ -45,15 +71,8 @@ async fn a_session_longer_than_the_grant_lifetime_is_renewed_until_its_end() {
         "first lease is the grant lifetime: {}",
         first_lease - started
     );
-    let (_, ended) = app
-        .wait_for_session(&id, Duration::from_secs(8), |_, b| {
-            status(b) == "UNAVAILABLE"
-        })
-        .await;
-    assert_eq!(
-        ended["statusInfo"], "DURATION_EXPIRED",
-        "lived to its own end"
-    );
+    let (info, _) = ended(&app, &id, Duration::from_secs(8)).await;
+    assert_eq!(info, "DURATION_EXPIRED", "lived to its own end");
     // 5 s on 2 s leases renewed 0.5 s before they end: at about 1.5 s and 3.5 s.
     assert_eq!(renewals(&app, &id).await, 2);
     let (_, last) = app.session(&id).await;
@@ -62,24 +81,11 @@ async fn a_session_longer_than_the_grant_lifetime_is_renewed_until_its_end() {
 
 #[tokio::test]
 async fn a_lease_the_network_stops_renewing_ends_the_session_by_its_end() {
-    let app = TestApp::spawn_with(|s| s.grant_lifetime = Duration::from_secs(2)).await;
-    let (_, created) = app
-        .create(&session_body("+33640000002", "198.51.100.31", 60))
-        .await;
-    let id = created["sessionId"].as_str().unwrap().to_owned();
-    app.wait_for_session(&id, Duration::from_secs(3), |_, b| status(b) == "AVAILABLE")
-        .await;
-    app.network.refuse_renewals(true);
+    let (app, id, _) = available_session(2, "+33640000002", 60).await;
+    app.network.set_renewals(Renewals::Refused);
     let lease = lease_until_ms(&app, &id).await.expect("a lease");
-    let (_, ended) = app
-        .wait_for_session(&id, Duration::from_secs(5), |_, b| {
-            status(b) == "UNAVAILABLE"
-        })
-        .await;
-    assert_eq!(ended["statusInfo"], "NETWORK_TERMINATED");
-    let ended_ms = chrono::DateTime::parse_from_rfc3339(ended["expiresAt"].as_str().unwrap())
-        .unwrap()
-        .timestamp_millis();
+    let (info, ended_ms) = ended(&app, &id, Duration::from_secs(5)).await;
+    assert_eq!(info, "NETWORK_TERMINATED");
     assert!(
         ended_ms <= lease + 100,
         "ended {} ms after the lease",
@@ -90,14 +96,8 @@ async fn a_lease_the_network_stops_renewing_ends_the_session_by_its_end() {
 
 #[tokio::test]
 async fn extending_a_session_past_its_lease_schedules_a_renewal() {
-    let app = TestApp::spawn_with(|s| s.grant_lifetime = Duration::from_secs(3)).await;
-    let (_, created) = app
-        .create(&session_body("+33640000003", "198.51.100.32", 2))
-        .await;
-    let id = created["sessionId"].as_str().unwrap().to_owned();
-    app.wait_for_session(&id, Duration::from_secs(3), |_, b| status(b) == "AVAILABLE")
-        .await;
-    // The 2 s session fits its first lease: no renewal planned.
+    // The 2 s session fits its first 3 s lease: no renewal planned.
+    let (app, id, _) = available_session(3, "+33640000003", 2).await;
     let (code, extended) = app
         .post(
             &format!("/quality-on-demand/v1/sessions/{id}/extend"),
@@ -115,34 +115,17 @@ async fn extending_a_session_past_its_lease_schedules_a_renewal() {
         "no renewal after {:?}",
         started.elapsed()
     );
-    let (_, ended) = app
-        .wait_for_session(&id, Duration::from_secs(6), |_, b| {
-            status(b) == "UNAVAILABLE"
-        })
-        .await;
-    assert_eq!(ended["statusInfo"], "DURATION_EXPIRED");
+    let (info, _) = ended(&app, &id, Duration::from_secs(6)).await;
+    assert_eq!(info, "DURATION_EXPIRED");
 }
 
 #[tokio::test]
 async fn renewals_that_keep_failing_end_the_session_when_its_lease_lapses_not_before() {
-    let app = TestApp::spawn_with(|s| s.grant_lifetime = Duration::from_secs(2)).await;
-    let (_, created) = app
-        .create(&session_body("+33640000004", "198.51.100.33", 60))
-        .await;
-    let id = created["sessionId"].as_str().unwrap().to_owned();
-    app.wait_for_session(&id, Duration::from_secs(3), |_, b| status(b) == "AVAILABLE")
-        .await;
-    app.network.fail_renewals(true);
+    let (app, id, _) = available_session(2, "+33640000004", 60).await;
+    app.network.set_renewals(Renewals::Failing);
     let lease = lease_until_ms(&app, &id).await.expect("a lease");
-    let (_, ended) = app
-        .wait_for_session(&id, Duration::from_secs(5), |_, b| {
-            status(b) == "UNAVAILABLE"
-        })
-        .await;
-    assert_eq!(ended["statusInfo"], "NETWORK_TERMINATED");
-    let ended_ms = chrono::DateTime::parse_from_rfc3339(ended["expiresAt"].as_str().unwrap())
-        .unwrap()
-        .timestamp_millis();
+    let (info, ended_ms) = ended(&app, &id, Duration::from_secs(5)).await;
+    assert_eq!(info, "NETWORK_TERMINATED");
     // Retried while the lease held; ended once it lapsed, within the queue's second.
     assert!(
         ended_ms >= lease,

@@ -228,13 +228,10 @@ async fn transient_network_failures_are_retried_until_the_session_is_available()
     let app = TestApp::spawn_with(|s| {
         s.sim.failure_rate = 0.5;
         // Enough quick attempts that giving up (0.5^20 per session) does not happen by chance.
-        let overrides = toml::from_str(
+        common::override_pools(
+            s,
             "[provision_session]\nretry = { max_attempts = 20, base_ms = 50, cap_ms = 400 }",
-        )
-        .unwrap();
-        s.pools = qod::pools::Pools::builtin()
-            .with_overrides(&overrides)
-            .unwrap();
+        );
     })
     .await;
     let mut ids = Vec::new();
@@ -301,11 +298,7 @@ async fn provisioning_retries_stop_at_the_deadline_not_after_their_backoff() {
     let app = TestApp::spawn_with(|s| {
         s.provision_timeout = Duration::from_secs(1);
         s.sim.failure_rate = 1.0;
-        let overrides = toml::from_str(
-            "[provision_session]\nretry = { max_attempts = 0, base_ms = 5000, factor = 2.0, cap_ms = 60000, jitter = false }",
-        )
-        .unwrap();
-        s.pools = qod::pools::Pools::builtin().with_overrides(&overrides).unwrap();
+        common::override_pools(s, "[provision_session]\nretry = { max_attempts = 0, base_ms = 5000, factor = 2.0, cap_ms = 60000, jitter = false }");
     })
     .await;
     let started = Instant::now();

@@ -16,11 +16,7 @@ async fn notifying_app(configure: impl FnOnce(&mut qod::Settings)) -> TestApp {
         s.notify.allow_insecure_sinks = true;
         s.notify.allow_private_sinks = true;
         s.notify.timeout = Duration::from_secs(1);
-        let overrides = toml::from_str(
-            "[deliver_notification]\nretry = { max_attempts = 4, base_ms = 100, factor = 2.0, cap_ms = 5000, jitter = false }",
-        )
-        .unwrap();
-        s.pools = qod::pools::Pools::builtin().with_overrides(&overrides).unwrap();
+        common::override_pools(s, "[deliver_notification]\nretry = { max_attempts = 4, base_ms = 100, factor = 2.0, cap_ms = 5000, jitter = false }");
         configure(s);
     })
     .await
@@ -301,8 +297,7 @@ async fn a_hanging_sink_does_not_delay_deliveries_to_others() {
     let fast_sink = TestSink::start().await;
     let app = notifying_app(|s| {
         s.notify.per_sink_concurrency = 2;
-        let overrides = toml::from_str("[deliver_notification]\nconcurrency = 4").unwrap();
-        s.pools = s.pools.clone().with_overrides(&overrides).unwrap();
+        common::override_pools(s, "[deliver_notification]\nconcurrency = 4");
     })
     .await;
     let slow = slow_sink.url("slow", Behaviour::Hang(Duration::from_secs(3)));
@@ -345,11 +340,7 @@ async fn a_hanging_sink_does_not_delay_deliveries_to_others() {
 async fn a_later_event_waits_while_an_earlier_one_is_retried() {
     let sink = TestSink::start().await;
     let app = notifying_app(|s| {
-        let overrides = toml::from_str(
-            "[deliver_notification]\nretry = { max_attempts = 6, base_ms = 400, factor = 2.0, cap_ms = 5000, jitter = false }",
-        )
-        .unwrap();
-        s.pools = qod::pools::Pools::builtin().with_overrides(&overrides).unwrap();
+        common::override_pools(s, "[deliver_notification]\nretry = { max_attempts = 6, base_ms = 400, factor = 2.0, cap_ms = 5000, jitter = false }");
     })
     .await;
     // AVAILABLE fails until ~2.8 s (0.4 + 0.8 + 1.6); the session expires at ~1 s meanwhile.

@@ -80,11 +80,7 @@ async fn scheduled_expiries_fire_within_a_second_and_never_early() {
 async fn failing_jobs_are_retried_with_growing_delays() {
     let app = TestApp::spawn_with(|s| {
         s.sim.failure_rate = 1.0;
-        let overrides = toml::from_str(
-            "[provision_session]\nretry = { max_attempts = 5, base_ms = 100, factor = 2.0, cap_ms = 10000, jitter = false }",
-        )
-        .unwrap();
-        s.pools = qod::pools::Pools::builtin().with_overrides(&overrides).unwrap();
+        common::override_pools(s, "[provision_session]\nretry = { max_attempts = 5, base_ms = 100, factor = 2.0, cap_ms = 10000, jitter = false }");
     })
     .await;
     // Watch the queue row between attempts: each retry is the same row, rescheduled. The first

@@ -91,13 +91,10 @@ async fn private_ca_sink() -> (String, String, Arc<AtomicUsize>) {
 
 fn fast_retries(s: &mut qod::Settings) {
     s.notify.allow_private_sinks = true;
-    let overrides = toml::from_str(
+    common::override_pools(
+        s,
         "[deliver_notification]\nretry = { max_attempts = 2, base_ms = 100, jitter = false }",
-    )
-    .unwrap();
-    s.pools = qod::pools::Pools::builtin()
-        .with_overrides(&overrides)
-        .unwrap();
+    );
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 //! grant ledger persisted in the database so tests can prove no grant leaks or doubles.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -19,10 +20,19 @@ pub struct SimulatedNetwork {
     writer: Writer,
     clock: SharedClock,
     settings: SimSettings,
-    /// Renewals refused from now on (a network that stops extending grants; for tests).
-    refuse_renewals: std::sync::atomic::AtomicBool,
-    /// Renewals fail with a retryable error from now on (for tests).
-    fail_renewals: std::sync::atomic::AtomicBool,
+    /// How renewals are answered (`Renewals as u8`); tests switch it.
+    renewals: AtomicU8,
+}
+
+/// How the simulated network answers renewals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Renewals {
+    Granted,
+    /// Refused for good, as a network that stops extending grants.
+    Refused,
+    /// Failing with a retryable error.
+    Failing,
 }
 
 impl SimulatedNetwork {
@@ -37,19 +47,12 @@ impl SimulatedNetwork {
             writer,
             clock,
             settings,
-            refuse_renewals: Default::default(),
-            fail_renewals: Default::default(),
+            renewals: AtomicU8::new(Renewals::Granted as u8),
         })
     }
 
-    pub fn refuse_renewals(&self, refuse: bool) {
-        self.refuse_renewals
-            .store(refuse, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    pub fn fail_renewals(&self, fail: bool) {
-        self.fail_renewals
-            .store(fail, std::sync::atomic::Ordering::Relaxed);
+    pub fn set_renewals(&self, answer: Renewals) {
+        self.renewals.store(answer as u8, Ordering::Relaxed);
     }
 
     /// Grants the network currently holds.
@@ -119,17 +122,14 @@ impl Network for SimulatedNetwork {
 
     async fn renew(&self, grant: &GrantRef, until: DateTime<Utc>) -> Result<Grant, NetworkError> {
         self.call_delay().await?;
-        if self
-            .refuse_renewals
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            return Err(NetworkError::Refused("renewals refused".into()));
-        }
-        if self
-            .fail_renewals
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            return Err(NetworkError::Retryable("renewals failing".into()));
+        match self.renewals.load(Ordering::Relaxed) {
+            r if r == Renewals::Refused as u8 => {
+                return Err(NetworkError::Refused("renewals refused".into()));
+            }
+            r if r == Renewals::Failing as u8 => {
+                return Err(NetworkError::Retryable("renewals failing".into()));
+            }
+            _ => {}
         }
         let (session, known) = (grant.session, grant.grant_id.clone());
         let extended = self

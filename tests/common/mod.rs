@@ -216,3 +216,13 @@ pub fn session_body(phone: &str, server: &str, duration: i64) -> Value {
 pub fn status(body: &Value) -> &str {
     body["qosStatus"].as_str().unwrap_or("")
 }
+
+/// Applies worker-pool overrides written as a `--config` file's `[workers]` tables would be.
+pub fn override_pools(s: &mut Settings, toml: &str) {
+    let overrides = toml::from_str(toml).expect("valid pool overrides");
+    s.pools = s
+        .pools
+        .clone()
+        .with_overrides(&overrides)
+        .expect("known queues and fields");
+}
