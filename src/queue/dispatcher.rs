@@ -28,7 +28,8 @@ pub async fn run_dispatcher(
     loop {
         let now_ms = clock.now().timestamp_millis();
         let wanted = lanes_to_claim(&queue, &last_scan, now_ms);
-        let settlements = queue.take_settlements();
+        // Shared with the round's closure; kept here to hand back if the round fails.
+        let settlements = Arc::new(queue.take_settlements());
         let pause = if wanted.is_empty() && settlements.is_empty() {
             sleep_time(&queue, now_ms)
         } else {
@@ -42,7 +43,7 @@ pub async fn run_dispatcher(
                 }
                 Err(e) => {
                     tracing::warn!(error = %format!("{e:#}"), "job queue round failed; retrying");
-                    queue.restore_settlements(settlements);
+                    queue.restore_settlements(Arc::unwrap_or_clone(settlements));
                     for name in &wanted {
                         queue.lanes[name]
                             .next_due_ms
@@ -109,7 +110,7 @@ async fn round(
     queue: &JobQueue,
     writer: &Writer,
     wanted: &[&'static str],
-    settlements: Vec<Settlement>,
+    settlements: Arc<Vec<Settlement>>,
     now_ms: i64,
 ) -> anyhow::Result<Vec<(&'static str, Vec<ClaimedRow>)>> {
     // From here on an enqueue lowers next_due_ms below what this round reads from the table,
@@ -191,7 +192,7 @@ fn hand_out(queue: &JobQueue, claimed: Vec<(&'static str, Vec<ClaimedRow>)>) {
 /// Writes what the stopped workers reported, retrying a few times if the database is busy.
 async fn final_flush(queue: &JobQueue, writer: &Writer) {
     for _ in 0..5 {
-        let settlements = queue.take_settlements();
+        let settlements = Arc::new(queue.take_settlements());
         if settlements.is_empty() {
             return;
         }
@@ -201,7 +202,7 @@ async fn final_flush(queue: &JobQueue, writer: &Writer) {
             Ok(()) => {}
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "writing the last settlements failed");
-                queue.restore_settlements(settlements);
+                queue.restore_settlements(Arc::unwrap_or_clone(settlements));
                 tokio::time::sleep(AFTER_FAILURE).await;
             }
         }
