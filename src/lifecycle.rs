@@ -102,19 +102,32 @@ impl Effects {
     }
 }
 
-/// Commits one job on its own (a job put back for later) and tells the queue.
-pub async fn enqueue(core: &Core, job: ScheduledJob) -> anyhow::Result<()> {
-    let fx = core
+/// Runs `f` in a write transaction with the effects it records written in the same
+/// transaction, and published once it committed: the shape of every state change.
+pub async fn commit<T: Send + 'static>(
+    core: &Core,
+    f: impl FnOnce(&Tx, &mut Effects) -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let (value, fx) = core
         .writer
         .run(move |tx| {
             let mut fx = Effects::default();
-            fx.schedule(job);
+            let value = f(tx, &mut fx)?;
             fx.write(tx)?;
-            Ok(fx)
+            Ok((value, fx))
         })
         .await?;
     fx.publish(core);
-    Ok(())
+    Ok(value)
+}
+
+/// Commits one job on its own (a job put back for later) and tells the queue.
+pub async fn enqueue(core: &Core, job: ScheduledJob) -> anyhow::Result<()> {
+    commit(core, move |_, fx| {
+        fx.schedule(job);
+        Ok(())
+    })
+    .await
 }
 
 /// Moves a session to UNAVAILABLE and schedules what must follow: the grant's release and the
@@ -160,25 +173,19 @@ pub async fn end_session_if(
     decide: impl FnOnce(&Session) -> Option<StatusInfo> + Send + 'static,
 ) -> anyhow::Result<()> {
     let retention = core.retention;
-    let fx = core
-        .writer
-        .run(move |tx| {
-            let mut fx = Effects::default();
-            let Some(mut s) = sessions::find(tx, id)? else {
-                return Ok(fx);
-            };
-            let Some(info) = decide(&s) else {
-                return Ok(fx);
-            };
-            let expected = s.revision;
-            terminate(retention, &mut s, info, now, &mut fx);
-            sessions::update(tx, &s, expected)?;
-            fx.write(tx)?;
-            Ok(fx)
-        })
-        .await?;
-    fx.publish(core);
-    Ok(())
+    commit(core, move |tx, fx| {
+        let Some(mut s) = sessions::find(tx, id)? else {
+            return Ok(());
+        };
+        let Some(info) = decide(&s) else {
+            return Ok(());
+        };
+        let expected = s.revision;
+        terminate(retention, &mut s, info, now, fx);
+        sessions::update(tx, &s, expected)?;
+        Ok(())
+    })
+    .await
 }
 
 /// Schedules the renewal of an AVAILABLE session's grant when its lease ends before the

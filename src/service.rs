@@ -147,22 +147,16 @@ impl Service {
             now,
         ));
 
-        let created = self
-            .core
-            .writer
-            .run(move |tx| {
-                let live = sessions::live_for_device(tx, &session.device.key())?;
-                if live.iter().any(|other| other.flow.overlaps(&session.flow)) {
-                    return Ok(Err(ServiceError::Conflict));
-                }
-                sessions::insert(tx, &session)?;
-                fx.write(tx)?;
-                Ok(Ok((session, fx)))
-            })
-            .await??;
-        let (session, fx) = created;
-        fx.publish(&self.core);
-        Ok(session)
+        lifecycle::commit(&self.core, move |tx, effects| {
+            let live = sessions::live_for_device(tx, &session.device.key())?;
+            if live.iter().any(|other| other.flow.overlaps(&session.flow)) {
+                return Ok(Err(ServiceError::Conflict));
+            }
+            sessions::insert(tx, &session)?;
+            *effects = fx;
+            Ok(Ok(session))
+        })
+        .await?
     }
 
     pub async fn get(&self, id: SessionId) -> Result<Session> {
@@ -183,26 +177,20 @@ impl Service {
     pub async fn delete(&self, id: SessionId) -> Result<()> {
         let now = self.now();
         let retention = self.core.retention;
-        let fx = self
-            .core
-            .writer
-            .run(move |tx| {
-                let mut session = match sessions::find(tx, id)? {
-                    Some(s) if !s.deleted => s,
-                    _ => return Ok(Err(ServiceError::NotFound)),
-                };
-                let expected = session.revision;
-                let mut fx = Self::end_for_consumer(&mut session, retention, now);
-                anyhow::ensure!(
-                    sessions::update(tx, &session, expected)?,
-                    "session {id} changed under a write lock"
-                );
-                fx.write(tx)?;
-                Ok(Ok(fx))
-            })
-            .await??;
-        fx.publish(&self.core);
-        Ok(())
+        lifecycle::commit(&self.core, move |tx, fx| {
+            let mut session = match sessions::find(tx, id)? {
+                Some(s) if !s.deleted => s,
+                _ => return Ok(Err(ServiceError::NotFound)),
+            };
+            let expected = session.revision;
+            Self::end_for_consumer(&mut session, retention, now, fx);
+            anyhow::ensure!(
+                sessions::update(tx, &session, expected)?,
+                "session {id} changed under a write lock"
+            );
+            Ok(Ok(()))
+        })
+        .await?
     }
 
     /// Hides the session and schedules the rest: its purge, or its termination first.
@@ -210,9 +198,9 @@ impl Service {
         session: &mut Session,
         retention: std::time::Duration,
         now: chrono::DateTime<chrono::Utc>,
-    ) -> Effects {
+        fx: &mut Effects,
+    ) {
         let id = session.id;
-        let mut fx = Effects::default();
         session.deleted = true;
         if session.status == QosStatus::Unavailable {
             session.revision += 1;
@@ -221,15 +209,8 @@ impl Service {
                 now,
             ));
         } else {
-            lifecycle::terminate(
-                retention,
-                session,
-                StatusInfo::DeleteRequested,
-                now,
-                &mut fx,
-            );
+            lifecycle::terminate(retention, session, StatusInfo::DeleteRequested, now, fx);
         }
-        fx
     }
 
     /// Moves `expiresAt`: v1 caps the overall duration at the profile's maximum; v0 caps the
@@ -243,71 +224,64 @@ impl Service {
         let now = self.now();
         let catalogue = self.core.catalogue.clone();
         let lifetime = self.core.grant_lifetime;
-        let (session, fx) = self
-            .core
-            .writer
-            .run(move |tx| {
-                let mut session = match sessions::find(tx, id)? {
-                    Some(s) if !s.deleted => s,
-                    _ => return Ok(Err(ServiceError::NotFound)),
-                };
-                if session.status != QosStatus::Available {
-                    return Ok(Err(ServiceError::ExtensionNotAllowed(session.status)));
+        lifecycle::commit(&self.core, move |tx, fx| {
+            let mut session = match sessions::find(tx, id)? {
+                Some(s) if !s.deleted => s,
+                _ => return Ok(Err(ServiceError::NotFound)),
+            };
+            if session.status != QosStatus::Available {
+                return Ok(Err(ServiceError::ExtensionNotAllowed(session.status)));
+            }
+            let Some(started) = session.started_at else {
+                anyhow::bail!("AVAILABLE session {id} has no startedAt");
+            };
+            let max = match rule {
+                ExtensionRule::ProfileMaximum => catalogue
+                    .get(&session.qos_profile)
+                    .map(|p| *p.duration_range().end())
+                    .unwrap_or(session.duration_secs),
+                ExtensionRule::RemainingAtMost(cap) => {
+                    (now - started).num_seconds().max(0).saturating_add(cap)
                 }
-                let Some(started) = session.started_at else {
-                    anyhow::bail!("AVAILABLE session {id} has no startedAt");
-                };
-                let max = match rule {
-                    ExtensionRule::ProfileMaximum => catalogue
-                        .get(&session.qos_profile)
-                        .map(|p| *p.duration_range().end())
-                        .unwrap_or(session.duration_secs),
-                    ExtensionRule::RemainingAtMost(cap) => {
-                        (now - started).num_seconds().max(0).saturating_add(cap)
-                    }
-                };
-                let new_duration = session
-                    .duration_secs
-                    .saturating_add(additional_secs)
-                    .min(max)
-                    .max(session.duration_secs);
-                let expected = session.revision;
-                let old_expires = session.expires_at.unwrap_or(now);
-                let mut fx = Effects::default();
-                if new_duration != session.duration_secs {
-                    session.duration_secs = new_duration;
-                    let expires = started + chrono::Duration::seconds(new_duration);
-                    session.expires_at = Some(expires);
-                    session.revision += 1;
-                    fx.record(
-                        &session,
-                        Transition {
-                            from: Some(QosStatus::Available),
-                            to: QosStatus::Available.as_str(),
-                            reason: "EXTENDED",
-                        },
-                        now,
-                    );
-                    // The previous expiry job stays queued and finds the session not yet due.
-                    fx.schedule(ScheduledJob::new(
-                        jobs::ExpireSession { session_id: id },
-                        expires,
-                    ));
-                    // A grant that covered the old end only needs renewing now; one already
-                    // short of it has its renewal queued, which will reach the new end.
-                    if session.lease_until.is_some_and(|l| l >= old_expires) {
-                        lifecycle::schedule_renewal(&session, lifetime, &mut fx);
-                    }
-                    anyhow::ensure!(
-                        sessions::update(tx, &session, expected)?,
-                        "session {id} changed under a write lock"
-                    );
+            };
+            let new_duration = session
+                .duration_secs
+                .saturating_add(additional_secs)
+                .min(max)
+                .max(session.duration_secs);
+            let expected = session.revision;
+            let old_expires = session.expires_at.unwrap_or(now);
+            if new_duration != session.duration_secs {
+                session.duration_secs = new_duration;
+                let expires = started + chrono::Duration::seconds(new_duration);
+                session.expires_at = Some(expires);
+                session.revision += 1;
+                fx.record(
+                    &session,
+                    Transition {
+                        from: Some(QosStatus::Available),
+                        to: QosStatus::Available.as_str(),
+                        reason: "EXTENDED",
+                    },
+                    now,
+                );
+                // The previous expiry job stays queued and finds the session not yet due.
+                fx.schedule(ScheduledJob::new(
+                    jobs::ExpireSession { session_id: id },
+                    expires,
+                ));
+                // A grant that covered the old end only needs renewing now; one already
+                // short of it has its renewal queued, which will reach the new end.
+                if session.lease_until.is_some_and(|l| l >= old_expires) {
+                    lifecycle::schedule_renewal(&session, lifetime, fx);
                 }
-                fx.write(tx)?;
-                Ok(Ok((session, fx)))
-            })
-            .await??;
-        fx.publish(&self.core);
-        Ok(session)
+                anyhow::ensure!(
+                    sessions::update(tx, &session, expected)?,
+                    "session {id} changed under a write lock"
+                );
+            }
+            Ok(Ok(session))
+        })
+        .await?
     }
 }

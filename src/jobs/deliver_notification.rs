@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::JobKind;
 use crate::core::Core;
-use crate::lifecycle::{self, Effects, ScheduledJob};
+use crate::lifecycle::{self, ScheduledJob};
 use crate::metrics::delivery;
 use crate::notify::sink_client::{Outcome, SinkClient};
 use crate::notify::with_source;
@@ -166,17 +166,11 @@ impl DeliverNotification {
         let next = now + chrono::Duration::from_std(delay)?;
         let job = ScheduledJob::retry(self.clone(), attempts, next);
         let (id, recorded) = (n.id, error.clone());
-        let fx = core
-            .writer
-            .run(move |tx| {
-                let mut fx = Effects::default();
-                fx.schedule(job);
-                notifications::record_retry(tx, id, attempts, &recorded, next)?;
-                fx.write(tx)?;
-                Ok(fx)
-            })
-            .await?;
-        fx.publish(core);
+        lifecycle::commit(core, move |tx, fx| {
+            fx.schedule(job);
+            notifications::record_retry(tx, id, attempts, &recorded, next)
+        })
+        .await?;
         core.metrics
             .notification_attempts
             .with_label_values(&[delivery::RETRIED])
@@ -209,25 +203,20 @@ async fn settle_after(
     let n = n.clone();
     let final_state = final_state.to_owned();
     let error = error.map(str::to_owned);
-    let fx = core
-        .writer
-        .run(move |tx| {
-            let mut fx = Effects::default();
-            if notifications::finish(tx, n.id, &final_state, attempts, error.as_deref(), now)?
-                && let Some(next) = notifications::next_pending(tx, &n)?
-            {
-                fx.schedule(ScheduledJob::new(
-                    DeliverNotification {
-                        notification_id: next,
-                    },
-                    now,
-                ));
-            }
-            fx.write(tx)?;
-            Ok(fx)
-        })
-        .await?;
-    fx.publish(core);
+    lifecycle::commit(core, move |tx, fx| {
+        if notifications::finish(tx, n.id, &final_state, attempts, error.as_deref(), now)?
+            && let Some(next) = notifications::next_pending(tx, &n)?
+        {
+            fx.schedule(ScheduledJob::new(
+                DeliverNotification {
+                    notification_id: next,
+                },
+                now,
+            ));
+        }
+        Ok(())
+    })
+    .await?;
     core.metrics
         .notification_attempts
         .with_label_values(&[outcome])

@@ -10,7 +10,7 @@ use super::{ExpireSession, JobKind, ReleaseGrant};
 use crate::clock;
 use crate::core::Core;
 use crate::domain::{GrantState, QosStatus, SessionId, StatusInfo};
-use crate::lifecycle::{self, Effects, ScheduledJob};
+use crate::lifecycle::{self, ScheduledJob};
 use crate::network::{Grant, NetworkError, ProvisionRequest};
 use crate::store::{from_millis, sessions};
 
@@ -119,54 +119,48 @@ impl ProvisionSession {
         // (its end is counted from now, a moment after the request); a shorter one is renewed.
         let asked_until = asked.until;
         let cut_short = grant.lease_until.filter(|l| *l < asked_until);
-        let fx = core
-            .writer
-            .run(move |tx| {
-                let mut fx = Effects::default();
-                match sessions::find(tx, id)? {
-                    Some(mut s) if s.status == QosStatus::Requested && !s.deleted => {
+        lifecycle::commit(core, move |tx, fx| {
+            match sessions::find(tx, id)? {
+                Some(mut s) if s.status == QosStatus::Requested && !s.deleted => {
+                    let expected = s.revision;
+                    let t = s.make_available(now, grant.id);
+                    fx.record(&s, t, now);
+                    let expires = s.expires_at.unwrap_or(now);
+                    let whole = chrono::Duration::seconds(s.duration_secs)
+                        <= chrono::Duration::from_std(lifetime).unwrap_or_default();
+                    s.lease_until = Some(match cut_short {
+                        Some(lease) => lease,
+                        None if whole => expires,
+                        None => asked_until,
+                    });
+                    lifecycle::schedule_renewal(&s, lifetime, fx);
+                    fx.schedule(ScheduledJob::new(
+                        ExpireSession { session_id: s.id },
+                        expires,
+                    ));
+                    sessions::update(tx, &s, expected)?;
+                }
+                other => {
+                    // The session ended while the network worked: give the grant back.
+                    if let Some(mut s) = other {
                         let expected = s.revision;
-                        let t = s.make_available(now, grant.id);
-                        fx.record(&s, t, now);
-                        let expires = s.expires_at.unwrap_or(now);
-                        let whole = chrono::Duration::seconds(s.duration_secs)
-                            <= chrono::Duration::from_std(lifetime).unwrap_or_default();
-                        s.lease_until = Some(match cut_short {
-                            Some(lease) => lease,
-                            None if whole => expires,
-                            None => asked_until,
-                        });
-                        lifecycle::schedule_renewal(&s, lifetime, &mut fx);
-                        fx.schedule(ScheduledJob::new(
-                            ExpireSession { session_id: s.id },
-                            expires,
-                        ));
+                        s.grant_state = GrantState::Releasing;
+                        s.grant_id = Some(grant.id.clone());
+                        s.revision += 1;
                         sessions::update(tx, &s, expected)?;
                     }
-                    other => {
-                        // The session ended while the network worked: give the grant back.
-                        if let Some(mut s) = other {
-                            let expected = s.revision;
-                            s.grant_state = GrantState::Releasing;
-                            s.grant_id = Some(grant.id.clone());
-                            s.revision += 1;
-                            sessions::update(tx, &s, expected)?;
-                        }
-                        fx.schedule(ScheduledJob::new(
-                            ReleaseGrant {
-                                session_id: id,
-                                grant_id: Some(grant.id),
-                            },
-                            now,
-                        ));
-                    }
+                    fx.schedule(ScheduledJob::new(
+                        ReleaseGrant {
+                            session_id: id,
+                            grant_id: Some(grant.id),
+                        },
+                        now,
+                    ));
                 }
-                fx.write(tx)?;
-                Ok(fx)
-            })
-            .await?;
-        fx.publish(core);
-        Ok(())
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn refused(&self, core: &Core) -> anyhow::Result<()> {

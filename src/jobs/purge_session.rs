@@ -7,7 +7,7 @@ use super::JobKind;
 use crate::core::Core;
 use crate::domain::session::{PURGED, Transition};
 use crate::domain::{QosStatus, SessionId};
-use crate::lifecycle::Effects;
+use crate::lifecycle;
 use crate::store::sessions;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -22,37 +22,31 @@ impl JobKind for PurgeSession {
     async fn run(&self, core: &Core) -> anyhow::Result<()> {
         let now = core.clock.now();
         let id = self.session_id;
-        let fx = core
-            .writer
-            .run(move |tx| {
-                let mut fx = Effects::default();
-                let Some(s) = sessions::find(tx, id)? else {
-                    return Ok(fx);
-                };
-                if s.status != QosStatus::Unavailable {
-                    return Ok(fx);
-                }
-                // Forgetting the session before its grant is released would lose track of it.
-                anyhow::ensure!(
-                    !s.needs_release(),
-                    "grant of session {} not yet released",
-                    s.id
-                );
-                fx.record(
-                    &s,
-                    Transition {
-                        from: Some(QosStatus::Unavailable),
-                        to: PURGED,
-                        reason: "RETENTION_ELAPSED",
-                    },
-                    now,
-                );
-                sessions::delete(tx, s.id, s.revision)?;
-                fx.write(tx)?;
-                Ok(fx)
-            })
-            .await?;
-        fx.publish(core);
-        Ok(())
+        lifecycle::commit(core, move |tx, fx| {
+            let Some(s) = sessions::find(tx, id)? else {
+                return Ok(());
+            };
+            if s.status != QosStatus::Unavailable {
+                return Ok(());
+            }
+            // Forgetting the session before its grant is released would lose track of it.
+            anyhow::ensure!(
+                !s.needs_release(),
+                "grant of session {} not yet released",
+                s.id
+            );
+            fx.record(
+                &s,
+                Transition {
+                    from: Some(QosStatus::Unavailable),
+                    to: PURGED,
+                    reason: "RETENTION_ELAPSED",
+                },
+                now,
+            );
+            sessions::delete(tx, s.id, s.revision)?;
+            Ok(())
+        })
+        .await
     }
 }

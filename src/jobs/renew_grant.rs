@@ -10,7 +10,7 @@ use super::JobKind;
 use crate::core::Core;
 use crate::domain::session::Transition;
 use crate::domain::{QosStatus, SessionId, StatusInfo};
-use crate::lifecycle::{self, Effects};
+use crate::lifecycle;
 use crate::network::{GrantRef, NetworkError};
 use crate::store::{from_millis, sessions};
 
@@ -56,39 +56,33 @@ impl JobKind for RenewGrant {
             Err(e @ NetworkError::Retryable(_)) => return Err(e.into()),
         };
         let (id, grant_id, lifetime) = (s.id, s.grant_id, core.grant_lifetime);
-        let fx = core
-            .writer
-            .run(move |tx| {
-                let mut fx = Effects::default();
-                let Some(mut s) = sessions::find(tx, id)? else {
-                    return Ok(fx);
-                };
-                if s.status != QosStatus::Available || s.grant_id != grant_id {
-                    return Ok(fx);
-                }
-                let expected = s.revision;
-                s.lease_until = Some(renewed.max(s.lease_until.unwrap_or(renewed)));
-                s.revision += 1;
-                fx.record(
-                    &s,
-                    Transition {
-                        from: Some(QosStatus::Available),
-                        to: QosStatus::Available.as_str(),
-                        reason: "GRANT_RENEWED",
-                    },
-                    now,
-                );
-                lifecycle::schedule_renewal(&s, lifetime, &mut fx);
-                anyhow::ensure!(
-                    sessions::update(tx, &s, expected)?,
-                    "session {id} changed under a write lock"
-                );
-                fx.write(tx)?;
-                Ok(fx)
-            })
-            .await?;
-        fx.publish(core);
-        Ok(())
+        lifecycle::commit(core, move |tx, fx| {
+            let Some(mut s) = sessions::find(tx, id)? else {
+                return Ok(());
+            };
+            if s.status != QosStatus::Available || s.grant_id != grant_id {
+                return Ok(());
+            }
+            let expected = s.revision;
+            s.lease_until = Some(renewed.max(s.lease_until.unwrap_or(renewed)));
+            s.revision += 1;
+            fx.record(
+                &s,
+                Transition {
+                    from: Some(QosStatus::Available),
+                    to: QosStatus::Available.as_str(),
+                    reason: "GRANT_RENEWED",
+                },
+                now,
+            );
+            lifecycle::schedule_renewal(&s, lifetime, fx);
+            anyhow::ensure!(
+                sessions::update(tx, &s, expected)?,
+                "session {id} changed under a write lock"
+            );
+            Ok(())
+        })
+        .await
     }
 
     fn retry_by(&self) -> Option<DateTime<Utc>> {
