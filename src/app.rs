@@ -10,6 +10,7 @@ use apalis::prelude::Monitor;
 use sqlx::SqlitePool;
 use tokio::sync::watch;
 
+use crate::api::auth::Guard;
 use crate::api::{self, AppState};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Settings;
@@ -30,6 +31,8 @@ pub struct Application {
     network: Arc<SimulatedNetwork>,
     settings: Settings,
     instance: String,
+    guard: Arc<Guard>,
+    dev_token: Option<String>,
     _lock: Option<ProcessLock>,
 }
 
@@ -85,6 +88,7 @@ impl Application {
             provision_timeout: settings.provision_timeout,
             grant_lifetime: settings.grant_lifetime,
             retention: settings.retention,
+            max_active_sessions: settings.auth.max_active_sessions,
             notify: settings.notify.clone(),
             sinks: SinkClient::new(&settings.notify)?,
             sink_limiter: SinkLimiter::new(
@@ -94,6 +98,7 @@ impl Application {
                     .min(settings.notify.per_sink_concurrency * 8),
             ),
         });
+        let (guard, dev_token) = Guard::from_settings(&settings, core.clock.clone()).await?;
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
@@ -103,6 +108,8 @@ impl Application {
             network,
             settings,
             instance,
+            guard: Arc::new(guard),
+            dev_token,
             _lock: lock,
         })
     }
@@ -111,6 +118,11 @@ impl Application {
         self.listener
             .local_addr()
             .expect("bound listener has an address")
+    }
+
+    /// The token minted at start in development mode (every scope, client `dev-client`).
+    pub fn dev_token(&self) -> Option<&str> {
+        self.dev_token.as_deref()
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -142,6 +154,7 @@ impl Application {
 
         let state = AppState {
             service: Service::new(self.core.clone()),
+            guard: self.guard.clone(),
         };
         let server = axum::serve(
             self.listener,

@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
+use crate::auth::verifier::ClaimRules;
 use crate::domain::{Catalogue, QosProfile};
 use crate::pools::{PoolOverride, Pools};
 
@@ -82,6 +83,95 @@ pub struct ServeArgs {
     /// `/camara/quality-on-demand/orange-lab` (then `.../qod/v0/sessions`).
     #[arg(long, env = "QOD_V0_PREFIX")]
     pub v0_prefix: Option<String>,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+/// How API callers are authenticated and limited.
+#[derive(Debug, Clone, Args, Default)]
+pub struct AuthArgs {
+    /// `jwt` (keys below), `dev` (a signing key in the data folder; the default when no keys
+    /// are configured) or `none` (no authentication at all: never on a shared network).
+    #[arg(long = "auth", env = "QOD_AUTH", value_enum)]
+    pub mode: Option<AuthMode>,
+    /// JWKS file with the RS256/ES256 public keys that sign access tokens.
+    #[arg(long, env = "QOD_AUTH_JWKS_FILE")]
+    pub auth_jwks_file: Option<PathBuf>,
+    /// JWKS URL of the identity provider (fetched, cached, refetched on key rotation).
+    #[arg(long, env = "QOD_AUTH_JWKS_URL")]
+    pub auth_jwks_url: Option<String>,
+    /// File holding an HS256 shared secret (at least 32 bytes); for development set-ups.
+    #[arg(long, env = "QOD_AUTH_HS256_SECRET_FILE")]
+    pub auth_hs256_secret_file: Option<PathBuf>,
+    /// Required `iss` of tokens.
+    #[arg(long, env = "QOD_AUTH_ISSUER")]
+    pub auth_issuer: Option<String>,
+    /// Required `aud` of tokens.
+    #[arg(long, env = "QOD_AUTH_AUDIENCE")]
+    pub auth_audience: Option<String>,
+    /// Claim naming the API client that owns sessions (then `azp`, then `sub`).
+    #[arg(long, env = "QOD_AUTH_CLIENT_CLAIM")]
+    pub auth_client_claim: Option<String>,
+    /// Claim carrying the device (E.164 phone number) of three-legged tokens.
+    #[arg(long, env = "QOD_AUTH_DEVICE_CLAIM")]
+    pub auth_device_claim: Option<String>,
+    /// Seconds of clock skew tolerated on `exp` and `nbf`.
+    #[arg(long, env = "QOD_AUTH_LEEWAY_SECS")]
+    pub auth_leeway_secs: Option<u64>,
+    /// File holding the bearer token `/metrics` requires (open when unset).
+    #[arg(long, env = "QOD_METRICS_TOKEN_FILE")]
+    pub metrics_token_file: Option<PathBuf>,
+    /// Requests per second each client may make (token bucket; 0 = unlimited).
+    #[arg(long, env = "QOD_CLIENT_RATE_LIMIT")]
+    pub client_rate_limit: Option<u32>,
+    /// Requests a client may make at once above its rate.
+    #[arg(long, env = "QOD_CLIENT_BURST")]
+    pub client_burst: Option<u32>,
+    /// Sessions (REQUESTED or AVAILABLE) each client may hold (0 = unlimited).
+    #[arg(long, env = "QOD_CLIENT_MAX_ACTIVE_SESSIONS")]
+    pub client_max_active_sessions: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    Jwt,
+    Dev,
+    None,
+}
+
+/// Where token keys come from, once resolved.
+#[derive(Debug, Clone)]
+pub enum AuthKeys {
+    /// No authentication (`--auth none`).
+    Disabled,
+    /// HS256 with the development key in the data folder.
+    Development,
+    SharedSecretFile(PathBuf),
+    Jwks {
+        file: Option<PathBuf>,
+        url: Option<String>,
+    },
+}
+
+/// A secret read from configuration; Debug never prints it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Redacted(pub String);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub keys: AuthKeys,
+    pub rules: ClaimRules,
+    pub metrics_token: Option<Redacted>,
+    pub rate_per_second: u32,
+    pub burst: u32,
+    pub max_active_sessions: u64,
 }
 
 /// The `--config` file's layout; every field optional.
@@ -106,6 +196,19 @@ struct FileSettings {
     sink_concurrency: Option<usize>,
     public_url: Option<String>,
     v0_prefix: Option<String>,
+    auth: Option<AuthMode>,
+    auth_jwks_file: Option<PathBuf>,
+    auth_jwks_url: Option<String>,
+    auth_hs256_secret_file: Option<PathBuf>,
+    auth_issuer: Option<String>,
+    auth_audience: Option<String>,
+    auth_client_claim: Option<String>,
+    auth_device_claim: Option<String>,
+    auth_leeway_secs: Option<u64>,
+    metrics_token_file: Option<PathBuf>,
+    client_rate_limit: Option<u32>,
+    client_burst: Option<u32>,
+    client_max_active_sessions: Option<u64>,
     qos_profiles: Option<Vec<QosProfile>>,
     #[serde(default)]
     workers: BTreeMap<String, PoolOverride>,
@@ -147,6 +250,7 @@ pub struct Settings {
     pub pools: Pools,
     /// Extra mount point of `/qod/v0`, normalised to `/a/b` (no trailing slash).
     pub v0_prefix: Option<String>,
+    pub auth: AuthSettings,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./qod-data/qod.db";
@@ -166,6 +270,7 @@ impl Settings {
             anyhow::ensure!((0.0..=1.0).contains(&v), "{name} must be between 0 and 1");
             Ok(v)
         };
+        let auth = auth_settings(&args.auth, &file)?;
         let catalogue = match file.qos_profiles {
             Some(profiles) => Catalogue::new(profiles).context("config: qos_profiles")?,
             None => Catalogue::builtin(),
@@ -256,6 +361,7 @@ impl Settings {
             catalogue,
             pools: Pools::builtin().with_overrides(&file.workers)?,
             v0_prefix: v0_prefix(args.v0_prefix.clone().or(file.v0_prefix))?,
+            auth,
         })
     }
 
@@ -266,6 +372,110 @@ impl Settings {
         s.listen = "127.0.0.1:0".parse()?;
         Ok(s)
     }
+}
+
+fn auth_settings(args: &AuthArgs, file: &FileSettings) -> anyhow::Result<AuthSettings> {
+    let jwks_file = args
+        .auth_jwks_file
+        .clone()
+        .or_else(|| file.auth_jwks_file.clone());
+    let jwks_url = args
+        .auth_jwks_url
+        .clone()
+        .or_else(|| file.auth_jwks_url.clone());
+    let secret_file = args
+        .auth_hs256_secret_file
+        .clone()
+        .or_else(|| file.auth_hs256_secret_file.clone());
+    let has_keys = jwks_file.is_some() || jwks_url.is_some() || secret_file.is_some();
+    anyhow::ensure!(
+        secret_file.is_none() || (jwks_file.is_none() && jwks_url.is_none()),
+        "configure either a JWKS or an HS256 secret, not both"
+    );
+    let keys = match args.mode.or(file.auth) {
+        Some(AuthMode::None) => AuthKeys::Disabled,
+        Some(AuthMode::Dev) => {
+            anyhow::ensure!(
+                !has_keys,
+                "--auth dev uses its own key; remove the configured keys"
+            );
+            AuthKeys::Development
+        }
+        Some(AuthMode::Jwt) | None if has_keys => match secret_file {
+            Some(path) => AuthKeys::SharedSecretFile(path),
+            None => AuthKeys::Jwks {
+                file: jwks_file,
+                url: jwks_url,
+            },
+        },
+        Some(AuthMode::Jwt) => {
+            anyhow::bail!(
+                "--auth jwt needs --auth-jwks-file, --auth-jwks-url or --auth-hs256-secret-file"
+            )
+        }
+        None => AuthKeys::Development,
+    };
+    let metrics_token = match args
+        .metrics_token_file
+        .as_ref()
+        .or(file.metrics_token_file.as_ref())
+    {
+        None => None,
+        Some(path) => {
+            let token = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?
+                .trim()
+                .to_owned();
+            anyhow::ensure!(
+                token.len() >= 16,
+                "the metrics token must be at least 16 characters"
+            );
+            Some(Redacted(token))
+        }
+    };
+    let claim = |flag: &Option<String>, from_file: &Option<String>, default: &str| {
+        flag.clone()
+            .or_else(|| from_file.clone())
+            .unwrap_or_else(|| default.to_owned())
+    };
+    Ok(AuthSettings {
+        keys,
+        rules: ClaimRules {
+            issuer: args
+                .auth_issuer
+                .clone()
+                .or_else(|| file.auth_issuer.clone()),
+            audience: args
+                .auth_audience
+                .clone()
+                .or_else(|| file.auth_audience.clone()),
+            leeway: Duration::from_secs(
+                args.auth_leeway_secs
+                    .or(file.auth_leeway_secs)
+                    .unwrap_or(30),
+            ),
+            client_claim: claim(
+                &args.auth_client_claim,
+                &file.auth_client_claim,
+                "client_id",
+            ),
+            device_claim: claim(
+                &args.auth_device_claim,
+                &file.auth_device_claim,
+                "phone_number",
+            ),
+        },
+        metrics_token,
+        rate_per_second: args
+            .client_rate_limit
+            .or(file.client_rate_limit)
+            .unwrap_or(100),
+        burst: args.client_burst.or(file.client_burst).unwrap_or(200),
+        max_active_sessions: args
+            .client_max_active_sessions
+            .or(file.client_max_active_sessions)
+            .unwrap_or(10_000),
+    })
 }
 
 /// `/a/b`: a leading slash, none at the end, only path characters; empty means none.

@@ -30,6 +30,8 @@ pub struct Core {
     pub provision_timeout: Duration,
     pub grant_lifetime: Duration,
     pub retention: Duration,
+    /// Active sessions one client may hold; 0 for no cap.
+    pub max_active_sessions: u64,
     pub notify: NotifySettings,
     pub sinks: Arc<SinkClient>,
     pub sink_limiter: SinkLimiter,

@@ -19,6 +19,8 @@ pub struct Metrics {
     pub notification_attempts: IntCounterVec,
     pub notification_latency: Histogram,
     pub notifications_dead: IntGauge,
+    pub auth_refusals: IntCounterVec,
+    pub client_limited: IntCounterVec,
 }
 
 /// Job outcomes counted per queue.
@@ -130,6 +132,23 @@ impl Metrics {
             "Dead-lettered notifications stored.",
         )
         .expect("valid metric");
+        let auth_refusals = IntCounterVec::new(
+            Opts::new(
+                "qod_auth_refusals_total",
+                "API requests refused as unauthenticated, by reason (missing, invalid, expired).",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let client_limited = IntCounterVec::new(
+            Opts::new(
+                "qod_client_limited_total",
+                "API requests refused by a per-client limit: rate (request rate) or quota \
+                 (active sessions).",
+            ),
+            &["limit"],
+        )
+        .expect("valid metric");
         registry
             .register(Box::new(notification_attempts.clone()))
             .expect("unique metric");
@@ -139,7 +158,13 @@ impl Metrics {
         registry
             .register(Box::new(notifications_dead.clone()))
             .expect("unique metric");
-        for c in [&transitions, &jobs, &http_requests] {
+        for c in [
+            &transitions,
+            &jobs,
+            &http_requests,
+            &auth_refusals,
+            &client_limited,
+        ] {
             registry
                 .register(Box::new(c.clone()))
                 .expect("unique metric");
@@ -167,6 +192,8 @@ impl Metrics {
             notification_attempts,
             notification_latency,
             notifications_dead,
+            auth_refusals,
+            client_limited,
         }
     }
 

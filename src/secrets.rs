@@ -21,19 +21,10 @@ pub struct SecretBox {
 impl SecretBox {
     /// Reads the key file, creating it (32 random bytes, hex, owner-only) on first use.
     pub fn load_or_create(path: &Path) -> anyhow::Result<Self> {
-        let key = match std::fs::read_to_string(path) {
-            Ok(text) => decode_hex(text.trim())
-                .filter(|k| k.len() == 32)
-                .with_context(|| format!("{} is not a 32-byte hex key", path.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut key = vec![0u8; 32];
-                rand::rng().fill_bytes(&mut key);
-                write_private(path, &encode_hex(&key))?;
-                tracing::info!(path = %path.display(), "created the key that seals stored secrets; back it up with the database");
-                key
-            }
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-        };
+        let key = key_file(
+            path,
+            "the key that seals stored secrets; back it up with the database",
+        )?;
         Ok(Self {
             cipher: XChaCha20Poly1305::new_from_slice(&key)
                 .map_err(|_| anyhow::anyhow!("the secret key must be 32 bytes"))?,
@@ -66,6 +57,24 @@ impl SecretBox {
             .decrypt(&XNonce::from(nonce), body)
             .map_err(|_| anyhow::anyhow!("sealed secret does not open with this key"))?;
         Ok(String::from_utf8(clear)?)
+    }
+}
+
+/// A 32-byte key kept in a file (hex, owner-only), created with random bytes on first use;
+/// `purpose` says in the log what was created.
+pub fn key_file(path: &Path, purpose: &str) -> anyhow::Result<Vec<u8>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => decode_hex(text.trim())
+            .filter(|k| k.len() == 32)
+            .with_context(|| format!("{} is not a 32-byte hex key", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut key = vec![0u8; 32];
+            rand::rng().fill_bytes(&mut key);
+            write_private(path, &encode_hex(&key))?;
+            tracing::info!(path = %path.display(), "created {purpose}");
+            Ok(key)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
 }
 

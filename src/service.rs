@@ -4,11 +4,12 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use crate::auth::Caller;
 use crate::core::Core;
 use crate::domain::session::Transition;
 use crate::domain::{
-    ApiVersion, Device, Flow, GrantState, PlainCredential, ProfileStatus, QosStatus, Session,
-    SessionId, SinkCredential, StatusInfo,
+    ApiVersion, ClientId, Device, Flow, GrantState, PlainCredential, ProfileStatus, QosStatus,
+    Session, SessionId, SinkCredential, StatusInfo,
 };
 use crate::jobs;
 use crate::lifecycle::{self, Effects, ScheduledJob};
@@ -25,6 +26,7 @@ pub struct NewSession {
     /// In clear as the request carried it; sealed before it is stored.
     pub sink_credential: Option<PlainCredential>,
     pub api: ApiVersion,
+    pub owner: ClientId,
 }
 
 /// How far an extension may go.
@@ -40,6 +42,11 @@ pub enum ExtensionRule {
 pub enum ServiceError {
     #[error("session not found")]
     NotFound,
+    /// The session exists but belongs to another client or device.
+    #[error("the caller may not access this session")]
+    Forbidden,
+    #[error("the client holds its maximum of {0} active sessions")]
+    QuotaExceeded(u64),
     #[error("QoS profile {0} does not exist")]
     UnknownProfile(String),
     #[error("QoS profile {0} is not available for new sessions")]
@@ -126,6 +133,7 @@ impl Service {
             deleted: false,
             api: req.api,
             lease_until: None,
+            owner: req.owner,
         };
         let mut fx = Effects::default();
         fx.record(
@@ -147,7 +155,11 @@ impl Service {
             now,
         ));
 
-        lifecycle::commit(&self.core, move |tx, effects| {
+        let quota = self.core.max_active_sessions;
+        let result = lifecycle::commit(&self.core, move |tx, effects| {
+            if quota > 0 && sessions::live_count_for_owner(tx, &session.owner, quota)? >= quota {
+                return Ok(Err(ServiceError::QuotaExceeded(quota)));
+            }
             let live = sessions::live_for_device(tx, &session.device.key())?;
             if live.iter().any(|other| other.flow.overlaps(&session.flow)) {
                 return Ok(Err(ServiceError::Conflict));
@@ -156,32 +168,48 @@ impl Service {
             *effects = fx;
             Ok(Ok(session))
         })
-        .await?
+        .await?;
+        if let Err(ServiceError::QuotaExceeded(_)) = &result {
+            self.core
+                .metrics
+                .client_limited
+                .with_label_values(&["quota"])
+                .inc();
+        }
+        result
     }
 
-    pub async fn get(&self, id: SessionId) -> Result<Session> {
+    pub async fn get(&self, id: SessionId, caller: &Caller) -> Result<Session> {
         let mut conn = self.core.pool.acquire().await?;
         match sessions::fetch(&mut conn, id).await? {
-            Some(s) if !s.deleted => Ok(s),
+            Some(s) if !s.deleted => permitted(s, caller),
             _ => Err(ServiceError::NotFound),
         }
     }
 
-    pub async fn retrieve(&self, device: &Device) -> Result<Vec<Session>> {
+    /// The caller's visible sessions of a device; other clients' sessions are not listed.
+    pub async fn retrieve(&self, device: &Device, caller: &Caller) -> Result<Vec<Session>> {
+        if caller.device.as_ref().is_some_and(|d| d != device) {
+            return Err(ServiceError::Forbidden);
+        }
         let mut conn = self.core.pool.acquire().await?;
-        Ok(sessions::visible_for_device(&mut conn, &device.key()).await?)
+        Ok(sessions::visible_for_device(&mut conn, &caller.client, &device.key()).await?)
     }
 
     /// Ends the session for its consumer: it disappears from the API at once; its grant is
     /// released and its row purged by jobs.
-    pub async fn delete(&self, id: SessionId) -> Result<()> {
+    pub async fn delete(&self, id: SessionId, caller: &Caller) -> Result<()> {
         let now = self.now();
         let retention = self.core.retention;
+        let caller = caller.clone();
         lifecycle::commit(&self.core, move |tx, fx| {
             let mut session = match sessions::find(tx, id)? {
                 Some(s) if !s.deleted => s,
                 _ => return Ok(Err(ServiceError::NotFound)),
             };
+            if !caller.may_access(&session.owner, &session.device) {
+                return Ok(Err(ServiceError::Forbidden));
+            }
             let expected = session.revision;
             Self::end_for_consumer(&mut session, retention, now, fx);
             anyhow::ensure!(
@@ -218,10 +246,12 @@ impl Service {
     pub async fn extend(
         &self,
         id: SessionId,
+        caller: &Caller,
         additional_secs: i64,
         rule: ExtensionRule,
     ) -> Result<Session> {
         let now = self.now();
+        let caller = caller.clone();
         let catalogue = self.core.catalogue.clone();
         let lifetime = self.core.grant_lifetime;
         lifecycle::commit(&self.core, move |tx, fx| {
@@ -229,6 +259,9 @@ impl Service {
                 Some(s) if !s.deleted => s,
                 _ => return Ok(Err(ServiceError::NotFound)),
             };
+            if !caller.may_access(&session.owner, &session.device) {
+                return Ok(Err(ServiceError::Forbidden));
+            }
             if session.status != QosStatus::Available {
                 return Ok(Err(ServiceError::ExtensionNotAllowed(session.status)));
             }
@@ -283,5 +316,14 @@ impl Service {
             Ok(Ok(session))
         })
         .await?
+    }
+}
+
+/// The session if the caller may see it.
+fn permitted(session: Session, caller: &Caller) -> Result<Session> {
+    if caller.may_access(&session.owner, &session.device) {
+        Ok(session)
+    } else {
+        Err(ServiceError::Forbidden)
     }
 }

@@ -22,6 +22,8 @@ async fn a_short_bench_run_reports_every_lifecycle() {
             "20",
             "--duration",
             "2s",
+            "--token",
+            app.token.as_deref().expect("development token"),
         ])
         .args([
             "--session-duration",

@@ -41,6 +41,8 @@ fn start_with(dir: &Path, extra: &[&str]) -> Server {
             "1",
             "--sim-latency-ms",
             "20",
+            "--client-rate-limit",
+            "0",
         ])
         .args(extra)
         .arg("--database-url")
@@ -93,7 +95,7 @@ async fn kill_9_at_random_moments_loses_no_accepted_session_and_leaks_no_grant()
     let accepted: Arc<Mutex<Vec<(String, i64)>>> = Arc::default();
     // Windows during which no server ran: (killed at, next ready at).
     let mut down: Vec<(i64, i64)> = Vec::new();
-    let client = reqwest::Client::builder()
+    let client = common::authorized_builder(Some(&common::dev_token_in(dir.path())))
         .timeout(Duration::from_secs(2))
         .build()
         .unwrap();
@@ -250,7 +252,7 @@ async fn kill_9_at_random_moments_loses_no_accepted_session_and_leaks_no_grant()
 async fn sigterm_stops_the_server_cleanly_with_exit_code_zero() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = start(dir.path());
-    let client = reqwest::Client::new();
+    let client = common::authorized_client(Some(&common::dev_token_in(dir.path())));
     let r = client
         .post(format!(
             "http://{}/quality-on-demand/v1/sessions",
@@ -279,7 +281,7 @@ async fn kill_9_during_delivery_neither_loses_an_event_nor_changes_its_id() {
     let dir = tempfile::tempdir().unwrap();
     let flags = ["--allow-insecure-sinks", "--allow-private-sinks"];
     let mut server = start_with(dir.path(), &flags);
-    let client = reqwest::Client::new();
+    let client = common::authorized_client(Some(&common::dev_token_in(dir.path())));
     let mut sessions = Vec::new();
     for i in 0..20 {
         let mut body = common::session_body(&format!("+3363000{i:04}"), "198.51.100.1", 1);

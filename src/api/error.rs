@@ -52,11 +52,27 @@ impl ApiError {
         )
     }
 
+    pub fn unnecessary_identifier() -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "UNNECESSARY_IDENTIFIER",
+            "The device is already identified by the access token.",
+        )
+    }
+
     pub fn unsupported_identifier() -> Self {
         Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "UNSUPPORTED_IDENTIFIER",
             "The identifier provided is not supported.",
+        )
+    }
+
+    pub fn permission_denied() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "PERMISSION_DENIED",
+            "Client does not have sufficient permissions to perform this action.",
         )
     }
 
@@ -84,6 +100,12 @@ impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         match e {
             ServiceError::NotFound => Self::not_found(),
+            ServiceError::Forbidden => Self::permission_denied(),
+            ServiceError::QuotaExceeded(_) => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "QUOTA_EXCEEDED",
+                "Out of resource quota: the client holds its maximum number of active sessions.",
+            ),
             ServiceError::UnknownProfile(name) => {
                 Self::invalid_argument(format!("qosProfile {name} does not exist"))
             }

@@ -1,11 +1,14 @@
 //! HTTP: the API facades, operational endpoints and the layers around them.
 
+pub mod auth;
 pub mod correlator;
 pub mod error;
 pub mod json;
 pub mod ops;
 pub mod v0;
 pub mod v1;
+
+use std::sync::Arc;
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::StatusCode;
@@ -19,16 +22,21 @@ use error::ApiError;
 #[derive(Clone)]
 pub struct AppState {
     pub service: Service,
+    pub guard: Arc<auth::Guard>,
 }
 
 pub fn router(state: AppState, v0_prefix: Option<&str>) -> Router {
-    let mut router = Router::new().nest("/qod/v0", v0::routes());
+    let v0 = || v0::routes().layer(middleware::from_fn_with_state(state.clone(), auth::v0));
+    let v1 = |routes: Router<AppState>| {
+        routes.layer(middleware::from_fn_with_state(state.clone(), auth::v1))
+    };
+    let mut router = Router::new().nest("/qod/v0", v0());
     if let Some(prefix) = v0_prefix {
-        router = router.nest(&format!("{prefix}/qod/v0"), v0::routes());
+        router = router.nest(&format!("{prefix}/qod/v0"), v0());
     }
     router
-        .nest("/quality-on-demand/v1", v1::sessions::routes())
-        .nest("/qos-profiles/v1", v1::profiles::routes())
+        .nest("/quality-on-demand/v1", v1(v1::sessions::routes()))
+        .nest("/qos-profiles/v1", v1(v1::profiles::routes()))
         .merge(ops::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

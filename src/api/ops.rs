@@ -2,8 +2,8 @@
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::AppState;
@@ -51,7 +51,20 @@ async fn ready(State(state): State<AppState>) -> Result<StatusCode, ApiError> {
 }
 
 /// Refreshes the gauges that mirror stored state, then renders everything.
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !super::auth::metrics_allowed(&state.guard, headers.get(header::AUTHORIZATION)) {
+        let mut refused = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            "The metrics endpoint needs its bearer token.",
+        )
+        .into_response();
+        refused.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"qod-metrics\""),
+        );
+        return refused;
+    }
     let core = state.service.core();
     if let Ok(mut conn) = core.pool.acquire().await {
         if let Ok(counts) = sessions::count_by_status(&mut conn).await {
@@ -105,4 +118,5 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         )],
         core.metrics.render(),
     )
+        .into_response()
 }

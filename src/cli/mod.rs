@@ -1,6 +1,7 @@
 //! Command line: `qod serve` and friends.
 
 mod notifications;
+mod token;
 
 use clap::{Parser, Subcommand};
 
@@ -20,6 +21,9 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Drive a running server with session lifecycles and report throughput and latencies.
     Bench(Box<crate::bench::BenchArgs>),
+    /// Mint access tokens signed with the development key (or the configured HS256 secret).
+    #[command(subcommand)]
+    Token(token::Command),
     /// Inspect and retry status notifications (works beside a running server).
     #[command(subcommand)]
     Notifications(notifications::Command),
@@ -29,6 +33,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(*args).await,
         Command::Notifications(cmd) => notifications::run(cmd).await,
+        Command::Token(cmd) => token::run(cmd),
         Command::Bench(args) => crate::bench::run(*args).await,
     }
 }
@@ -37,6 +42,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::load(&args)?;
     let app = Application::build(settings).await?;
     tracing::info!(addr = %app.local_addr(), "qod listening");
+    if let Some(token) = app.dev_token() {
+        // On stdout, alone on its line, so that scripts can pick it up.
+        println!("development access token (client dev-client, every scope, valid 24 h):");
+        println!("{token}");
+    }
     app.run_until(shutdown_signal()).await
 }
 

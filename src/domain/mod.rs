@@ -9,7 +9,7 @@ pub use device::{Device, DeviceIdentifiers, DeviceIpv4, PhoneNumber, SelectionEr
 pub use flow::{ApplicationServer, Flow, PortsSpec};
 pub use profile::{Catalogue, ProfileStatus, QosProfile};
 pub use session::{
-    ApiVersion, GrantState, PlainCredential, QosStatus, SealedSecret, Session, SessionId,
+    ApiVersion, ClientId, GrantState, PlainCredential, QosStatus, SealedSecret, Session, SessionId,
     SinkCredential, StatusInfo,
 };
 

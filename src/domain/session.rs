@@ -28,6 +28,18 @@ impl std::fmt::Display for SessionId {
     }
 }
 
+/// The API client a session belongs to (from its token's client claim); only it may see or
+/// change the session. Empty for sessions created without authentication.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(transparent)]
+pub struct ClientId(pub String);
+
+impl ClientId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 macro_rules! text_enum {
     ($name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -139,6 +151,7 @@ pub struct Session {
     /// Deleted by its consumer: invisible to the API while its grant is released and purged.
     pub deleted: bool,
     pub api: ApiVersion,
+    pub owner: ClientId,
 }
 
 /// One state change, recorded in `session_events`.

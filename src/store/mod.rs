@@ -71,6 +71,12 @@ pub fn secret_key_path(settings: &Settings) -> anyhow::Result<PathBuf> {
     Ok(database_file(settings)?.with_extension("key"))
 }
 
+/// The development token-signing key (`qod serve` without auth configuration, `qod token
+/// issue`) lives in the data folder beside the database.
+pub fn dev_signing_key_path(settings: &Settings) -> anyhow::Result<PathBuf> {
+    Ok(database_file(settings)?.with_extension("dev-signing.key"))
+}
+
 /// The writer of the database file behind `settings` (see `writer`).
 pub fn open_writer(settings: &Settings) -> anyhow::Result<writer::Writer> {
     writer::Writer::open(

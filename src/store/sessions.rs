@@ -6,11 +6,11 @@ use sqlx::SqliteConnection;
 
 use super::writer::Tx;
 use super::{Columns, from_millis, millis};
-use crate::domain::{Device, Flow, QosStatus, Session, SessionId, SinkCredential};
+use crate::domain::{ClientId, Device, Flow, QosStatus, Session, SessionId, SinkCredential};
 
 const COLUMNS: &str = "id, revision, status, status_info, device, flow, qos_profile, duration_secs, \
     sink, sink_credential, created_at_ms, started_at_ms, expires_at_ms, grant_state, grant_id, deleted, \
-    api, lease_until_ms";
+    api, lease_until_ms, owner";
 
 fn decode(row: &impl Columns) -> anyhow::Result<Session> {
     Ok(Session {
@@ -38,6 +38,7 @@ fn decode(row: &impl Columns) -> anyhow::Result<Session> {
         deleted: row.int("deleted")? != 0,
         api: row.text("api")?.parse()?,
         lease_until: row.opt_int("lease_until_ms")?.map(from_millis),
+        owner: ClientId(row.text("owner")?),
     })
 }
 
@@ -50,8 +51,8 @@ pub fn insert(tx: &Tx, s: &Session) -> anyhow::Result<()> {
     tx.prepare_cached(
         "INSERT INTO sessions (id, revision, status, status_info, device_key, device, flow, \
          qos_profile, duration_secs, sink, sink_credential, created_at_ms, started_at_ms, \
-         expires_at_ms, grant_state, grant_id, deleted, api, lease_until_ms) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         expires_at_ms, grant_state, grant_id, deleted, api, lease_until_ms, owner) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?
     .execute(params![
         s.id.to_string(),
@@ -73,6 +74,7 @@ pub fn insert(tx: &Tx, s: &Session) -> anyhow::Result<()> {
         i64::from(s.deleted),
         s.api.as_str(),
         s.lease_until.map(millis),
+        s.owner.as_str(),
     ])?;
     Ok(())
 }
@@ -122,6 +124,21 @@ pub fn live_for_device(tx: &Tx, device_key: &str) -> anyhow::Result<Vec<Session>
     rows.map(|r| r?).collect()
 }
 
+/// How many sessions of a client hold or seek QoS, counting no further than `limit` (the
+/// quota check needs only to know whether the cap is reached).
+pub fn live_count_for_owner(tx: &Tx, owner: &ClientId, limit: u64) -> anyhow::Result<u64> {
+    let n: i64 = tx
+        .prepare_cached(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM sessions WHERE owner = ? \
+             AND status <> 'UNAVAILABLE' AND deleted = 0 LIMIT ?)",
+        )?
+        .query_row(
+            params![owner.as_str(), i64::try_from(limit).unwrap_or(i64::MAX)],
+            |r| r.get(0),
+        )?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
 pub fn delete(tx: &Tx, id: SessionId, expected_revision: i64) -> anyhow::Result<bool> {
     let done = tx
         .prepare_cached("DELETE FROM sessions WHERE id = ? AND revision = ?")?
@@ -142,13 +159,16 @@ pub async fn fetch(conn: &mut SqliteConnection, id: SessionId) -> anyhow::Result
 /// Every visible session of a device, oldest first.
 pub async fn visible_for_device(
     conn: &mut SqliteConnection,
+    owner: &ClientId,
     device_key: &str,
 ) -> anyhow::Result<Vec<Session>> {
     let sql = format!(
-        "SELECT {COLUMNS} FROM sessions WHERE device_key = ? AND deleted = 0 ORDER BY created_at_ms, id"
+        "SELECT {COLUMNS} FROM sessions WHERE device_key = ? AND owner = ? AND deleted = 0 \
+         ORDER BY created_at_ms, id"
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(device_key)
+        .bind(owner.as_str())
         .fetch_all(conn)
         .await?;
     rows.iter().map(decode).collect()

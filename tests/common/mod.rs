@@ -17,7 +17,10 @@ use tokio::sync::oneshot;
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// Sends the development token with every request (when the server has one).
     pub client: reqwest::Client,
+    /// The development token (client `dev-client`, every scope).
+    pub token: Option<String>,
     pub pool: SqlitePool,
     pub writer: qod::store::writer::Writer,
     pub network: Arc<SimulatedNetwork>,
@@ -26,9 +29,13 @@ pub struct TestApp {
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
+/// Default settings on a database in `dir`; the request rate limit is off (tests of limits set
+/// their own), authentication is the development mode.
 pub fn settings_in(dir: &std::path::Path) -> Settings {
     let url = format!("sqlite://{}", dir.join("qod.db").display());
-    Settings::for_database(url).expect("default settings load")
+    let mut settings = Settings::for_database(url).expect("default settings load");
+    settings.auth.rate_per_second = 0;
+    settings
 }
 
 impl TestApp {
@@ -55,6 +62,7 @@ impl TestApp {
             .await
             .expect("application builds");
         let addr = app.local_addr();
+        let token = app.dev_token().map(str::to_owned);
         let pool = app.pool().clone();
         let writer = app.writer().clone();
         let network = app.simulated_network();
@@ -64,7 +72,8 @@ impl TestApp {
         }));
         Self {
             addr,
-            client: reqwest::Client::new(),
+            client: authorized_client(token.as_deref()),
+            token,
             pool,
             writer,
             network,
@@ -86,6 +95,11 @@ impl TestApp {
         }
         let dir = tempfile::tempdir().expect("temp dir");
         std::mem::replace(&mut self.dir, dir)
+    }
+
+    /// A token signed with this server's development key.
+    pub fn mint(&self, client: &str, scopes: &[&str], device_phone: Option<&str>) -> String {
+        mint_in(self.dir.path(), client, scopes, device_phone)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -225,4 +239,54 @@ pub fn override_pools(s: &mut Settings, toml: &str) {
         .clone()
         .with_overrides(&overrides)
         .expect("known queues and fields");
+}
+
+/// A client sending `Authorization: Bearer <token>` on every request.
+pub fn authorized_client(token: Option<&str>) -> reqwest::Client {
+    authorized_builder(token).build().expect("client")
+}
+
+/// A client builder with `Authorization: Bearer <token>` on every request.
+pub fn authorized_builder(token: Option<&str>) -> reqwest::ClientBuilder {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().expect("header value"),
+        );
+    }
+    reqwest::Client::builder().default_headers(headers)
+}
+
+/// A token signed with the development key of the server whose database is `dir/qod.db` (the
+/// key is created if the server has not started yet; the server then uses it).
+pub fn mint_in(
+    dir: &std::path::Path,
+    client: &str,
+    scopes: &[&str],
+    device_phone: Option<&str>,
+) -> String {
+    let key =
+        qod::secrets::key_file(&dir.join("qod.dev-signing.key"), "test").expect("development key");
+    let rules = Settings::for_database("sqlite::memory:")
+        .expect("settings")
+        .auth
+        .rules;
+    qod::auth::mint::mint_hs256(
+        &key,
+        &rules,
+        &qod::auth::mint::TokenRequest {
+            client: client.to_owned(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            device_phone: device_phone.map(str::to_owned),
+            ttl: Duration::from_secs(3600),
+        },
+        chrono::Utc::now(),
+    )
+    .expect("token minted")
+}
+
+/// The development client's token (every scope) for the server of `dir`.
+pub fn dev_token_in(dir: &std::path::Path) -> String {
+    mint_in(dir, "dev-client", &qod::auth::scopes::ALL, None)
 }

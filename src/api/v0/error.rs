@@ -279,6 +279,16 @@ impl From<ServiceError> for V0Error {
     fn from(e: ServiceError) -> Self {
         match e {
             ServiceError::NotFound => Self::not_found("The session does not exist."),
+            ServiceError::Forbidden => Self::new(
+                StatusCode::FORBIDDEN,
+                51,
+                "The session belongs to another requester.",
+            ),
+            ServiceError::QuotaExceeded(_) => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                53,
+                "The application holds its maximum number of active sessions.",
+            ),
             ServiceError::Conflict => Self::new(
                 StatusCode::CONFLICT,
                 69,

@@ -4,16 +4,18 @@ use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 
 use super::error::{V0Error, bad};
 use super::wire::{CreateSessionBody, ExtendBody, SessionInfo, WebhookWire};
 use crate::api::AppState;
+use crate::api::auth::require_v0;
 use crate::api::json::read_json;
 use crate::api::v1::sessions::parse_sink;
 use crate::api::v1::wire::{check_profile_name, parse_flow};
+use crate::auth::{Caller, scopes};
 use crate::domain::{ApiVersion, PlainCredential, SessionId};
 use crate::service::{ExtensionRule, NewSession};
 
@@ -100,8 +102,10 @@ fn parse_webhook(
 
 async fn create(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     V0Json(body): V0Json<CreateSessionBody>,
 ) -> Result<Response, V0Error> {
+    require_v0(&caller, scopes::V0_WRITE)?;
     let device = body.device.ok_or_else(|| missing("device"))?;
     let server = body
         .application_server
@@ -124,6 +128,14 @@ async fn create(
         state.service.core().notify.allow_insecure_sinks,
     )?;
     let device = device.into_device()?;
+    // v0 always names the device; a three-legged token may only name its own.
+    if caller.device.as_ref().is_some_and(|bound| *bound != device) {
+        return Err(V0Error::new(
+            StatusCode::FORBIDDEN,
+            52,
+            "The access token was issued for another device.",
+        ));
+    }
     let session = state
         .service
         .create(NewSession {
@@ -134,6 +146,7 @@ async fn create(
             sink,
             sink_credential,
             api: ApiVersion::V0,
+            owner: caller.client.clone(),
         })
         .await?;
     Ok((StatusCode::CREATED, Json(SessionInfo::from(&session))).into_response())
@@ -141,25 +154,34 @@ async fn create(
 
 async fn read(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<SessionInfo>, V0Error> {
-    let session = state.service.get(parse_session_id(&id)?).await?;
+    require_v0(&caller, scopes::V0_READ)?;
+    let session = state.service.get(parse_session_id(&id)?, &caller).await?;
     Ok(Json(SessionInfo::from(&session)))
 }
 
 async fn delete(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, V0Error> {
-    state.service.delete(parse_session_id(&id)?).await?;
+    require_v0(&caller, scopes::V0_DELETE)?;
+    state
+        .service
+        .delete(parse_session_id(&id)?, &caller)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn extend(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     V0Json(body): V0Json<ExtendBody>,
 ) -> Result<Json<SessionInfo>, V0Error> {
+    require_v0(&caller, scopes::V0_WRITE)?;
     let id = parse_session_id(&id)?;
     let additional = body
         .requested_additional_duration
@@ -173,6 +195,7 @@ async fn extend(
         .service
         .extend(
             id,
+            &caller,
             additional,
             ExtensionRule::RemainingAtMost(MAX_REMAINING_SECS),
         )

@@ -2,13 +2,15 @@
 
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
 
 use super::wire::{DeviceWire, check_profile_name};
 use crate::api::AppState;
+use crate::api::auth::require_v1;
 use crate::api::error::ApiError;
 use crate::api::json::ApiJson;
+use crate::auth::{Caller, scopes};
 use crate::domain::{ProfileStatus, QosProfile};
 
 pub fn routes() -> Router<AppState> {
@@ -28,8 +30,13 @@ struct RetrieveBody {
 /// narrow the list.
 async fn retrieve(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiJson(body): ApiJson<RetrieveBody>,
 ) -> Result<Json<Vec<QosProfile>>, ApiError> {
+    require_v1(&caller, scopes::PROFILES_READ)?;
+    if caller.device.is_some() && body.device.is_some() {
+        return Err(ApiError::unnecessary_identifier());
+    }
     if let Some(device) = body.device {
         device.into_device()?;
     }
@@ -46,8 +53,10 @@ async fn retrieve(
 
 async fn read(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<QosProfile>, ApiError> {
+    require_v1(&caller, scopes::PROFILES_READ)?;
     check_profile_name(&name)?;
     state
         .service

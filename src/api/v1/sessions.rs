@@ -4,7 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
@@ -12,8 +12,10 @@ use super::wire::{
     ApplicationServerWire, DeviceWire, PortsSpecWire, SessionInfo, check_profile_name, parse_flow,
 };
 use crate::api::AppState;
+use crate::api::auth::require_v1;
 use crate::api::error::ApiError;
 use crate::api::json::ApiJson;
+use crate::auth::{Caller, scopes};
 use crate::domain::{ApiVersion, Device, PlainCredential, SessionId};
 use crate::service::{ExtensionRule, NewSession};
 
@@ -140,11 +142,18 @@ fn parse_duration(field: &str, value: Option<i64>) -> Result<i64, ApiError> {
     Ok(v)
 }
 
-fn parse_device(device: Option<DeviceWire>) -> Result<Device, ApiError> {
-    // Without authentication every token is two-legged: the device must be named.
-    device
-        .ok_or_else(ApiError::missing_identifier)?
-        .into_device()
+/// The device a request is about: a three-legged token's own (the body must not name one),
+/// else the body's.
+pub(crate) fn subject_device(
+    caller: &Caller,
+    device: Option<DeviceWire>,
+) -> Result<Device, ApiError> {
+    match (&caller.device, device) {
+        (Some(_), Some(_)) => Err(ApiError::unnecessary_identifier()),
+        (Some(bound), None) => Ok(bound.clone()),
+        (None, Some(wire)) => wire.into_device(),
+        (None, None) => Err(ApiError::missing_identifier()),
+    }
 }
 
 fn parse_session_id(raw: &str) -> Result<SessionId, ApiError> {
@@ -155,8 +164,10 @@ fn parse_session_id(raw: &str) -> Result<SessionId, ApiError> {
 
 async fn create(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiJson(body): ApiJson<CreateSessionBody>,
 ) -> Result<Response, ApiError> {
+    require_v1(&caller, scopes::V1_CREATE)?;
     let qos_profile = body
         .qos_profile
         .ok_or_else(|| ApiError::invalid_argument("qosProfile is required"))?;
@@ -169,7 +180,7 @@ async fn create(
     let duration_secs = parse_duration("duration", body.duration)?;
     let sink = parse_sink(body.sink, state.service.core().notify.allow_insecure_sinks)?;
     let sink_credential = parse_credential(body.sink_credential)?;
-    let device = parse_device(body.device)?;
+    let device = subject_device(&caller, body.device)?;
     let session = state
         .service
         .create(NewSession {
@@ -180,24 +191,33 @@ async fn create(
             sink,
             sink_credential,
             api: ApiVersion::V1,
+            owner: caller.client.clone(),
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(SessionInfo::from(&session))).into_response())
+    let info = SessionInfo::for_caller(&session, &caller);
+    Ok((StatusCode::CREATED, Json(info)).into_response())
 }
 
 async fn read(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<SessionInfo>, ApiError> {
-    let session = state.service.get(parse_session_id(&id)?).await?;
-    Ok(Json(SessionInfo::from(&session)))
+    require_v1(&caller, scopes::V1_READ)?;
+    let session = state.service.get(parse_session_id(&id)?, &caller).await?;
+    Ok(Json(SessionInfo::for_caller(&session, &caller)))
 }
 
 async fn delete(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.service.delete(parse_session_id(&id)?).await?;
+    require_v1(&caller, scopes::V1_DELETE)?;
+    state
+        .service
+        .delete(parse_session_id(&id)?, &caller)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -209,9 +229,11 @@ struct ExtendBody {
 
 async fn extend(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ExtendBody>,
 ) -> Result<Json<SessionInfo>, ApiError> {
+    require_v1(&caller, scopes::V1_UPDATE)?;
     let id = parse_session_id(&id)?;
     let additional = parse_duration(
         "requestedAdditionalDuration",
@@ -219,9 +241,9 @@ async fn extend(
     )?;
     let session = state
         .service
-        .extend(id, additional, ExtensionRule::ProfileMaximum)
+        .extend(id, &caller, additional, ExtensionRule::ProfileMaximum)
         .await?;
-    Ok(Json(SessionInfo::from(&session)))
+    Ok(Json(SessionInfo::for_caller(&session, &caller)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -231,9 +253,16 @@ struct RetrieveBody {
 
 async fn retrieve(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiJson(body): ApiJson<RetrieveBody>,
 ) -> Result<Json<Vec<SessionInfo>>, ApiError> {
-    let device = parse_device(body.device)?;
-    let sessions = state.service.retrieve(&device).await?;
-    Ok(Json(sessions.iter().map(SessionInfo::from).collect()))
+    require_v1(&caller, scopes::V1_RETRIEVE_BY_DEVICE)?;
+    let device = subject_device(&caller, body.device)?;
+    let sessions = state.service.retrieve(&device, &caller).await?;
+    Ok(Json(
+        sessions
+            .iter()
+            .map(|s| SessionInfo::for_caller(s, &caller))
+            .collect(),
+    ))
 }

@@ -5,6 +5,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::api::error::ApiError;
+use crate::auth::Caller;
 use crate::domain::{
     ApplicationServer, Device, DeviceIdentifiers, DeviceIpv4, Flow, Invalid, PhoneNumber,
     PortsSpec, SelectionError, Session,
@@ -258,5 +259,17 @@ impl From<&Session> for SessionInfo {
             qos_status: s.status.as_str(),
             status_info: s.status_info.map(|i| i.as_str()),
         }
+    }
+}
+
+impl SessionInfo {
+    /// The session as `caller` sees it: a three-legged caller named no device, so none is
+    /// returned (the spec returns the device only when the request provided it).
+    pub fn for_caller(s: &Session, caller: &Caller) -> Self {
+        let mut info = Self::from(s);
+        if caller.device.is_some() {
+            info.device = None;
+        }
+        info
     }
 }

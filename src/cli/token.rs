@@ -1,0 +1,134 @@
+//! `qod token issue`: access tokens for development and tests, signed with the key the server
+//! verifies (the development key in the data folder, or the configured HS256 secret), found
+//! from the same flags and `QOD_*` variables as `qod serve`.
+
+use std::time::Duration;
+
+use clap::Subcommand;
+
+use crate::api::auth::read_shared_secret;
+use crate::auth::mint::{TokenRequest, mint_hs256};
+use crate::auth::scopes;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{AuthKeys, ServeArgs, Settings};
+use crate::{secrets, store};
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print a new token (alone on the last line of the output).
+    Issue {
+        /// The API client the token is for: it owns the sessions it creates.
+        #[arg(long)]
+        client: String,
+        /// Scopes to grant (repeatable, or space-separated); `all` for every scope.
+        #[arg(long = "scope", num_args = 1.., required = true)]
+        scopes: Vec<String>,
+        /// Make the token three-legged: it speaks for this device (E.164 number) only.
+        #[arg(long)]
+        device_phone: Option<String>,
+        /// Lifetime, e.g. `90s`, `15m`, `1h`, `7d`.
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        ttl: Duration,
+        #[command(flatten)]
+        server: Box<ServeArgs>,
+    },
+}
+
+pub fn run(cmd: Command) -> anyhow::Result<()> {
+    let Command::Issue {
+        client,
+        scopes: requested,
+        device_phone,
+        ttl,
+        server,
+    } = cmd;
+    let settings = Settings::load(&server)?;
+    let secret = match &settings.auth.keys {
+        AuthKeys::Development => {
+            let path = store::dev_signing_key_path(&settings)?;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            secrets::key_file(&path, "the development token-signing key")?
+        }
+        AuthKeys::SharedSecretFile(path) => read_shared_secret(path)?,
+        AuthKeys::Jwks { .. } => anyhow::bail!(
+            "this server verifies tokens with the identity provider's keys; get tokens there"
+        ),
+        AuthKeys::Disabled => {
+            anyhow::bail!("this server runs without authentication (--auth none)")
+        }
+    };
+    let mut granted: Vec<String> = Vec::new();
+    for scope in requested.iter().flat_map(|s| s.split_whitespace()) {
+        if scope == "all" {
+            granted.extend(scopes::ALL.iter().map(|s| (*s).to_owned()));
+        } else {
+            if !scopes::ALL.contains(&scope) {
+                eprintln!("note: {scope} is not a scope this server checks");
+            }
+            granted.push(scope.to_owned());
+        }
+    }
+    granted.sort();
+    granted.dedup();
+    let request = TokenRequest {
+        client,
+        scopes: granted,
+        device_phone,
+        ttl,
+    };
+    let token = mint_hs256(&secret, &settings.auth.rules, &request, SystemClock.now())?;
+    eprintln!(
+        "token for client {} ({} scopes, valid {} s{})",
+        request.client,
+        request.scopes.len(),
+        ttl.as_secs(),
+        request
+            .device_phone
+            .as_deref()
+            .map(|p| format!(", device {p}"))
+            .unwrap_or_default()
+    );
+    println!("{token}");
+    Ok(())
+}
+
+/// `90s`, `15m`, `1h`, `7d`, or plain seconds.
+fn parse_ttl(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (number, unit) = raw.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a lifetime like 90s, 15m, 1h or 7d"))?;
+    let unit_secs = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{raw:?}: the unit must be s, m, h or d")),
+    };
+    n.checked_mul(unit_secs)
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{raw:?} is not a positive lifetime"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_ttl;
+    use std::time::Duration;
+
+    #[test]
+    fn lifetimes_read_with_units() {
+        assert_eq!(parse_ttl("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_ttl("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_ttl("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_ttl("7d").unwrap(), Duration::from_secs(604_800));
+        assert!(parse_ttl("0s").is_err());
+        assert!(parse_ttl("1w").is_err());
+        assert!(parse_ttl("h").is_err());
+        assert!(parse_ttl("99999999999999999999d").is_err());
+    }
+}
