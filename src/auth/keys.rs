@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 const REFRESH_EVERY: Duration = Duration::from_secs(600);
 const REFETCH_COOL_DOWN: Duration = Duration::from_secs(30);
+const RETRY_FAILED_AFTER: Duration = Duration::from_secs(5);
 const MAX_JWKS_BYTES: usize = 1 << 20;
 
 #[derive(Clone)]
@@ -34,9 +35,25 @@ struct Remote {
     url: String,
     http: reqwest::Client,
     cache: RwLock<Vec<Entry>>,
-    /// Last fetch attempt; also serialises fetches.
-    attempted: Mutex<Option<Instant>>,
-    fetched: RwLock<Option<Instant>>,
+    /// When the JWKS was last fetched and tried; also serialises fetches.
+    times: Mutex<FetchTimes>,
+}
+
+#[derive(Default)]
+struct FetchTimes {
+    fetched: Option<Instant>,
+    attempted: Option<Instant>,
+    /// Last fetch caused by a token naming a key the cache lacked.
+    for_unknown_key: Option<Instant>,
+}
+
+/// Why a fetch is wanted; each reason has its own pace.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Want {
+    /// The cache is older than the refresh interval (or empty after a failure).
+    Stale,
+    /// A token names a key the cache lacks.
+    UnknownKey,
 }
 
 impl KeySet {
@@ -64,8 +81,7 @@ impl KeySet {
                     .build()?,
                 url,
                 cache: RwLock::new(Vec::new()),
-                attempted: Mutex::new(None),
-                fetched: RwLock::new(None),
+                times: Mutex::new(FetchTimes::default()),
             }),
         };
         anyhow::ensure!(
@@ -78,7 +94,7 @@ impl KeySet {
             remote,
         };
         if let Some(remote) = &set.remote
-            && let Err(e) = remote.refresh(Duration::ZERO).await
+            && let Err(e) = remote.refresh(Want::Stale).await
         {
             tracing::warn!(url = %remote.url, error = %format!("{e:#}"), "JWKS not fetched yet; tokens fail until it is");
         }
@@ -97,16 +113,13 @@ impl KeySet {
             return Some(found);
         }
         let remote = self.remote.as_ref()?;
-        let stale = remote
-            .fetched
-            .read()
-            .await
-            .is_none_or(|t| t.elapsed() > REFRESH_EVERY);
         let found = pick(&remote.cache.read().await, alg, kid);
-        if found.is_some() && !stale {
-            return found;
-        }
-        if let Err(e) = remote.refresh(REFETCH_COOL_DOWN).await {
+        let want = if found.is_none() {
+            Want::UnknownKey
+        } else {
+            Want::Stale
+        };
+        if let Err(e) = remote.refresh(want).await {
             tracing::warn!(url = %remote.url, error = %format!("{e:#}"), "JWKS refresh failed");
         }
         pick(&remote.cache.read().await, alg, kid).or(found)
@@ -114,13 +127,24 @@ impl KeySet {
 }
 
 impl Remote {
-    /// Fetches the JWKS unless another fetch happened within `cool_down`.
-    async fn refresh(&self, cool_down: Duration) -> anyhow::Result<()> {
-        let mut attempted = self.attempted.lock().await;
-        if attempted.is_some_and(|t| t.elapsed() < cool_down) {
+    /// Fetches the JWKS if `want` justifies it now: a stale cache once per refresh interval
+    /// (failures retried after a short pause), an unknown key once per cool-down.
+    async fn refresh(&self, want: Want) -> anyhow::Result<()> {
+        let mut times = self.times.lock().await;
+        let since = |t: Option<Instant>| t.map_or(Duration::MAX, |t| t.elapsed());
+        let due = match want {
+            Want::Stale => {
+                since(times.fetched) > REFRESH_EVERY && since(times.attempted) > RETRY_FAILED_AFTER
+            }
+            Want::UnknownKey => since(times.for_unknown_key) > REFETCH_COOL_DOWN,
+        };
+        if !due {
             return Ok(());
         }
-        *attempted = Some(Instant::now());
+        times.attempted = Some(Instant::now());
+        if want == Want::UnknownKey {
+            times.for_unknown_key = times.attempted;
+        }
         let response = self
             .http
             .get(&self.url)
@@ -133,7 +157,7 @@ impl Remote {
         anyhow::ensure!(body.len() <= MAX_JWKS_BYTES, "the JWKS is too large");
         let entries = parse_jwks(std::str::from_utf8(&body).context("JWKS is not UTF-8")?)?;
         *self.cache.write().await = entries;
-        *self.fetched.write().await = Some(Instant::now());
+        times.fetched = Some(Instant::now());
         Ok(())
     }
 }
