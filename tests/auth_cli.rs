@@ -1,0 +1,200 @@
+//! The developer's path as a user takes it, with the real binary: `qod serve` without auth
+//! configuration prints a working token; `qod token issue` mints tokens from the same data
+//! folder that the running server accepts; `--auth none` is loud.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Server {
+    child: Child,
+    addr: String,
+    /// Everything the server printed on stdout.
+    stdout: Vec<String>,
+    /// Log lines up to the "listening" line.
+    log: Vec<String>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn database_url(dir: &std::path::Path) -> String {
+    format!("sqlite://{}", dir.join("data").join("qod.db").display())
+}
+
+fn serve(dir: &std::path::Path, extra: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qod"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url"])
+        .arg(database_url(dir))
+        .args(extra)
+        .env("QOD_LOG", "info")
+        .env_remove("QOD_AUTH")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("qod starts");
+    let mut log = Vec::new();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("server exited early").unwrap();
+        log.push(line.clone());
+        if let Some(rest) = line.split("addr=").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+    let mut stdout = Vec::new();
+    if extra.is_empty() {
+        // The development token follows the listening line on stdout.
+        let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+        for _ in 0..2 {
+            stdout.push(out.next().expect("token printed").unwrap());
+        }
+    }
+    Server {
+        child,
+        addr,
+        stdout,
+        log,
+    }
+}
+
+async fn status_with(server: &Server, token: &str) -> u16 {
+    reqwest::Client::new()
+        .post(format!(
+            "http://{}/quality-on-demand/v1/retrieve-sessions",
+            server.addr
+        ))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"device": {"phoneNumber": "+33699999999"}}))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+fn issue(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_qod"))
+        .args(["token", "issue", "--database-url"])
+        .arg(database_url(dir))
+        .args(args)
+        .env_remove("QOD_AUTH")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn serve_prints_a_development_token_and_token_issue_mints_more_from_the_same_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), &[]);
+    assert!(
+        server
+            .log
+            .iter()
+            .any(|l| l.contains("DEVELOPMENT AUTHENTICATION")),
+        "{:?}",
+        server.log
+    );
+    let printed = server.stdout.last().unwrap().clone();
+    assert_eq!(status_with(&server, &printed).await, 200);
+
+    let out = issue(
+        dir.path(),
+        &[
+            "--client",
+            "shop",
+            "--scope",
+            "quality-on-demand:sessions:read",
+            "--ttl",
+            "10m",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let token = stdout.lines().last().unwrap();
+    // Valid, but without the retrieve-by-device scope.
+    assert_eq!(status_with(&server, token).await, 403);
+    let out = issue(
+        dir.path(),
+        &[
+            "--client",
+            "shop",
+            "--scope",
+            "quality-on-demand:sessions:retrieve-by-device",
+        ],
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        status_with(&server, stdout.lines().last().unwrap()).await,
+        200
+    );
+    // A three-legged token names no device in the body: this body does, so 422.
+    let out = issue(
+        dir.path(),
+        &[
+            "--client",
+            "shop",
+            "--scope",
+            "all",
+            "--device-phone",
+            "+33611112222",
+        ],
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        status_with(&server, stdout.lines().last().unwrap()).await,
+        422
+    );
+    // Bad input to the command is a clear error.
+    let out = issue(
+        dir.path(),
+        &[
+            "--client",
+            "shop",
+            "--scope",
+            "all",
+            "--device-phone",
+            "0611",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("phoneNumber"));
+}
+
+#[tokio::test]
+async fn auth_none_is_an_explicit_and_loudly_logged_choice() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), &["--auth", "none"]);
+    assert!(
+        server
+            .log
+            .iter()
+            .any(|l| l.contains("AUTHENTICATION IS OFF")),
+        "{:?}",
+        server.log
+    );
+    let r = reqwest::Client::new()
+        .get(format!(
+            "http://{}/qos-profiles/v1/qos-profiles/QOS_E",
+            server.addr
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let out = issue(
+        dir.path(),
+        &["--client", "x", "--scope", "all", "--auth", "none"],
+    );
+    assert!(!out.status.success());
+}
