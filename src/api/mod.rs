@@ -4,6 +4,7 @@ pub mod auth;
 pub mod correlator;
 pub mod error;
 pub mod json;
+pub mod openapi;
 pub mod ops;
 pub mod v0;
 pub mod v1;

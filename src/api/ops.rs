@@ -8,12 +8,9 @@ use axum::routing::get;
 
 use super::AppState;
 use super::error::ApiError;
+use super::openapi::{Document, served};
 use crate::domain::QosStatus;
 use crate::store::sessions;
-
-const QOD_V1_SPEC: &str = include_str!("../../openapi/quality-on-demand_v1.1.0.yaml");
-const PROFILES_V1_SPEC: &str = include_str!("../../openapi/qos-profiles_v1.1.0.yaml");
-const QOD_V0_SPEC: &str = include_str!("../../openapi/qod-api_v0.10.1.yaml");
 
 pub fn routes() -> axum::Router<AppState> {
     Router::new()
@@ -22,13 +19,16 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/metrics", get(metrics))
         .route(
             "/openapi/quality-on-demand/v1.yaml",
-            get(|| async { yaml(QOD_V1_SPEC) }),
+            get(|| async { yaml(served(Document::QodV1)) }),
         )
         .route(
             "/openapi/qos-profiles/v1.yaml",
-            get(|| async { yaml(PROFILES_V1_SPEC) }),
+            get(|| async { yaml(served(Document::ProfilesV1)) }),
         )
-        .route("/openapi/qod/v0.yaml", get(|| async { yaml(QOD_V0_SPEC) }))
+        .route(
+            "/openapi/qod/v0.yaml",
+            get(|| async { yaml(served(Document::QodV0)) }),
+        )
 }
 
 fn yaml(doc: &'static str) -> impl IntoResponse {
