@@ -3,6 +3,8 @@
 pub mod auth;
 pub mod correlator;
 pub mod error;
+#[cfg(test)]
+pub(crate) mod fuzzing;
 pub mod json;
 pub mod openapi;
 pub mod ops;

@@ -147,3 +147,94 @@ fn scopes_of(claims: &Map<String, Value>) -> BTreeSet<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+    use crate::clock::SystemClock;
+
+    fn rules() -> ClaimRules {
+        ClaimRules {
+            issuer: None,
+            audience: None,
+            leeway: Duration::from_secs(30),
+            client_claim: "client_id".into(),
+            device_claim: "phone_number".into(),
+        }
+    }
+
+    fn verifier() -> Verifier {
+        Verifier::new(
+            KeySet::shared_secret(&[1u8; 32]),
+            rules(),
+            Arc::new(SystemClock),
+        )
+    }
+
+    fn sign(claims: &serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            claims,
+            &jsonwebtoken::EncodingKey::from_secret(&[1u8; 32]),
+        )
+        .unwrap()
+    }
+
+    fn verify(token: &str) -> Result<Caller, Refusal> {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(verifier().verify(token))
+    }
+
+    #[test]
+    fn claims_of_the_wrong_type_are_refused_not_skipped() {
+        let exp = chrono::Utc::now().timestamp() + 600;
+        assert!(verify(&sign(&json!({"client_id": "a", "exp": exp}))).is_ok());
+        for claims in [
+            json!({"client_id": "a", "exp": exp.to_string()}),
+            json!({"client_id": "a", "exp": exp, "nbf": "0"}),
+            json!({"client_id": "a", "exp": null}),
+            json!({"client_id": 7, "exp": exp}),
+            json!({"client_id": "a", "exp": exp, "phone_number": 33612345678_i64}),
+            json!({"client_id": "a", "exp": exp, "phone_number": "0612"}),
+        ] {
+            assert!(verify(&sign(&claims)).is_err(), "{claims}");
+        }
+    }
+
+    #[test]
+    fn the_client_falls_back_to_azp_then_sub_and_scopes_read_both_forms() {
+        let exp = chrono::Utc::now().timestamp() + 600;
+        let c = verify(&sign(
+            &json!({"azp": "x", "sub": "y", "exp": exp, "scope": "a b"}),
+        ))
+        .unwrap();
+        assert_eq!(c.client.as_str(), "x");
+        assert!(c.has_scope("a") && c.has_scope("b") && !c.has_scope("c"));
+        let c = verify(&sign(&json!({"sub": "y", "exp": exp, "scp": ["c"]}))).unwrap();
+        assert_eq!(c.client.as_str(), "y");
+        assert!(c.has_scope("c"));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(crate::api::fuzzing::cases()))]
+
+        #[test]
+        fn any_string_is_refused_without_panicking(token in ".{0,600}") {
+            prop_assert!(verify(&token).is_err());
+        }
+
+        #[test]
+        fn any_claims_under_a_valid_signature_verify_or_are_refused(
+            claims in crate::api::fuzzing::json_value()
+        ) {
+            let _ = verify(&sign(&claims));
+        }
+    }
+}

@@ -168,6 +168,22 @@ async fn create(
     ApiJson(body): ApiJson<CreateSessionBody>,
 ) -> Result<Response, ApiError> {
     require_v1(&caller, scopes::V1_CREATE)?;
+    let request = parse_create(
+        body,
+        &caller,
+        state.service.core().notify.allow_insecure_sinks,
+    )?;
+    let session = state.service.create(request).await?;
+    let info = SessionInfo::for_caller(&session, &caller);
+    Ok((StatusCode::CREATED, Json(info)).into_response())
+}
+
+/// A create request's body, in the order the spec lists the fields, into a valid request.
+fn parse_create(
+    body: CreateSessionBody,
+    caller: &Caller,
+    allow_insecure_sinks: bool,
+) -> Result<NewSession, ApiError> {
     let qos_profile = body
         .qos_profile
         .ok_or_else(|| ApiError::invalid_argument("qosProfile is required"))?;
@@ -178,24 +194,19 @@ async fn create(
         body.application_server_ports,
     )?;
     let duration_secs = parse_duration("duration", body.duration)?;
-    let sink = parse_sink(body.sink, state.service.core().notify.allow_insecure_sinks)?;
+    let sink = parse_sink(body.sink, allow_insecure_sinks)?;
     let sink_credential = parse_credential(body.sink_credential)?;
-    let device = subject_device(&caller, body.device)?;
-    let session = state
-        .service
-        .create(NewSession {
-            device,
-            flow,
-            qos_profile,
-            duration_secs,
-            sink,
-            sink_credential,
-            api: ApiVersion::V1,
-            owner: caller.client.clone(),
-        })
-        .await?;
-    let info = SessionInfo::for_caller(&session, &caller);
-    Ok((StatusCode::CREATED, Json(info)).into_response())
+    let device = subject_device(caller, body.device)?;
+    Ok(NewSession {
+        device,
+        flow,
+        qos_profile,
+        duration_secs,
+        sink,
+        sink_credential,
+        api: ApiVersion::V1,
+        owner: caller.client.clone(),
+    })
 }
 
 async fn read(
@@ -265,4 +276,66 @@ async fn retrieve(
             .map(|s| SessionInfo::for_caller(s, &caller))
             .collect(),
     ))
+}
+
+#[cfg(test)]
+mod fuzz {
+    //! Property tests of the create parser: any JSON, well-formed or not, either becomes a
+    //! request whose every value is valid or a 4xx; it never panics.
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::api::fuzzing::{json_value, near_valid_create};
+
+    fn check(body: Value, caller: &Caller) {
+        let Ok(body) = serde_json::from_value::<CreateSessionBody>(body) else {
+            return;
+        };
+        match parse_create(body, caller, false) {
+            Ok(request) => {
+                assert!((1..=i64::from(i32::MAX)).contains(&request.duration_secs));
+                assert!(check_profile_name(&request.qos_profile).is_ok());
+                assert!(
+                    request
+                        .sink
+                        .as_deref()
+                        .is_none_or(|s| s.starts_with("https://"))
+                );
+                if let Device::PhoneNumber(p) = &request.device {
+                    assert!(crate::domain::PhoneNumber::parse(p.as_str()).is_ok());
+                }
+            }
+            Err(e) => assert!(e.status.is_client_error(), "{e:?}"),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(crate::api::fuzzing::cases()))]
+
+        #[test]
+        fn any_json_body_parses_or_is_refused_with_a_4xx(body in json_value()) {
+            check(body, &Caller::anonymous());
+        }
+
+        #[test]
+        fn near_valid_bodies_parse_or_are_refused_with_a_4xx(body in near_valid_create()) {
+            check(body.clone(), &Caller::anonymous());
+            let bound = Caller::new(
+                crate::domain::ClientId("c".into()),
+                Default::default(),
+                Some(Device::PhoneNumber(crate::domain::PhoneNumber::parse("+33600000000").unwrap())),
+            );
+            check(body, &bound);
+        }
+    }
+
+    #[test]
+    fn the_generator_reaches_valid_requests() {
+        let body = json!({"device": {"phoneNumber": "+33612345678"},
+            "applicationServer": {"ipv4Address": "198.51.100.0/24"}, "qosProfile": "QOS_E",
+            "duration": 60, "devicePorts": {"ranges": [{"from": 1, "to": 2}], "ports": [80]}});
+        let body: CreateSessionBody = serde_json::from_value(body).unwrap();
+        assert!(parse_create(body, &Caller::anonymous(), false).is_ok());
+    }
 }
