@@ -17,6 +17,9 @@ use crate::config::Settings;
 use crate::core::Core;
 use crate::jobs::{self, DeliverNotification, JobKind};
 use crate::metrics::Metrics;
+use crate::network::Network;
+use crate::network::nef::NefNetwork;
+use crate::network::nef::callback::CallbackUrls;
 use crate::network::simulated::SimulatedNetwork;
 use crate::notify::limiter::SinkLimiter;
 use crate::notify::sink_client::SinkClient;
@@ -41,7 +44,17 @@ impl Application {
         Self::build_with_clock(settings, Arc::new(SystemClock)).await
     }
 
-    pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow::Result<Self> {
+    pub async fn build_with_clock(
+        mut settings: Settings,
+        clock: SharedClock,
+    ) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("binding {}", settings.listen))?;
+        // Without a configured public URL, it is the address actually bound (port 0 resolved).
+        if settings.notify.public_url == format!("http://{}", settings.listen) {
+            settings.notify.public_url = format!("http://{}", listener.local_addr()?);
+        }
         let lock = match store::database_path(&settings.database_url) {
             Some(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -75,11 +88,25 @@ impl Application {
             clock.clone(),
             settings.sim.clone(),
         );
+        let network_port: Arc<dyn Network> = match &settings.nef {
+            None => network.clone(),
+            Some(nef) => {
+                tracing::info!(url = %nef.url, "provisioning through the NEF");
+                NefNetwork::new(
+                    nef,
+                    CallbackUrls::new(
+                        &settings.notify.public_url,
+                        secrets.derive("qod network callbacks"),
+                    ),
+                    clock.clone(),
+                )?
+            }
+        };
         let core = Arc::new(Core {
             pool,
             writer,
             clock,
-            network: network.clone(),
+            network: network_port,
             catalogue: settings.catalogue.clone(),
             pools: settings.pools.clone(),
             metrics: Metrics::new(),
@@ -99,9 +126,6 @@ impl Application {
             ),
         });
         let (guard, dev_token) = Guard::from_settings(&settings, core.clock.clone()).await?;
-        let listener = tokio::net::TcpListener::bind(settings.listen)
-            .await
-            .with_context(|| format!("binding {}", settings.listen))?;
         Ok(Self {
             listener,
             core,

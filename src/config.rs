@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::auth::verifier::ClaimRules;
 use crate::domain::{Catalogue, QosProfile};
+use crate::network::nef::NefSettings;
 use crate::pools::{PoolOverride, Pools};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -85,6 +86,45 @@ pub struct ServeArgs {
     pub v0_prefix: Option<String>,
     #[command(flatten)]
     pub auth: AuthArgs,
+    #[command(flatten)]
+    pub nef: NefArgs,
+}
+
+/// Which network provisions QoS, and how to reach a NEF.
+#[derive(Debug, Clone, Args, Default)]
+pub struct NefArgs {
+    /// `simulated` (in-process, the default) or `nef` (a 3GPP AsSessionWithQoS API).
+    #[arg(long, env = "QOD_NETWORK", value_enum)]
+    pub network: Option<NetworkKind>,
+    /// Base URL of the NEF's API, e.g. `https://nef.example/3gpp-as-session-with-qos/v1`.
+    #[arg(long, env = "QOD_NEF_URL")]
+    pub nef_url: Option<String>,
+    /// The SCS/AS id path segment (omit it for NEFs without one).
+    #[arg(long, env = "QOD_NEF_SCS_AS_ID")]
+    pub nef_scs_as_id: Option<String>,
+    /// Milliseconds a NEF call may take.
+    #[arg(long, env = "QOD_NEF_TIMEOUT_MS")]
+    pub nef_timeout_ms: Option<u64>,
+    /// OAuth2 token URL for client credentials towards the NEF.
+    #[arg(long, env = "QOD_NEF_TOKEN_URL")]
+    pub nef_token_url: Option<String>,
+    #[arg(long, env = "QOD_NEF_CLIENT_ID")]
+    pub nef_client_id: Option<String>,
+    /// File holding the OAuth2 client secret.
+    #[arg(long, env = "QOD_NEF_CLIENT_SECRET_FILE")]
+    pub nef_client_secret_file: Option<PathBuf>,
+    #[arg(long, env = "QOD_NEF_SCOPE")]
+    pub nef_scope: Option<String>,
+    /// PEM file of extra root certificates trusted for the NEF and its token endpoint.
+    #[arg(long, env = "QOD_NEF_CA_FILE")]
+    pub nef_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkKind {
+    Simulated,
+    Nef,
 }
 
 /// How API callers are authenticated and limited.
@@ -209,6 +249,18 @@ struct FileSettings {
     client_rate_limit: Option<u32>,
     client_burst: Option<u32>,
     client_max_active_sessions: Option<u64>,
+    network: Option<NetworkKind>,
+    nef_url: Option<String>,
+    nef_scs_as_id: Option<String>,
+    nef_timeout_ms: Option<u64>,
+    nef_token_url: Option<String>,
+    nef_client_id: Option<String>,
+    nef_client_secret_file: Option<PathBuf>,
+    nef_scope: Option<String>,
+    nef_ca_file: Option<PathBuf>,
+    /// `qosProfile` name → `[qosReference, altQoSReferences...]`.
+    #[serde(default)]
+    nef_qos_references: BTreeMap<String, Vec<String>>,
     qos_profiles: Option<Vec<QosProfile>>,
     #[serde(default)]
     workers: BTreeMap<String, PoolOverride>,
@@ -251,13 +303,15 @@ pub struct Settings {
     /// Extra mount point of `/qod/v0`, normalised to `/a/b` (no trailing slash).
     pub v0_prefix: Option<String>,
     pub auth: AuthSettings,
+    /// The NEF to provision through; `None` for the simulated network.
+    pub nef: Option<NefSettings>,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./qod-data/qod.db";
 
 impl Settings {
     pub fn load(args: &ServeArgs) -> anyhow::Result<Self> {
-        let file = match &args.config {
+        let mut file = match &args.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading config file {}", path.display()))?;
@@ -271,6 +325,7 @@ impl Settings {
             Ok(v)
         };
         let auth = auth_settings(&args.auth, &file)?;
+        let nef = nef_settings(&args.nef, &mut file)?;
         let catalogue = match file.qos_profiles {
             Some(profiles) => Catalogue::new(profiles).context("config: qos_profiles")?,
             None => Catalogue::builtin(),
@@ -362,6 +417,7 @@ impl Settings {
             pools: Pools::builtin().with_overrides(&file.workers)?,
             v0_prefix: v0_prefix(args.v0_prefix.clone().or(file.v0_prefix))?,
             auth,
+            nef,
         })
     }
 
@@ -372,6 +428,65 @@ impl Settings {
         s.listen = "127.0.0.1:0".parse()?;
         Ok(s)
     }
+}
+
+fn nef_settings(args: &NefArgs, file: &mut FileSettings) -> anyhow::Result<Option<NefSettings>> {
+    if args
+        .network
+        .or(file.network)
+        .unwrap_or(NetworkKind::Simulated)
+        == NetworkKind::Simulated
+    {
+        return Ok(None);
+    }
+    let url = args
+        .nef_url
+        .clone()
+        .or_else(|| file.nef_url.clone())
+        .context("--network nef needs --nef-url")?;
+    anyhow::ensure!(
+        url.starts_with("http://") || url.starts_with("https://"),
+        "the NEF URL must start with http:// or https://"
+    );
+    let token_url = args
+        .nef_token_url
+        .clone()
+        .or_else(|| file.nef_token_url.clone());
+    let oauth = match token_url {
+        None => None,
+        Some(token_url) => {
+            let id = args
+                .nef_client_id
+                .clone()
+                .or_else(|| file.nef_client_id.clone())
+                .context("--nef-token-url needs --nef-client-id")?;
+            let path = args
+                .nef_client_secret_file
+                .clone()
+                .or_else(|| file.nef_client_secret_file.clone())
+                .context("--nef-token-url needs --nef-client-secret-file")?;
+            let secret = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?
+                .trim()
+                .to_owned();
+            let scope = args.nef_scope.clone().or_else(|| file.nef_scope.clone());
+            Some((token_url, id, Redacted(secret), scope))
+        }
+    };
+    Ok(Some(NefSettings {
+        url,
+        scs_as_id: args
+            .nef_scs_as_id
+            .clone()
+            .or_else(|| file.nef_scs_as_id.clone()),
+        timeout: Duration::from_millis(args.nef_timeout_ms.or(file.nef_timeout_ms).unwrap_or(5000)),
+        oauth,
+        qos_references: std::mem::take(&mut file.nef_qos_references),
+        ca_file: args
+            .nef_ca_file
+            .clone()
+            .or_else(|| file.nef_ca_file.clone()),
+    }))
 }
 
 fn auth_settings(args: &AuthArgs, file: &FileSettings) -> anyhow::Result<AuthSettings> {

@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod core;
 pub mod domain;
+pub mod fake_nef;
 pub mod jobs;
 pub mod lifecycle;
 pub mod metrics;

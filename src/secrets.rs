@@ -16,6 +16,7 @@ const PREFIX: &str = "sealed1:";
 
 pub struct SecretBox {
     cipher: XChaCha20Poly1305,
+    key: Vec<u8>,
 }
 
 impl SecretBox {
@@ -28,7 +29,18 @@ impl SecretBox {
         Ok(Self {
             cipher: XChaCha20Poly1305::new_from_slice(&key)
                 .map_err(|_| anyhow::anyhow!("the secret key must be 32 bytes"))?,
+            key,
         })
+    }
+
+    /// A key for another purpose derived from this one (HMAC-SHA256 of the purpose), so that
+    /// one key file serves both without using the same key twice.
+    pub fn derive(&self, purpose: &str) -> Vec<u8> {
+        use hmac::Mac;
+        let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.key)
+            .expect("HMAC takes any key length");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().to_vec()
     }
 
     pub fn seal(&self, clear: &str) -> SealedSecret {

@@ -21,6 +21,8 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Drive a running server with session lifecycles and report throughput and latencies.
     Bench(Box<crate::bench::BenchArgs>),
+    /// Run a fake NEF (3GPP AsSessionWithQoS) for demos and tests.
+    FakeNef(FakeNefArgs),
     /// Mint access tokens signed with the development key (or the configured HS256 secret).
     #[command(subcommand)]
     Token(token::Command),
@@ -34,6 +36,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve(*args).await,
         Command::Notifications(cmd) => notifications::run(cmd).await,
         Command::Token(cmd) => token::run(cmd),
+        Command::FakeNef(args) => fake_nef(args).await,
         Command::Bench(args) => crate::bench::run(*args).await,
     }
 }
@@ -48,6 +51,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         println!("{token}");
     }
     app.run_until(shutdown_signal()).await
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FakeNefArgs {
+    /// Address to listen on (port 0 picks one; it is logged).
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    listen: std::net::SocketAddr,
+    /// TOML file of delays, faults and event timing (see `fake_nef::behaviour`).
+    #[arg(long)]
+    behaviour: Option<std::path::PathBuf>,
+}
+
+async fn fake_nef(args: FakeNefArgs) -> anyhow::Result<()> {
+    let behaviour = crate::fake_nef::Behaviour::load(args.behaviour.as_deref())?;
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    tracing::info!(addr = %listener.local_addr()?, "fake NEF listening");
+    crate::fake_nef::serve(listener, behaviour, shutdown_signal()).await
 }
 
 /// Resolves on SIGINT or SIGTERM.

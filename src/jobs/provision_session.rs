@@ -57,7 +57,7 @@ impl JobKind for ProvisionSession {
                 tracing::info!(session = %self.session_id, %reason, "network refused the session");
                 self.refused(core).await
             }
-            Err(e @ NetworkError::Retryable(_)) => Err(e.into()),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -85,16 +85,18 @@ impl ProvisionSession {
                 if s.status != QosStatus::Requested || s.deleted {
                     return Ok(None);
                 }
-                if s.grant_state == GrantState::None {
+                let uncertain = s.grant_state != GrantState::None;
+                if !uncertain {
                     let expected = s.revision;
                     s.grant_state = GrantState::Provisioning;
                     s.revision += 1;
                     sessions::update(tx, &s, expected)?;
                 }
-                Ok(Some(s))
+                Ok(Some((s, uncertain)))
             })
             .await?;
-        Ok(session.map(|s| ProvisionRequest {
+        Ok(session.map(|(s, uncertain)| ProvisionRequest {
+            uncertain,
             session: s.id,
             // The network is asked for the whole session, or the grant lifetime if shorter.
             until: core.clock.now()

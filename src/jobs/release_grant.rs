@@ -24,12 +24,16 @@ impl JobKind for ReleaseGrant {
     async fn run(&self, core: &Core) -> anyhow::Result<()> {
         let current = sessions::fetch(&mut *core.pool.acquire().await?, self.session_id).await?;
         // Never take QoS away from a session that still has it.
-        if current.is_some_and(|s| s.status != QosStatus::Unavailable) {
+        if current
+            .as_ref()
+            .is_some_and(|s| s.status != QosStatus::Unavailable)
+        {
             return Ok(());
         }
         let grant = GrantRef {
             session: self.session_id,
             grant_id: self.grant_id.clone(),
+            device: current.map(|s| s.device),
         };
         core.network.release(&grant).await?;
 

@@ -46,6 +46,7 @@ impl JobKind for RenewGrant {
         let grant = GrantRef {
             session: s.id,
             grant_id: s.grant_id.clone(),
+            device: Some(s.device.clone()),
         };
         let renewed = match core.network.renew(&grant, until).await {
             Ok(g) => g.lease_until.unwrap_or(until).min(until),
@@ -53,7 +54,7 @@ impl JobKind for RenewGrant {
                 tracing::info!(session = %s.id, %reason, "network refused to renew the grant");
                 return self.end(core, lease).await;
             }
-            Err(e @ NetworkError::Retryable(_)) => return Err(e.into()),
+            Err(e) => return Err(e.into()),
         };
         let (id, grant_id, lifetime) = (s.id, s.grant_id, core.grant_lifetime);
         lifecycle::commit(core, move |tx, fx| {

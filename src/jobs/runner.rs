@@ -100,7 +100,11 @@ async fn handle<J: JobKind>(claimed: Claimed<J>, core: Data<Arc<Core>>) -> Resul
             }
         }
     } else {
-        let delay = policy.delay(attempt);
+        // A network that said when to come back is not asked sooner.
+        let asked = error
+            .downcast_ref::<crate::network::NetworkError>()
+            .and_then(crate::network::NetworkError::retry_after);
+        let delay = policy.delay(attempt).max(asked.unwrap_or_default());
         tracing::info!(queue = J::QUEUE, attempt, delay_ms = delay.as_millis() as u64, error = %message, "job failed; retrying");
         (delay, outcome::RETRIED)
     };

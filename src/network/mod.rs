@@ -1,6 +1,7 @@
 //! The Network port: where QoS is actually granted. A simulated network ships in-process; real
 //! adapters implement the same trait.
 
+pub mod nef;
 pub mod simulated;
 
 use async_trait::async_trait;
@@ -16,6 +17,9 @@ pub struct ProvisionRequest {
     pub flow: Flow,
     pub qos_profile: String,
     pub until: DateTime<Utc>,
+    /// An earlier attempt may have reached the network (it timed out or the process died):
+    /// the network must be asked what it holds before anything is created again.
+    pub uncertain: bool,
 }
 
 /// A grant the network confirmed.
@@ -31,6 +35,8 @@ pub struct Grant {
 pub struct GrantRef {
     pub session: SessionId,
     pub grant_id: Option<String>,
+    /// The session's device, when it is still stored (lets a network narrow its searches).
+    pub device: Option<Device>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +47,22 @@ pub enum NetworkError {
     /// The network refused for good.
     #[error("network refused: {0}")]
     Refused(String),
+    /// The network asked us to come back later (429/503 with `Retry-After`).
+    #[error("network busy: {reason} (retry after {retry_after:?})")]
+    Busy {
+        reason: String,
+        retry_after: std::time::Duration,
+    },
+}
+
+impl NetworkError {
+    /// The least delay before the next attempt the network asked for, if any.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::Busy { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
 }
 
 #[async_trait]

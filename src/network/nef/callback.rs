@@ -1,0 +1,82 @@
+//! The URL each subscription gives the NEF for its notifications: one per session, carrying a
+//! per-session secret (an HMAC of the session id under the server's secret key), so that no one
+//! who does not hold the URL can post events for a session, and nothing needs storing.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::domain::SessionId;
+
+/// Path of the network callbacks, followed by `/{sessionId}/{secret}`.
+pub const PATH: &str = "/network/v1/callbacks";
+
+#[derive(Clone)]
+pub struct CallbackUrls {
+    base: String,
+    key: Vec<u8>,
+}
+
+impl CallbackUrls {
+    /// `base` is this server's public URL as the NEF reaches it.
+    pub fn new(base: &str, key: Vec<u8>) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            key,
+        }
+    }
+
+    pub fn url(&self, session: SessionId) -> String {
+        format!("{}{PATH}/{session}/{}", self.base, self.secret(session))
+    }
+
+    /// Whether `secret` is the one of `session` (compared in constant time).
+    pub fn verify(&self, session: SessionId, secret: &str) -> bool {
+        let Some(given) = decode_hex(secret) else {
+            return false;
+        };
+        let mac = self.mac(session);
+        mac.verify_truncated_left(&given).is_ok() && given.len() == 16
+    }
+
+    fn mac(&self, session: SessionId) -> Hmac<Sha256> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
+        mac.update(b"qod network callback ");
+        mac.update(session.to_string().as_bytes());
+        mac
+    }
+
+    fn secret(&self, session: SessionId) -> String {
+        let tag = self.mac(session).finalize().into_bytes();
+        tag[..16].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() != 32 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_sessions_own_secret_verifies() {
+        let urls = CallbackUrls::new("http://127.0.0.1:8080/", vec![9; 32]);
+        let (a, b) = (SessionId::new(), SessionId::new());
+        let url = urls.url(a);
+        assert!(url.starts_with("http://127.0.0.1:8080/network/v1/callbacks/"));
+        let secret = url.rsplit('/').next().unwrap();
+        assert!(urls.verify(a, secret));
+        assert!(!urls.verify(b, secret));
+        assert!(!urls.verify(a, &secret[..30]));
+        assert!(!urls.verify(a, "zz"));
+        let other_key = CallbackUrls::new("http://x", vec![8; 32]);
+        assert!(!other_key.verify(a, secret));
+    }
+}

@@ -1,0 +1,344 @@
+//! The orchestrator against the fake NEF, both as real processes on loopback: what the NEF
+//! receives (flow rules, references, ids on DELETE), Retry-After, a POST that timed out but
+//! created its subscription (adopted, not duplicated), an unknown UE, and no subscription left
+//! behind.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::poll_until;
+use serde_json::{Value, json};
+
+struct Process {
+    child: Child,
+    addr: String,
+    stdout: Option<BufReader<std::process::ChildStdout>>,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `qod <args>` and waits for its "listening" log line.
+fn start(args: &[&str], log: &Path) -> Process {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qod"))
+        .args(args)
+        .env("QOD_LOG", "info,apalis=warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("qod starts");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("exited before listening").unwrap();
+        if let Some(rest) = line.split("addr=").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    let log = log.to_owned();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let mut file = std::fs::File::create(log).unwrap();
+        for line in lines.map_while(Result::ok) {
+            let _ = writeln!(file, "{line}");
+        }
+    });
+    let stdout = child.stdout.take().map(BufReader::new);
+    Process {
+        child,
+        addr,
+        stdout,
+    }
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    nef: Process,
+    qod: Process,
+    token: String,
+    http: reqwest::Client,
+}
+
+fn setup(behaviour: &str, extra: &[&str]) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let behaviour_file = dir.path().join("behaviour.toml");
+    std::fs::write(&behaviour_file, behaviour).unwrap();
+    let config = dir.path().join("qod.toml");
+    std::fs::write(
+        &config,
+        "[nef_qos_references]\nQOS_E = [\"qos-e-gold\", \"qos-e-silver\"]\n",
+    )
+    .unwrap();
+    let nef = start(
+        &[
+            "fake-nef",
+            "--listen",
+            "127.0.0.1:0",
+            "--behaviour",
+            behaviour_file.to_str().unwrap(),
+        ],
+        &dir.path().join("nef.log"),
+    );
+    let nef_url = format!("http://{}/3gpp-as-session-with-qos/v1", nef.addr);
+    let db = format!("sqlite://{}", dir.path().join("qod.db").display());
+    let mut args = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--database-url",
+        &db,
+        "--config",
+        config.to_str().unwrap(),
+        "--network",
+        "nef",
+        "--nef-url",
+        &nef_url,
+        "--nef-scs-as-id",
+        "as1",
+        "--client-rate-limit",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    let mut qod = start(&args, &dir.path().join("qod.log"));
+    let mut out = qod.stdout.take().unwrap();
+    let mut token = String::new();
+    for _ in 0..2 {
+        token.clear();
+        out.read_line(&mut token).unwrap();
+    }
+    Setup {
+        _dir: dir,
+        nef,
+        qod,
+        token: token.trim().to_owned(),
+        http: reqwest::Client::new(),
+    }
+}
+
+impl Setup {
+    async fn create(&self, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!(
+                "http://{}/quality-on-demand/v1/sessions",
+                self.qod.addr
+            ))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        common::split(r).await
+    }
+
+    async fn session(&self, id: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!(
+                "http://{}/quality-on-demand/v1/sessions/{id}",
+                self.qod.addr
+            ))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        common::split(r).await
+    }
+
+    async fn delete(&self, id: &str) -> u16 {
+        self.http
+            .delete(format!(
+                "http://{}/quality-on-demand/v1/sessions/{id}",
+                self.qod.addr
+            ))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    async fn wait_status(&self, id: &str, want: &str) -> Value {
+        poll_until(Duration::from_secs(15), || async {
+            let (_, s) = self.session(id).await;
+            (s["qosStatus"] == want).then_some(s)
+        })
+        .await
+        .unwrap_or_else(|| panic!("session {id} never became {want}"))
+    }
+
+    async fn fake(&self, what: &str) -> Vec<Value> {
+        self.http
+            .get(format!("http://{}/_fake/{what}", self.nef.addr))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn requests(&self, method: &str) -> Vec<Value> {
+        self.fake("requests")
+            .await
+            .into_iter()
+            .filter(|r| r["method"] == method)
+            .collect()
+    }
+}
+
+fn body(device: Value) -> Value {
+    json!({
+        "device": device,
+        "applicationServer": {"ipv4Address": "198.51.100.0/24", "ipv6Address": "2001:db8::/48"},
+        "devicePorts": {"ranges": [{"from": 5000, "to": 5010}], "ports": [5060]},
+        "applicationServerPorts": {"ports": [443]},
+        "qosProfile": "QOS_E",
+        "duration": 120,
+    })
+}
+
+#[tokio::test]
+async fn a_session_becomes_a_nef_subscription_with_exact_rules_and_is_deleted_by_its_nef_id() {
+    let s = setup("", &[]);
+    let (code, created) = s
+        .create(&body(
+            json!({"ipv4Address": {"publicAddress": "203.0.113.5", "privateAddress": "10.0.0.7"}}),
+        ))
+        .await;
+    assert_eq!(code, 201, "{created}");
+    let id = created["sessionId"].as_str().unwrap().to_owned();
+    s.wait_status(&id, "AVAILABLE").await;
+
+    let held = s.fake("subscriptions").await;
+    assert_eq!(held.len(), 1);
+    let sub = &held[0];
+    assert_eq!(sub["ueIpv4Addr"], "10.0.0.7");
+    assert_eq!(sub["qosReference"], "qos-e-gold");
+    assert_eq!(sub["altQoSReferences"], json!(["qos-e-silver"]));
+    assert_eq!(
+        sub["flowInfo"],
+        json!([{"flowId": 1, "flowDescriptions": [
+            "permit in ip from 10.0.0.7 5000-5010,5060 to 198.51.100.0/24 443",
+            "permit out ip from 198.51.100.0/24 443 to 10.0.0.7 5000-5010,5060",
+        ]}]),
+        "an IPv4 UE gets the IPv4 flow only"
+    );
+    let destination = sub["notificationDestination"].as_str().unwrap();
+    assert!(
+        destination.starts_with(&format!("http://{}/network/v1/callbacks/{id}/", s.qod.addr)),
+        "{destination}"
+    );
+    let qos_duration = sub["qosDuration"].as_i64().unwrap();
+    assert!((118..=120).contains(&qos_duration), "{qos_duration}");
+
+    assert_eq!(s.delete(&id).await, 204);
+    let nef_id = sub["self"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    poll_until(Duration::from_secs(10), || async {
+        s.fake("subscriptions").await.is_empty().then_some(())
+    })
+    .await
+    .expect("the subscription is deleted");
+    let deletes = s.requests("DELETE").await;
+    assert_eq!(deletes.len(), 1);
+    assert!(
+        deletes[0]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/subscriptions/{nef_id}")),
+        "DELETE names the NEF's subscription id, not the session id: {}",
+        deletes[0]["path"]
+    );
+    assert_ne!(nef_id, id);
+    // Nothing renewed a grant that covers the whole session.
+    assert!(s.requests("PATCH").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_busy_nef_is_asked_again_only_after_its_retry_after() {
+    let s = setup(
+        "[[faults]]\nmethod = \"POST\"\nstatus = 503\nretry_after_secs = 1\ntimes = 2\n",
+        &[],
+    );
+    let (_, created) = s
+        .create(&body(json!({"phoneNumber": "+33612340001"})))
+        .await;
+    let id = created["sessionId"].as_str().unwrap().to_owned();
+    s.wait_status(&id, "AVAILABLE").await;
+    let posts = s.requests("POST").await;
+    assert_eq!(posts.len(), 3, "two refusals, then the creation");
+    for pair in posts.windows(2) {
+        let gap = pair[1]["at_ms"].as_u64().unwrap() - pair[0]["at_ms"].as_u64().unwrap();
+        assert!(
+            gap >= 950,
+            "asked again after {gap} ms despite Retry-After: 1"
+        );
+    }
+    let sub = &s.fake("subscriptions").await[0];
+    assert_eq!(sub["gpsi"], "msisdn-33612340001");
+    assert_eq!(
+        sub["flowInfo"].as_array().unwrap().len(),
+        2,
+        "one flow per server family"
+    );
+}
+
+#[tokio::test]
+async fn a_post_that_timed_out_but_created_its_subscription_is_adopted_not_duplicated() {
+    let s = setup(
+        "slow_posts = 1\nslow_ms = 1500\n",
+        &["--nef-timeout-ms", "400"],
+    );
+    let (_, created) = s
+        .create(&body(
+            json!({"ipv4Address": {"publicAddress": "203.0.113.9", "publicPort": 40000}}),
+        ))
+        .await;
+    let id = created["sessionId"].as_str().unwrap().to_owned();
+    s.wait_status(&id, "AVAILABLE").await;
+    assert_eq!(
+        s.fake("subscriptions").await.len(),
+        1,
+        "no second subscription"
+    );
+    assert_eq!(
+        s.requests("POST").await.len(),
+        1,
+        "the retry looked before creating"
+    );
+    assert!(!s.requests("GET").await.is_empty());
+    assert_eq!(s.delete(&id).await, 204);
+    poll_until(Duration::from_secs(10), || async {
+        s.fake("subscriptions").await.is_empty().then_some(())
+    })
+    .await
+    .expect("released");
+}
+
+#[tokio::test]
+async fn an_unknown_ue_ends_the_session_as_network_terminated_and_leaves_nothing() {
+    let s = setup("unknown_ues = [\"10.1.1.1\"]\n", &[]);
+    let (_, created) = s
+        .create(&body(
+            json!({"ipv4Address": {"publicAddress": "203.0.113.1", "privateAddress": "10.1.1.1"}}),
+        ))
+        .await;
+    let id = created["sessionId"].as_str().unwrap().to_owned();
+    let ended = s.wait_status(&id, "UNAVAILABLE").await;
+    assert_eq!(ended["statusInfo"], "NETWORK_TERMINATED");
+    assert!(s.fake("subscriptions").await.is_empty());
+}
