@@ -88,18 +88,15 @@ impl Application {
             clock.clone(),
             settings.sim.clone(),
         );
+        let callbacks = CallbackUrls::new(
+            &settings.notify.public_url,
+            secrets.derive("qod network callbacks"),
+        );
         let network_port: Arc<dyn Network> = match &settings.nef {
             None => network.clone(),
             Some(nef) => {
                 tracing::info!(url = %nef.url, "provisioning through the NEF");
-                NefNetwork::new(
-                    nef,
-                    CallbackUrls::new(
-                        &settings.notify.public_url,
-                        secrets.derive("qod network callbacks"),
-                    ),
-                    clock.clone(),
-                )?
+                NefNetwork::new(nef, callbacks.clone(), clock.clone())?
             }
         };
         let core = Arc::new(Core {
@@ -118,6 +115,7 @@ impl Application {
             max_active_sessions: settings.auth.max_active_sessions,
             notify: settings.notify.clone(),
             sinks: SinkClient::new(&settings.notify)?,
+            callbacks,
             sink_limiter: SinkLimiter::new(
                 settings.notify.per_sink_concurrency,
                 // A sink may hold at most a quarter of the delivery workers waiting in line.

@@ -35,4 +35,6 @@ pub struct Core {
     pub notify: NotifySettings,
     pub sinks: Arc<SinkClient>,
     pub sink_limiter: SinkLimiter,
+    /// This server's callback URLs for network notifications (and their check).
+    pub callbacks: crate::network::nef::callback::CallbackUrls,
 }

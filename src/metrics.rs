@@ -21,6 +21,7 @@ pub struct Metrics {
     pub notifications_dead: IntGauge,
     pub auth_refusals: IntCounterVec,
     pub client_limited: IntCounterVec,
+    pub network_events: IntCounterVec,
 }
 
 /// Job outcomes counted per queue.
@@ -149,6 +150,16 @@ impl Metrics {
             &["limit"],
         )
         .expect("valid metric");
+        let network_events = IntCounterVec::new(
+            Opts::new(
+                "qod_network_events_total",
+                "Notifications received from the network, by event (OTHER for events this \
+                 server does not know, TEST for test notifications, REFUSED for callbacks \
+                 with a wrong secret).",
+            ),
+            &["event"],
+        )
+        .expect("valid metric");
         registry
             .register(Box::new(notification_attempts.clone()))
             .expect("unique metric");
@@ -164,6 +175,7 @@ impl Metrics {
             &http_requests,
             &auth_refusals,
             &client_limited,
+            &network_events,
         ] {
             registry
                 .register(Box::new(c.clone()))
@@ -194,6 +206,7 @@ impl Metrics {
             notifications_dead,
             auth_refusals,
             client_limited,
+            network_events,
         }
     }
 

@@ -105,7 +105,15 @@ fn setup(behaviour: &str, extra: &[&str]) -> Setup {
         "--client-rate-limit",
         "0",
     ];
-    args.extend_from_slice(extra);
+    // `{nef}` in an extra argument stands for the fake NEF's address; `{dir}` for the folder.
+    let extra: Vec<String> = extra
+        .iter()
+        .map(|a| {
+            a.replace("{nef}", &nef.addr)
+                .replace("{dir}", dir.path().to_str().unwrap())
+        })
+        .collect();
+    args.extend(extra.iter().map(String::as_str));
     let mut qod = start(&args, &dir.path().join("qod.log"));
     let mut out = qod.stdout.take().unwrap();
     let mut token = String::new();
@@ -341,4 +349,191 @@ async fn an_unknown_ue_ends_the_session_as_network_terminated_and_leaves_nothing
     let ended = s.wait_status(&id, "UNAVAILABLE").await;
     assert_eq!(ended["statusInfo"], "NETWORK_TERMINATED");
     assert!(s.fake("subscriptions").await.is_empty());
+}
+
+impl Setup {
+    async fn metrics(&self) -> String {
+        self.http
+            .get(format!("http://{}/metrics", self.qod.addr))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Waits until the server's metrics contain `line`.
+    async fn wait_metric(&self, line: &str) {
+        poll_until(Duration::from_secs(10), || async {
+            self.metrics().await.contains(line).then_some(())
+        })
+        .await
+        .unwrap_or_else(|| panic!("metric never showed {line}"));
+    }
+
+    async fn available_subscription(&self) -> (String, Value) {
+        let (_, created) = self
+            .create(&body(json!({"phoneNumber": "+33612349999"})))
+            .await;
+        let id = created["sessionId"].as_str().unwrap().to_owned();
+        self.wait_status(&id, "AVAILABLE").await;
+        let sub = self.fake("subscriptions").await.remove(0);
+        (id, sub)
+    }
+}
+
+fn nef_id(subscription: &Value) -> String {
+    subscription["self"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_session_termination_from_the_network_ends_the_session_within_a_second() {
+    let s = setup("", &[]);
+    let (id, sub) = s.available_subscription().await;
+    let started = std::time::Instant::now();
+    let r = s
+        .http
+        .post(format!(
+            "http://{}/_fake/terminate/{}",
+            s.nef.addr,
+            nef_id(&sub)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let ended = s.wait_status(&id, "UNAVAILABLE").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(ended["statusInfo"], "NETWORK_TERMINATED");
+    // The subscription is deleted all the same, and the session stays readable for now.
+    poll_until(Duration::from_secs(10), || async {
+        s.fake("subscriptions").await.is_empty().then_some(())
+    })
+    .await
+    .expect("released");
+    assert_eq!(s.session(&id).await.0, 200);
+}
+
+#[tokio::test]
+async fn an_allocation_event_before_the_posts_answer_confirms_the_session_once() {
+    let s = setup(
+        "allocation_delay_ms = 0\nearly_events = true\nduplicate_events = true\nslow_posts = 1\nslow_ms = 700\n",
+        &[],
+    );
+    let (_, created) = s
+        .create(&body(json!({"phoneNumber": "+33612340002"})))
+        .await;
+    let id = created["sessionId"].as_str().unwrap().to_owned();
+    s.wait_status(&id, "AVAILABLE").await;
+    s.wait_metric("qod_jobs_total{outcome=\"succeeded\",queue=\"provision_session\"} 1")
+        .await;
+    s.wait_metric("qod_network_events_total{event=\"SUCCESSFUL_RESOURCES_ALLOCATION\"} 2")
+        .await;
+    assert_eq!(s.fake("subscriptions").await.len(), 1);
+    assert!(
+        s.requests("DELETE").await.is_empty(),
+        "the 201 after the event released nothing"
+    );
+    let metrics = s.metrics().await;
+    assert!(
+        metrics.contains("qod_session_transitions_total{from=\"REQUESTED\",reason=\"NETWORK_GRANTED\",to=\"AVAILABLE\"} 1"),
+        "one transition to AVAILABLE: {metrics}"
+    );
+}
+
+#[tokio::test]
+async fn callbacks_record_qos_events_count_unknown_ones_and_refuse_wrong_secrets() {
+    let s = setup("", &[]);
+    let (id, sub) = s.available_subscription().await;
+    let url = sub["notificationDestination"].as_str().unwrap().to_owned();
+    let post = |url: String, body: Value| {
+        let http = s.http.clone();
+        async move {
+            http.post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let report =
+        |event: &str| json!({"transaction": sub["self"], "eventReports": [{"event": event}]});
+    assert_eq!(post(url.clone(), report("QOS_NOT_GUARANTEED")).await, 204);
+    assert_eq!(post(url.clone(), report("SOMETHING_NEW")).await, 204);
+    assert_eq!(
+        post(url.clone(), json!({"subscription": sub["self"]})).await,
+        204
+    );
+    assert_eq!(post(url.clone(), json!({"nonsense": true})).await, 400);
+    let forged = format!("{}{}", &url[..url.len() - 4], "0000");
+    assert_eq!(post(forged, report("SESSION_TERMINATION")).await, 404);
+    s.wait_metric("qod_session_transitions_total{from=\"AVAILABLE\",reason=\"QOS_NOT_GUARANTEED\",to=\"AVAILABLE\"} 1")
+        .await;
+    let metrics = s.metrics().await;
+    for line in [
+        "qod_network_events_total{event=\"QOS_NOT_GUARANTEED\"} 1",
+        "qod_network_events_total{event=\"OTHER\"} 1",
+        "qod_network_events_total{event=\"TEST\"} 1",
+        "qod_network_events_total{event=\"REFUSED\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line}");
+    }
+    // The forged termination changed nothing.
+    assert_eq!(s.session(&id).await.1["qosStatus"], "AVAILABLE");
+}
+
+#[tokio::test]
+async fn long_sessions_renew_their_grant_with_a_merge_patch_and_one_cached_oauth_token() {
+    let s = setup(
+        "require_token = \"nef-access-token\"\n",
+        &[
+            "--grant-lifetime-secs",
+            "2",
+            "--nef-token-url",
+            "http://{nef}/oauth/token",
+            "--nef-client-id",
+            "qod",
+            "--nef-client-secret-file",
+            "{dir}/qod.toml",
+        ],
+    );
+    let (_, created) = s
+        .create(&body(json!({"phoneNumber": "+33612340003"})))
+        .await;
+    let id = created["sessionId"].as_str().unwrap().to_owned();
+    s.wait_status(&id, "AVAILABLE").await;
+    let sub = &s.fake("subscriptions").await[0];
+    assert_eq!(sub["qosDuration"], 2, "the grant asked for is one lifetime");
+    let patches = poll_until(Duration::from_secs(10), || async {
+        let p = s.requests("PATCH").await;
+        (p.len() >= 2).then_some(p)
+    })
+    .await
+    .expect("the grant is renewed, again and again");
+    for patch in &patches {
+        assert!(patch["path"].as_str().unwrap().ends_with(&nef_id(sub)));
+        assert_eq!(patch["body"]["qosDuration"], 2, "{patch}");
+        assert_eq!(
+            patch["body"].as_object().unwrap().len(),
+            1,
+            "a merge patch of the lifetime alone"
+        );
+    }
+    assert_eq!(s.session(&id).await.1["qosStatus"], "AVAILABLE");
+    let tokens = s.requests("TOKEN").await;
+    assert_eq!(tokens.len(), 1, "one token for every call: {tokens:?}");
+    assert_eq!(tokens[0]["body"]["basic_auth"], true);
 }

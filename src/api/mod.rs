@@ -6,6 +6,7 @@ pub mod error;
 #[cfg(test)]
 pub(crate) mod fuzzing;
 pub mod json;
+pub mod network_callbacks;
 pub mod openapi;
 pub mod ops;
 pub mod v0;
@@ -41,6 +42,7 @@ pub fn router(state: AppState, v0_prefix: Option<&str>) -> Router {
         .nest("/quality-on-demand/v1", v1(v1::sessions::routes()))
         .nest("/qos-profiles/v1", v1(v1::profiles::routes()))
         .merge(ops::routes())
+        .merge(network_callbacks::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(

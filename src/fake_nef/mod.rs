@@ -166,7 +166,15 @@ impl Fake {
     }
 }
 
-async fn token(State(fake): State<Fake>) -> Response {
+async fn token(State(fake): State<Fake>, headers: HeaderMap) -> Response {
+    let client = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.starts_with("Basic "))
+        .unwrap_or(false);
+    fake.lock()
+        .requests
+        .push(json!({"method": "TOKEN", "path": "/oauth/token", "body": {"basic_auth": client}}));
     match &fake.behaviour.require_token {
         Some(token) => {
             Json(json!({"access_token": token, "token_type": "Bearer", "expires_in": 3600}))

@@ -2,6 +2,7 @@
 //! session and does nothing if the world moved on, so running a job twice is harmless (a job
 //! whose acknowledgement was lost in a crash runs again).
 
+pub mod apply_network_event;
 mod deliver_notification;
 mod expire_session;
 mod provision_session;
@@ -15,6 +16,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::core::Core;
 
+pub use apply_network_event::ApplyNetworkEvent;
 pub use deliver_notification::DeliverNotification;
 pub use expire_session::ExpireSession;
 pub use provision_session::ProvisionSession;
@@ -23,13 +25,14 @@ pub use release_grant::ReleaseGrant;
 pub use renew_grant::RenewGrant;
 
 /// Queue names are stable data: renaming a Rust type must never orphan a queue.
-pub const QUEUES: [&str; 6] = [
+pub const QUEUES: [&str; 7] = [
     ProvisionSession::QUEUE,
     ExpireSession::QUEUE,
     ReleaseGrant::QUEUE,
     RenewGrant::QUEUE,
     PurgeSession::QUEUE,
     DeliverNotification::QUEUE,
+    ApplyNetworkEvent::QUEUE,
 ];
 
 #[async_trait]

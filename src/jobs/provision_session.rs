@@ -125,25 +125,13 @@ impl ProvisionSession {
             match sessions::find(tx, id)? {
                 Some(mut s) if s.status == QosStatus::Requested && !s.deleted => {
                     let expected = s.revision;
-                    let t = s.make_available(now, grant.id);
-                    fx.record(&s, t, now);
-                    let expires = s.expires_at.unwrap_or(now);
-                    let whole = chrono::Duration::seconds(s.duration_secs)
-                        <= chrono::Duration::from_std(lifetime).unwrap_or_default();
-                    s.lease_until = Some(match cut_short {
-                        Some(lease) => lease,
-                        None if whole => expires,
-                        None => asked_until,
-                    });
-                    lifecycle::schedule_renewal(&s, lifetime, fx);
-                    fx.schedule(ScheduledJob::new(
-                        ExpireSession { session_id: s.id },
-                        expires,
-                    ));
+                    grant_session(&mut s, grant.id, cut_short, asked_until, lifetime, now, fx);
                     sessions::update(tx, &s, expected)?;
                 }
+                // The network's own confirmation (an early callback) already made it AVAILABLE
+                // with this very grant.
+                Some(s) if s.grant_id.as_deref() == Some(grant.id.as_str()) && !s.deleted => {}
                 other => {
-                    // The session ended while the network worked: give the grant back.
                     if let Some(mut s) = other {
                         let expected = s.revision;
                         s.grant_state = GrantState::Releasing;
@@ -171,4 +159,33 @@ impl ProvisionSession {
         })
         .await
     }
+}
+
+/// REQUESTED -> AVAILABLE with `grant_id`: records it, sets the grant's lease (the network's
+/// shorter one, or the whole session when it fits one grant lifetime, or what was asked) and
+/// schedules the expiry and the grant's renewal.
+pub(crate) fn grant_session(
+    s: &mut crate::domain::Session,
+    grant_id: String,
+    cut_short: Option<DateTime<Utc>>,
+    asked_until: DateTime<Utc>,
+    lifetime: std::time::Duration,
+    now: DateTime<Utc>,
+    fx: &mut lifecycle::Effects,
+) {
+    let t = s.make_available(now, grant_id);
+    fx.record(s, t, now);
+    let expires = s.expires_at.unwrap_or(now);
+    let whole = chrono::Duration::seconds(s.duration_secs)
+        <= chrono::Duration::from_std(lifetime).unwrap_or_default();
+    s.lease_until = Some(match cut_short {
+        Some(lease) => lease,
+        None if whole => expires,
+        None => asked_until,
+    });
+    lifecycle::schedule_renewal(s, lifetime, fx);
+    fx.schedule(ScheduledJob::new(
+        ExpireSession { session_id: s.id },
+        expires,
+    ));
 }

@@ -12,8 +12,8 @@ use apalis::prelude::*;
 use futures::FutureExt;
 
 use super::{
-    Claimed, DeliverNotification, ExpireSession, JobKind, ProvisionSession, PurgeSession,
-    ReleaseGrant, RenewGrant,
+    ApplyNetworkEvent, Claimed, DeliverNotification, ExpireSession, JobKind, ProvisionSession,
+    PurgeSession, ReleaseGrant, RenewGrant,
 };
 use crate::clock;
 use crate::core::Core;
@@ -31,7 +31,8 @@ pub fn register_all(monitor: Monitor, core: &Arc<Core>, instance: &str) -> Monit
     let monitor = register::<ReleaseGrant>(monitor, core, instance);
     let monitor = register::<RenewGrant>(monitor, core, instance);
     let monitor = register::<PurgeSession>(monitor, core, instance);
-    register::<DeliverNotification>(monitor, core, instance)
+    let monitor = register::<DeliverNotification>(monitor, core, instance);
+    register::<ApplyNetworkEvent>(monitor, core, instance)
 }
 
 fn register<J: JobKind>(monitor: Monitor, core: &Arc<Core>, instance: &str) -> Monitor {

@@ -225,7 +225,7 @@ impl NefNetwork {
 
 /// The subscription id in a `Location`/`self` value: the last path segment of a URI, or the
 /// value itself when it is a bare id.
-fn subscription_id(location: &str) -> String {
+pub fn subscription_id(location: &str) -> String {
     let path = location.split(['?', '#']).next().unwrap_or(location);
     path.trim_end_matches('/')
         .rsplit('/')

@@ -1,0 +1,107 @@
+//! apply_network_event: what the network told us about a session (its AsSessionWithQoS
+//! notifications), applied after the callback has answered. Allocation confirms REQUESTED ->
+//! AVAILABLE (also when it arrives before the POST's answer); a failed allocation, a
+//! termination or a released bearer end the session as NETWORK_TERMINATED at once; QoS
+//! (not) guaranteed is recorded in the session's events. Repeated events change nothing twice.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::JobKind;
+use super::provision_session::grant_session;
+use crate::core::Core;
+use crate::domain::session::Transition;
+use crate::domain::{QosStatus, SessionId, StatusInfo};
+use crate::lifecycle;
+use crate::store::sessions;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApplyNetworkEvent {
+    pub session_id: SessionId,
+    pub events: Vec<String>,
+    /// The subscription the events are about (its id), when the notification said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription: Option<String>,
+}
+
+/// The events this server acts on or records; the name doubles as a bounded metric label.
+pub fn known_event(event: &str) -> Option<&'static str> {
+    [
+        "SUCCESSFUL_RESOURCES_ALLOCATION",
+        "FAILED_RESOURCES_ALLOCATION",
+        "SESSION_TERMINATION",
+        "RELEASE_OF_BEARER",
+        "LOSS_OF_BEARER",
+        "RECOVERY_OF_BEARER",
+        "QOS_GUARANTEED",
+        "QOS_NOT_GUARANTEED",
+        "USAGE_REPORT",
+    ]
+    .into_iter()
+    .find(|known| *known == event)
+}
+
+#[async_trait]
+impl JobKind for ApplyNetworkEvent {
+    const QUEUE: &'static str = "apply_network_event";
+
+    async fn run(&self, core: &Core) -> anyhow::Result<()> {
+        let (id, events, subscription) = (
+            self.session_id,
+            self.events.clone(),
+            self.subscription.clone(),
+        );
+        let (now, retention, lifetime) = (core.clock.now(), core.retention, core.grant_lifetime);
+        lifecycle::commit(core, move |tx, fx| {
+            let Some(mut s) = sessions::find(tx, id)? else {
+                return Ok(());
+            };
+            let expected = s.revision;
+            for event in events.iter().filter_map(|e| known_event(e)) {
+                match event {
+                    "SUCCESSFUL_RESOURCES_ALLOCATION" => {
+                        if s.status == QosStatus::Requested
+                            && !s.deleted
+                            && let Some(grant) = subscription.clone()
+                        {
+                            let asked = now + chrono::Duration::seconds(s.duration_secs);
+                            grant_session(&mut s, grant, None, asked, lifetime, now, fx);
+                        }
+                    }
+                    "FAILED_RESOURCES_ALLOCATION" | "SESSION_TERMINATION" | "RELEASE_OF_BEARER" => {
+                        if s.status != QosStatus::Unavailable {
+                            lifecycle::terminate(
+                                retention,
+                                &mut s,
+                                StatusInfo::NetworkTerminated,
+                                now,
+                                fx,
+                            );
+                        }
+                    }
+                    "QOS_GUARANTEED" | "QOS_NOT_GUARANTEED" if s.status == QosStatus::Available => {
+                        s.revision += 1;
+                        fx.record(
+                            &s,
+                            Transition {
+                                from: Some(QosStatus::Available),
+                                to: QosStatus::Available.as_str(),
+                                reason: event,
+                            },
+                            now,
+                        );
+                    }
+                    _ => {}
+                }
+            }
+            if s.revision != expected {
+                anyhow::ensure!(
+                    sessions::update(tx, &s, expected)?,
+                    "session {id} changed under a write lock"
+                );
+            }
+            Ok(())
+        })
+        .await
+    }
+}
