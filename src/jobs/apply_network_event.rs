@@ -68,16 +68,16 @@ impl JobKind for ApplyNetworkEvent {
                             grant_session(&mut s, grant, None, asked, lifetime, now, fx);
                         }
                     }
-                    "FAILED_RESOURCES_ALLOCATION" | "SESSION_TERMINATION" | "RELEASE_OF_BEARER" => {
-                        if s.status != QosStatus::Unavailable {
-                            lifecycle::terminate(
-                                retention,
-                                &mut s,
-                                StatusInfo::NetworkTerminated,
-                                now,
-                                fx,
-                            );
-                        }
+                    "FAILED_RESOURCES_ALLOCATION" | "SESSION_TERMINATION" | "RELEASE_OF_BEARER"
+                        if s.status != QosStatus::Unavailable =>
+                    {
+                        lifecycle::terminate(
+                            retention,
+                            &mut s,
+                            StatusInfo::NetworkTerminated,
+                            now,
+                            fx,
+                        );
                     }
                     "QOS_GUARANTEED" | "QOS_NOT_GUARANTEED" if s.status == QosStatus::Available => {
                         s.revision += 1;
