@@ -212,11 +212,15 @@ impl NefNetwork {
             .json()
             .await
             .map_err(|e| NetworkError::Retryable(format!("subscription list: {e}")))?;
-        let ours = self.callbacks.url(session);
+        // By the session's part of the URL: the public URL may have changed since (a restart
+        // on another address), the session's path has not.
+        let ours = format!("{}/{session}/", callback::PATH);
         Ok(list
             .iter()
             .filter(|s| {
-                s.get("notificationDestination").and_then(Value::as_str) == Some(ours.as_str())
+                s.get("notificationDestination")
+                    .and_then(Value::as_str)
+                    .is_some_and(|d| d.contains(&ours))
             })
             .filter_map(|s| s.get("self").and_then(Value::as_str).map(subscription_id))
             .collect())
@@ -274,6 +278,7 @@ impl Network for NefNetwork {
             alt_qos_references: alternatives,
             qos_duration: self.seconds_until(req.until),
         };
+        tracing::debug!(session = %req.session, uncertain = req.uncertain, "creating the subscription");
         let response = self
             .send(self.http.post(&self.collection).json(&body))
             .await?;
@@ -332,6 +337,7 @@ impl Network for NefNetwork {
                 ids.push(id);
             }
         }
+        tracing::debug!(session = %grant.session, ?ids, "deleting subscriptions");
         for id in ids {
             let response = self.send(self.http.delete(self.member(&id))).await?;
             if !(response.status().is_success() || response.status() == StatusCode::NOT_FOUND) {

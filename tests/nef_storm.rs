@@ -1,0 +1,229 @@
+//! No orphans under faults: the orchestrator creates and deletes sessions against a fake NEF
+//! that answers slowly (beyond the client timeout), refuses with 429/503, and is killed with
+//! SIGKILL and restarted twice mid-storm; once the dust settles, the NEF holds exactly the
+//! subscriptions of the AVAILABLE sessions, one each.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::poll_until;
+use serde_json::{Value, json};
+use sqlx::Row;
+
+struct Process {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(args: &[&str], log: &Path) -> Process {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qod"))
+        .args(args)
+        .env("QOD_LOG", "info,apalis=warn,qod::network=debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("qod starts");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("exited before listening").unwrap();
+        if let Some(rest) = line.split("addr=").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    let log = log.to_owned();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        for line in lines.map_while(Result::ok) {
+            let _ = writeln!(file, "{line}");
+        }
+    });
+    Process { child, addr }
+}
+
+const BEHAVIOUR: &str = r#"
+slow_posts = 6
+slow_ms = 900
+[[faults]]
+method = "POST"
+status = 429
+times = 4
+[[faults]]
+method = "POST"
+status = 503
+retry_after_secs = 1
+times = 2
+[[faults]]
+method = "DELETE"
+status = 503
+times = 4
+[[faults]]
+method = "GET"
+status = 500
+times = 2
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_storm_of_timeouts_refusals_kills_and_deletes_the_nef_holds_exactly_the_available_sessions()
+ {
+    let mut dir = tempfile::tempdir().unwrap();
+    dir.disable_cleanup(std::env::var_os("QOD_TEST_KEEP").is_some());
+    let behaviour = dir.path().join("behaviour.toml");
+    std::fs::write(&behaviour, BEHAVIOUR).unwrap();
+    let nef = start(
+        &[
+            "fake-nef",
+            "--listen",
+            "127.0.0.1:0",
+            "--behaviour",
+            behaviour.to_str().unwrap(),
+        ],
+        &dir.path().join("nef.log"),
+    );
+    let nef_url = format!("http://{}/3gpp-as-session-with-qos/v1", nef.addr);
+    let db = format!("sqlite://{}", dir.path().join("qod.db").display());
+    let serve = || {
+        start(
+            &[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--database-url",
+                &db,
+                "--network",
+                "nef",
+                "--nef-url",
+                &nef_url,
+                "--nef-scs-as-id",
+                "as1",
+                "--nef-timeout-ms",
+                "400",
+                "--client-rate-limit",
+                "0",
+                "--retention-secs",
+                "1",
+            ],
+            &dir.path().join("qod.log"),
+        )
+    };
+    let token = common::dev_token_in(dir.path());
+    let http = common::authorized_builder(Some(&token))
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+
+    let mut ids: Vec<String> = Vec::new();
+    let mut deleted = 0;
+    for round in 0..3 {
+        let qod = serve();
+        let base = format!("http://{}/quality-on-demand/v1", qod.addr);
+        for i in 0..10 {
+            let n = round * 10 + i;
+            // Short sessions expire during the storm; long ones outlive it.
+            let duration = if n % 3 == 0 { 2 } else { 600 };
+            let body = json!({
+                "device": {"ipv4Address": {"publicAddress": "203.0.113.1", "publicPort": 10000 + n}},
+                "applicationServer": {"ipv4Address": "198.51.100.1"},
+                "qosProfile": "QOS_E",
+                "duration": duration,
+            });
+            let r = http
+                .post(format!("{base}/sessions"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+            let created: Value = r.json().await.unwrap();
+            ids.push(created["sessionId"].as_str().unwrap().to_owned());
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        }
+        // Delete a few, some of which may not be provisioned yet.
+        for id in ids.iter().skip(round * 10).step_by(4) {
+            let status = http
+                .delete(format!("{base}/sessions/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .status();
+            assert!(status == 204 || status == 404, "{status}");
+            deleted += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        // SIGKILL, whatever is in flight.
+        drop(qod);
+    }
+    assert!(deleted >= 6);
+    let qod = serve();
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    let last = std::sync::Mutex::new(String::new());
+    let settled = poll_until(Duration::from_secs(60), || async {
+        let available: BTreeSet<String> =
+            sqlx::query("SELECT id FROM sessions WHERE status = 'AVAILABLE' AND deleted = 0")
+                .fetch_all(&pool)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<String, _>("id"))
+                .collect();
+        let pending: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sessions WHERE status = 'REQUESTED' \
+             OR grant_state IN ('provisioning', 'releasing')",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        let held: Vec<Value> = reqwest::get(format!("http://{}/_fake/subscriptions", nef.addr))
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let held_sessions: Vec<String> = held
+            .iter()
+            .filter_map(|s| s["notificationDestination"].as_str())
+            .filter_map(|d| {
+                d.split("/callbacks/")
+                    .nth(1)?
+                    .split('/')
+                    .next()
+                    .map(str::to_owned)
+            })
+            .collect();
+        let unique: BTreeSet<String> = held_sessions.iter().cloned().collect();
+        *last.lock().unwrap() =
+            format!("pending {pending}\navailable {available:?}\nheld {held_sessions:?}");
+        (pending == 0 && unique == available && held_sessions.len() == available.len())
+            .then_some((available.len(), held.len()))
+    })
+    .await;
+    let (available, held) = settled.unwrap_or_else(|| {
+        panic!(
+            "the NEF never held exactly the AVAILABLE sessions; logs in {}\n{}",
+            dir.path().display(),
+            last.lock().unwrap()
+        )
+    });
+    assert!(
+        available >= 5,
+        "the storm left some sessions standing ({available})"
+    );
+    assert_eq!(available, held);
+    drop(qod);
+}
