@@ -537,3 +537,42 @@ async fn long_sessions_renew_their_grant_with_a_merge_patch_and_one_cached_oauth
     assert_eq!(tokens.len(), 1, "one token for every call: {tokens:?}");
     assert_eq!(tokens[0]["body"]["basic_auth"], true);
 }
+
+#[tokio::test]
+async fn a_nef_that_restarted_and_forgot_the_subscription_ends_the_session_at_its_next_renewal() {
+    // The fake NEF keeps its subscriptions in memory: a restart on the same port forgets them.
+    let s = setup("", &["--grant-lifetime-secs", "2"]);
+    let (_, created) = s
+        .create(&body(json!({"phoneNumber": "+33612340004"})))
+        .await;
+    let id = created["sessionId"].as_str().unwrap().to_owned();
+    s.wait_status(&id, "AVAILABLE").await;
+    let Setup {
+        _dir: dir,
+        nef,
+        qod,
+        token,
+        http,
+    } = s;
+    let port = nef.addr.clone();
+    drop(nef);
+    let restarted = start(
+        &["fake-nef", "--listen", &port],
+        &dir.path().join("nef-restarted.log"),
+    );
+    let s = Setup {
+        _dir: dir,
+        nef: restarted,
+        qod,
+        token,
+        http,
+    };
+    let ended = s.wait_status(&id, "UNAVAILABLE").await;
+    assert_eq!(ended["statusInfo"], "NETWORK_TERMINATED");
+    let patches = s.requests("PATCH").await;
+    assert!(
+        !patches.is_empty(),
+        "the renewal found the subscription gone"
+    );
+    assert!(s.fake("subscriptions").await.is_empty());
+}
