@@ -5,58 +5,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::io::BufRead;
 use std::time::Duration;
 
 use common::poll_until;
+use common::process::{Process, start};
 use serde_json::{Value, json};
-
-struct Process {
-    child: Child,
-    addr: String,
-    stdout: Option<BufReader<std::process::ChildStdout>>,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `qod <args>` and waits for its "listening" log line.
-fn start(args: &[&str], log: &Path) -> Process {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_qod"))
-        .args(args)
-        .env("QOD_LOG", "info,apalis=warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("qod starts");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("exited before listening").unwrap();
-        if let Some(rest) = line.split("addr=").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    let log = log.to_owned();
-    std::thread::spawn(move || {
-        use std::io::Write;
-        let mut file = std::fs::File::create(log).unwrap();
-        for line in lines.map_while(Result::ok) {
-            let _ = writeln!(file, "{line}");
-        }
-    });
-    let stdout = child.stdout.take().map(BufReader::new);
-    Process {
-        child,
-        addr,
-        stdout,
-    }
-}
 
 struct Setup {
     _dir: tempfile::TempDir,

@@ -6,56 +6,12 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::poll_until;
+use common::process::start;
 use serde_json::{Value, json};
 use sqlx::Row;
-
-struct Process {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(args: &[&str], log: &Path) -> Process {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_qod"))
-        .args(args)
-        .env("QOD_LOG", "info,apalis=warn,qod::network=debug")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("qod starts");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("exited before listening").unwrap();
-        if let Some(rest) = line.split("addr=").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    let log = log.to_owned();
-    std::thread::spawn(move || {
-        use std::io::Write;
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        for line in lines.map_while(Result::ok) {
-            let _ = writeln!(file, "{line}");
-        }
-    });
-    Process { child, addr }
-}
 
 const BEHAVIOUR: &str = r#"
 slow_posts = 6

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod contract;
+pub mod process;
 pub mod sink;
 
 use std::future::Future;

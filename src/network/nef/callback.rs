@@ -31,11 +31,11 @@ impl CallbackUrls {
 
     /// Whether `secret` is the one of `session` (compared in constant time).
     pub fn verify(&self, session: SessionId, secret: &str) -> bool {
-        let Some(given) = decode_hex(secret) else {
+        let Some(given) = crate::secrets::decode_hex(secret).filter(|g| g.len() == 16) else {
             return false;
         };
         let mac = self.mac(session);
-        mac.verify_truncated_left(&given).is_ok() && given.len() == 16
+        mac.verify_truncated_left(&given).is_ok()
     }
 
     fn mac(&self, session: SessionId) -> Hmac<Sha256> {
@@ -49,16 +49,6 @@ impl CallbackUrls {
         let tag = self.mac(session).finalize().into_bytes();
         tag[..16].iter().map(|b| format!("{b:02x}")).collect()
     }
-}
-
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() != 32 {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]
