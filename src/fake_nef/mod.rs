@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -25,6 +25,9 @@ use serde_json::{Value, json};
 pub use behaviour::Behaviour;
 
 const BASE: &str = "/3gpp-as-session-with-qos/v1";
+
+/// Path parameters, with or without the SCS/AS segment.
+type Params = std::collections::HashMap<String, String>;
 
 #[derive(Clone)]
 struct Fake {
@@ -68,6 +71,12 @@ pub async fn serve(
         )
         .route(
             &format!("{BASE}/{{scs}}/subscriptions/{{id}}"),
+            get(read).patch(update).put(update).delete(remove),
+        )
+        // The vendor variant without the SCS/AS segment.
+        .route(&format!("{BASE}/subscriptions"), get(list).post(create))
+        .route(
+            &format!("{BASE}/subscriptions/{{id}}"),
             get(read).patch(update).put(update).delete(remove),
         )
         .route("/oauth/token", post(token))
@@ -189,13 +198,13 @@ async fn token(State(fake): State<Fake>, headers: HeaderMap) -> Response {
 
 async fn create(
     State(fake): State<Fake>,
-    Path(scs): Path<String>,
+    uri: Uri,
     method: Method,
     headers: HeaderMap,
     body: Option<Json<Value>>,
 ) -> Response {
     let body = body.map(|Json(b)| b).unwrap_or(Value::Null);
-    let path = format!("{BASE}/{scs}/subscriptions");
+    let path = uri.path().to_owned();
     if let Some(fault) = fake.fault(&method, &headers, &path, &body) {
         return fault;
     }
@@ -279,12 +288,12 @@ struct ListQuery {
 
 async fn list(
     State(fake): State<Fake>,
-    Path(scs): Path<String>,
+    uri: Uri,
     Query(query): Query<ListQuery>,
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    let path = format!("{BASE}/{scs}/subscriptions");
+    let path = uri.path().to_owned();
     if let Some(fault) = fake.fault(&method, &headers, &path, &Value::Null) {
         return fault;
     }
@@ -318,7 +327,8 @@ async fn list(
     Json(found).into_response()
 }
 
-async fn read(State(fake): State<Fake>, Path((_, id)): Path<(String, String)>) -> Response {
+async fn read(State(fake): State<Fake>, Path(params): Path<Params>) -> Response {
+    let id = params.get("id").cloned().unwrap_or_default();
     match fake.lock().subscriptions.get(&id) {
         Some(s) => Json(s.clone()).into_response(),
         None => problem(StatusCode::NOT_FOUND, "no such subscription"),
@@ -327,13 +337,15 @@ async fn read(State(fake): State<Fake>, Path((_, id)): Path<(String, String)>) -
 
 async fn update(
     State(fake): State<Fake>,
-    Path((scs, id)): Path<(String, String)>,
+    Path(params): Path<Params>,
+    uri: Uri,
     method: Method,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
     let patch: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let path = format!("{BASE}/{scs}/subscriptions/{id}");
+    let id = params.get("id").cloned().unwrap_or_default();
+    let path = uri.path().to_owned();
     if let Some(fault) = fake.fault(&method, &headers, &path, &patch) {
         return fault;
     }
@@ -355,11 +367,13 @@ async fn update(
 
 async fn remove(
     State(fake): State<Fake>,
-    Path((scs, id)): Path<(String, String)>,
+    Path(params): Path<Params>,
+    uri: Uri,
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    let path = format!("{BASE}/{scs}/subscriptions/{id}");
+    let id = params.get("id").cloned().unwrap_or_default();
+    let path = uri.path().to_owned();
     if let Some(fault) = fake.fault(&method, &headers, &path, &Value::Null) {
         return fault;
     }
