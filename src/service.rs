@@ -288,16 +288,8 @@ impl Service {
                 session.duration_secs = new_duration;
                 let expires = started + chrono::Duration::seconds(new_duration);
                 session.expires_at = Some(expires);
-                session.revision += 1;
-                fx.record(
-                    &session,
-                    Transition {
-                        from: Some(QosStatus::Available),
-                        to: QosStatus::Available.as_str(),
-                        reason: "EXTENDED",
-                    },
-                    now,
-                );
+                let t = session.note_available("EXTENDED");
+                fx.record(&session, t, now);
                 // The previous expiry job stays queued and finds the session not yet due.
                 fx.schedule(ScheduledJob::new(
                     jobs::ExpireSession { session_id: id },

@@ -182,6 +182,17 @@ impl Session {
         }
     }
 
+    /// An AVAILABLE session changed without leaving AVAILABLE (extended, grant renewed, QoS
+    /// (not) guaranteed): a new revision and the event that records why.
+    pub fn note_available(&mut self, reason: &'static str) -> Transition {
+        self.revision += 1;
+        Transition {
+            from: Some(QosStatus::Available),
+            to: QosStatus::Available.as_str(),
+            reason,
+        }
+    }
+
     /// Any state -> UNAVAILABLE. The grant, if any might exist, must then be released.
     pub fn make_unavailable(&mut self, now: DateTime<Utc>, info: StatusInfo) -> Transition {
         let from = self.status;

@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 use super::JobKind;
 use super::provision_session::grant_session;
 use crate::core::Core;
-use crate::domain::session::Transition;
 use crate::domain::{QosStatus, SessionId, StatusInfo};
 use crate::lifecycle;
 use crate::store::sessions;
@@ -80,16 +79,8 @@ impl JobKind for ApplyNetworkEvent {
                         );
                     }
                     "QOS_GUARANTEED" | "QOS_NOT_GUARANTEED" if s.status == QosStatus::Available => {
-                        s.revision += 1;
-                        fx.record(
-                            &s,
-                            Transition {
-                                from: Some(QosStatus::Available),
-                                to: QosStatus::Available.as_str(),
-                                reason: event,
-                            },
-                            now,
-                        );
+                        let t = s.note_available(event);
+                        fx.record(&s, t, now);
                     }
                     _ => {}
                 }

@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 
 use super::JobKind;
 use crate::core::Core;
-use crate::domain::session::Transition;
 use crate::domain::{QosStatus, SessionId, StatusInfo};
 use crate::lifecycle;
 use crate::network::{GrantRef, NetworkError};
@@ -66,16 +65,8 @@ impl JobKind for RenewGrant {
             }
             let expected = s.revision;
             s.lease_until = Some(renewed.max(s.lease_until.unwrap_or(renewed)));
-            s.revision += 1;
-            fx.record(
-                &s,
-                Transition {
-                    from: Some(QosStatus::Available),
-                    to: QosStatus::Available.as_str(),
-                    reason: "GRANT_RENEWED",
-                },
-                now,
-            );
+            let t = s.note_available("GRANT_RENEWED");
+            fx.record(&s, t, now);
             lifecycle::schedule_renewal(&s, lifetime, fx);
             anyhow::ensure!(
                 sessions::update(tx, &s, expected)?,
