@@ -181,10 +181,7 @@ impl Service {
 
     pub async fn get(&self, id: SessionId, caller: &Caller) -> Result<Session> {
         let mut conn = self.core.pool.acquire().await?;
-        match sessions::fetch(&mut conn, id).await? {
-            Some(s) if !s.deleted => permitted(s, caller),
-            _ => Err(ServiceError::NotFound),
-        }
+        visible(sessions::fetch(&mut conn, id).await?, caller)
     }
 
     /// The caller's visible sessions of a device; other clients' sessions are not listed.
@@ -203,13 +200,10 @@ impl Service {
         let retention = self.core.retention;
         let caller = caller.clone();
         lifecycle::commit(&self.core, move |tx, fx| {
-            let mut session = match sessions::find(tx, id)? {
-                Some(s) if !s.deleted => s,
-                _ => return Ok(Err(ServiceError::NotFound)),
+            let mut session = match visible(sessions::find(tx, id)?, &caller) {
+                Ok(s) => s,
+                Err(e) => return Ok(Err(e)),
             };
-            if !caller.may_access(&session.owner, &session.device) {
-                return Ok(Err(ServiceError::Forbidden));
-            }
             let expected = session.revision;
             Self::end_for_consumer(&mut session, retention, now, fx);
             anyhow::ensure!(
@@ -255,13 +249,10 @@ impl Service {
         let catalogue = self.core.catalogue.clone();
         let lifetime = self.core.grant_lifetime;
         lifecycle::commit(&self.core, move |tx, fx| {
-            let mut session = match sessions::find(tx, id)? {
-                Some(s) if !s.deleted => s,
-                _ => return Ok(Err(ServiceError::NotFound)),
+            let mut session = match visible(sessions::find(tx, id)?, &caller) {
+                Ok(s) => s,
+                Err(e) => return Ok(Err(e)),
             };
-            if !caller.may_access(&session.owner, &session.device) {
-                return Ok(Err(ServiceError::Forbidden));
-            }
             if session.status != QosStatus::Available {
                 return Ok(Err(ServiceError::ExtensionNotAllowed(session.status)));
             }
@@ -311,11 +302,11 @@ impl Service {
     }
 }
 
-/// The session if the caller may see it.
-fn permitted(session: Session, caller: &Caller) -> Result<Session> {
-    if caller.may_access(&session.owner, &session.device) {
-        Ok(session)
-    } else {
-        Err(ServiceError::Forbidden)
+/// The stored session if it is visible (not deleted) and the caller may see it.
+fn visible(session: Option<Session>, caller: &Caller) -> Result<Session> {
+    match session {
+        Some(s) if !s.deleted && caller.may_access(&s.owner, &s.device) => Ok(s),
+        Some(s) if !s.deleted => Err(ServiceError::Forbidden),
+        _ => Err(ServiceError::NotFound),
     }
 }
