@@ -130,7 +130,15 @@ impl Remote {
     /// Fetches the JWKS if `want` justifies it now: a stale cache once per refresh interval
     /// (failures retried after a short pause), an unknown key once per cool-down.
     async fn refresh(&self, want: Want) -> anyhow::Result<()> {
-        let mut times = self.times.lock().await;
+        // A periodic refresh already under way must not hold up tokens whose key is cached;
+        // a token naming an unknown key waits for it.
+        let mut times = match want {
+            Want::Stale => match self.times.try_lock() {
+                Ok(times) => times,
+                Err(_) => return Ok(()),
+            },
+            Want::UnknownKey => self.times.lock().await,
+        };
         let since = |t: Option<Instant>| t.map_or(Duration::MAX, |t| t.elapsed());
         let due = match want {
             Want::Stale => {
