@@ -118,6 +118,13 @@ pub struct NefArgs {
     /// PEM file of extra root certificates trusted for the NEF and its token endpoint.
     #[arg(long, env = "QOD_NEF_CA_FILE")]
     pub nef_ca_file: Option<PathBuf>,
+    /// The NEF's 201 only means "accepted": sessions become AVAILABLE on its
+    /// SUCCESSFUL_RESOURCES_ALLOCATION event (or end at the provisioning timeout).
+    #[arg(long, env = "QOD_NEF_AWAIT_ALLOCATION")]
+    pub nef_await_allocation: bool,
+    /// Ask the NEF for a TestNotification on every new subscription.
+    #[arg(long, env = "QOD_NEF_REQUEST_TEST_NOTIFICATION")]
+    pub nef_request_test_notification: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -258,6 +265,11 @@ struct FileSettings {
     nef_client_secret_file: Option<PathBuf>,
     nef_scope: Option<String>,
     nef_ca_file: Option<PathBuf>,
+    nef_await_allocation: Option<bool>,
+    nef_request_test_notification: Option<bool>,
+    /// Fields added to every subscription (`dnn`, `snssai`, `supportedFeatures`...).
+    #[serde(default)]
+    nef_subscription_fields: serde_json::Map<String, serde_json::Value>,
     /// `qosProfile` name → `[qosReference, altQoSReferences...]`.
     #[serde(default)]
     nef_qos_references: BTreeMap<String, Vec<String>>,
@@ -486,7 +498,33 @@ fn nef_settings(args: &NefArgs, file: &mut FileSettings) -> anyhow::Result<Optio
             .nef_ca_file
             .clone()
             .or_else(|| file.nef_ca_file.clone()),
+        await_allocation: args.nef_await_allocation || file.nef_await_allocation == Some(true),
+        request_test_notification: args.nef_request_test_notification
+            || file.nef_request_test_notification == Some(true),
+        extra_fields: nef_subscription_fields(std::mem::take(&mut file.nef_subscription_fields))?,
     }))
+}
+
+/// The operator's extra subscription fields, refused when they would replace one the adapter
+/// sets itself.
+fn nef_subscription_fields(
+    fields: serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    const OWN: [&str; 9] = [
+        "notificationDestination",
+        "ueIpv4Addr",
+        "ueIpv6Addr",
+        "gpsi",
+        "flowInfo",
+        "qosReference",
+        "altQoSReferences",
+        "qosDuration",
+        "requestTestNotification",
+    ];
+    if let Some(own) = fields.keys().find(|k| OWN.contains(&k.as_str())) {
+        anyhow::bail!("nef_subscription_fields may not set {own}: the adapter sets it per session");
+    }
+    Ok(fields)
 }
 
 fn auth_settings(args: &AuthArgs, file: &FileSettings) -> anyhow::Result<AuthSettings> {
@@ -679,6 +717,32 @@ maxDuration = { value = 2, unit = "Hours" }
             ..Default::default()
         };
         assert!(Settings::load(&args).is_err());
+    }
+
+    #[test]
+    fn extra_nef_subscription_fields_are_added_but_never_replace_the_adapters_own() {
+        let load = |fields: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("qod.toml");
+            std::fs::write(
+                &path,
+                format!(
+                    "network = \"nef\"\nnef_url = \"http://nef\"\n[nef_subscription_fields]\n{fields}"
+                ),
+            )
+            .unwrap();
+            Settings::load(&ServeArgs {
+                config: Some(path),
+                ..Default::default()
+            })
+        };
+        let nef = load("dnn = \"internet\"\n").unwrap().nef.unwrap();
+        assert_eq!(nef.extra_fields["dnn"], "internet");
+        let refused = load("qosReference = \"other\"\n").unwrap_err();
+        assert!(
+            format!("{refused:#}").contains("qosReference"),
+            "{refused:#}"
+        );
     }
 
     #[test]

@@ -105,9 +105,11 @@ impl Metrics {
         let network_grants = IntGaugeVec::new(
             Opts::new(
                 "qod_network_grants",
-                "Grants the network currently holds for us.",
+                "Network grants of stored sessions by state: provisioning (asked, maybe held), \
+                 granted, releasing (to be given back). Releasing that stays up means the \
+                 network refuses our releases.",
             ),
-            &["network"],
+            &["state"],
         )
         .expect("valid metric");
         let notification_attempts = IntCounterVec::new(

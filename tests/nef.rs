@@ -15,32 +15,88 @@ use serde_json::{Value, json};
 struct Setup {
     _dir: tempfile::TempDir,
     nef: Process,
+    /// `http://` or `https://` and the fake NEF's address.
+    nef_origin: String,
     qod: Process,
     token: String,
+    /// Trusts the fake NEF's CA when it serves https.
     http: reqwest::Client,
 }
 
+/// How to start the pair: the fake NEF's behaviour file, more of the server's configuration
+/// file, the server's extra arguments, and whether the NEF serves https.
+#[derive(Default)]
+struct Launch<'a> {
+    behaviour: &'a str,
+    config: &'a str,
+    extra: &'a [&'a str],
+    tls: bool,
+}
+
 fn setup(behaviour: &str, extra: &[&str]) -> Setup {
+    launch(Launch {
+        behaviour,
+        extra,
+        ..Launch::default()
+    })
+}
+
+/// A private CA in `dir` (`ca.pem`) and a certificate for localhost it signed (`nef-cert.pem`,
+/// `nef-key.pem`).
+fn private_ca(dir: &std::path::Path) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    std::fs::write(dir.join("ca.pem"), ca.self_signed(&ca_key).unwrap().pem()).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    std::fs::write(dir.join("nef-cert.pem"), leaf.pem()).unwrap();
+    std::fs::write(dir.join("nef-key.pem"), key.serialize_pem()).unwrap();
+}
+
+fn launch(how: Launch) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let behaviour_file = dir.path().join("behaviour.toml");
-    std::fs::write(&behaviour_file, behaviour).unwrap();
+    std::fs::write(&behaviour_file, how.behaviour).unwrap();
     let config = dir.path().join("qod.toml");
     std::fs::write(
         &config,
-        "[nef_qos_references]\nQOS_E = [\"qos-e-gold\", \"qos-e-silver\"]\n",
+        format!(
+            "{}\n[nef_qos_references]\nQOS_E = [\"qos-e-gold\", \"qos-e-silver\"]\n",
+            how.config
+        ),
     )
     .unwrap();
-    let nef = start(
-        &[
-            "fake-nef",
-            "--listen",
-            "127.0.0.1:0",
-            "--behaviour",
-            behaviour_file.to_str().unwrap(),
-        ],
-        &dir.path().join("nef.log"),
-    );
-    let nef_url = format!("http://{}/3gpp-as-session-with-qos/v1", nef.addr);
+    let mut nef_args = vec![
+        "fake-nef".to_owned(),
+        "--listen".to_owned(),
+        "127.0.0.1:0".to_owned(),
+        "--behaviour".to_owned(),
+        behaviour_file.to_str().unwrap().to_owned(),
+    ];
+    let mut http = reqwest::Client::builder();
+    if how.tls {
+        private_ca(dir.path());
+        for (flag, file) in [("--tls-cert", "nef-cert.pem"), ("--tls-key", "nef-key.pem")] {
+            nef_args.push(flag.to_owned());
+            nef_args.push(dir.path().join(file).to_str().unwrap().to_owned());
+        }
+        let ca = std::fs::read(dir.path().join("ca.pem")).unwrap();
+        http = http.add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap());
+    }
+    let nef_args: Vec<&str> = nef_args.iter().map(String::as_str).collect();
+    let nef = start(&nef_args, &dir.path().join("nef.log"));
+    // The certificate names localhost, not 127.0.0.1.
+    let nef_origin = match how.tls {
+        true => format!("https://{}", nef.addr.replace("127.0.0.1", "localhost")),
+        false => format!("http://{}", nef.addr),
+    };
+    let nef_url = format!("{nef_origin}/3gpp-as-session-with-qos/v1");
     let db = format!("sqlite://{}", dir.path().join("qod.db").display());
     let mut args = vec![
         "serve",
@@ -60,7 +116,8 @@ fn setup(behaviour: &str, extra: &[&str]) -> Setup {
         "0",
     ];
     // `{nef}` in an extra argument stands for the fake NEF's address; `{dir}` for the folder.
-    let extra: Vec<String> = extra
+    let extra: Vec<String> = how
+        .extra
         .iter()
         .map(|a| {
             a.replace("{nef}", &nef.addr)
@@ -78,9 +135,10 @@ fn setup(behaviour: &str, extra: &[&str]) -> Setup {
     Setup {
         _dir: dir,
         nef,
+        nef_origin,
         qod,
         token: token.trim().to_owned(),
-        http: reqwest::Client::new(),
+        http: http.build().unwrap(),
     }
 }
 
@@ -139,7 +197,7 @@ impl Setup {
 
     async fn fake(&self, what: &str) -> Vec<Value> {
         self.http
-            .get(format!("http://{}/_fake/{what}", self.nef.addr))
+            .get(format!("{}/_fake/{what}", self.nef_origin))
             .send()
             .await
             .unwrap()
@@ -201,6 +259,8 @@ async fn a_session_becomes_a_nef_subscription_with_exact_rules_and_is_deleted_by
     );
     let qos_duration = sub["qosDuration"].as_i64().unwrap();
     assert!((118..=120).contains(&qos_duration), "{qos_duration}");
+    s.wait_metric("qod_network_grants{state=\"granted\"} 1")
+        .await;
 
     assert_eq!(s.delete(&id).await, 204);
     let nef_id = sub["self"]
@@ -215,6 +275,13 @@ async fn a_session_becomes_a_nef_subscription_with_exact_rules_and_is_deleted_by
     })
     .await
     .expect("the subscription is deleted");
+    s.wait_metric("qod_network_grants{state=\"releasing\"} 0")
+        .await;
+    assert!(
+        s.metrics()
+            .await
+            .contains("qod_network_grants{state=\"granted\"} 0")
+    );
     let deletes = s.requests("DELETE").await;
     assert_eq!(deletes.len(), 1);
     assert!(
@@ -354,11 +421,7 @@ async fn a_session_termination_from_the_network_ends_the_session_within_a_second
     let started = std::time::Instant::now();
     let r = s
         .http
-        .post(format!(
-            "http://{}/_fake/terminate/{}",
-            s.nef.addr,
-            nef_id(&sub)
-        ))
+        .post(format!("{}/_fake/terminate/{}", s.nef_origin, nef_id(&sub)))
         .send()
         .await
         .unwrap();
@@ -504,6 +567,7 @@ async fn a_nef_that_restarted_and_forgot_the_subscription_ends_the_session_at_it
     let Setup {
         _dir: dir,
         nef,
+        nef_origin,
         qod,
         token,
         http,
@@ -517,6 +581,7 @@ async fn a_nef_that_restarted_and_forgot_the_subscription_ends_the_session_at_it
     let s = Setup {
         _dir: dir,
         nef: restarted,
+        nef_origin,
         qod,
         token,
         http,
@@ -611,4 +676,163 @@ async fn a_nef_without_the_scs_as_segment_is_a_setting_not_a_fork() {
     })
     .await
     .expect("released at the variant's path");
+}
+
+impl Setup {
+    /// The subscription the fake NEF holds for session `id`.
+    async fn subscription_of(&self, id: &str) -> Value {
+        self.fake("subscriptions")
+            .await
+            .into_iter()
+            .find(|s| {
+                s["notificationDestination"]
+                    .as_str()
+                    .is_some_and(|d| d.contains(&format!("/{id}/")))
+            })
+            .unwrap_or_else(|| panic!("no subscription for {id}"))
+    }
+
+    /// Has the fake NEF post `event` for the subscription of session `id`.
+    async fn network_event(&self, id: &str, event: &str) {
+        let nef = nef_id(&self.subscription_of(id).await);
+        let r = self
+            .http
+            .post(format!("{}/_fake/event/{nef}/{event}", self.nef_origin))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+
+    async fn create_for(&self, phone: &str) -> String {
+        let (code, created) = self.create(&body(json!({ "phoneNumber": phone }))).await;
+        assert_eq!(code, 201, "{created}");
+        created["sessionId"].as_str().unwrap().to_owned()
+    }
+}
+
+#[tokio::test]
+async fn with_await_allocation_a_201_confirms_nothing_until_the_networks_event() {
+    let s = setup(
+        "",
+        &["--nef-await-allocation", "--provision-timeout-secs", "6"],
+    );
+    // Created first, so its provisioning deadline is the first to pass.
+    let never = s.create_for("+33612340010").await;
+    let confirmed = s.create_for("+33612340011").await;
+    let failed = s.create_for("+33612340012").await;
+    s.wait_metric("qod_jobs_total{outcome=\"succeeded\",queue=\"provision_session\"} 3")
+        .await;
+    for id in [&never, &confirmed, &failed] {
+        assert_eq!(
+            s.session(id).await.1["qosStatus"],
+            "REQUESTED",
+            "the NEF's 201 alone made {id} nothing more"
+        );
+    }
+
+    s.network_event(&confirmed, "SUCCESSFUL_RESOURCES_ALLOCATION")
+        .await;
+    let available = s.wait_status(&confirmed, "AVAILABLE").await;
+    assert!(available["startedAt"].is_string());
+
+    s.network_event(&failed, "FAILED_RESOURCES_ALLOCATION")
+        .await;
+    let ended = s.wait_status(&failed, "UNAVAILABLE").await;
+    assert_eq!(ended["statusInfo"], "NETWORK_TERMINATED");
+    assert_eq!(
+        s.session(&never).await.1["qosStatus"],
+        "REQUESTED",
+        "the failure event ended its session, not the deadline (an earlier session's is still ahead)"
+    );
+
+    let timed_out = s.wait_status(&never, "UNAVAILABLE").await;
+    assert_eq!(timed_out["statusInfo"], "NETWORK_TERMINATED");
+    let held = poll_until(Duration::from_secs(10), || async {
+        let held = s.fake("subscriptions").await;
+        (held.len() == 1).then_some(held)
+    })
+    .await
+    .expect("the unconfirmed and the failed subscriptions are deleted");
+    assert!(
+        held[0]["notificationDestination"]
+            .as_str()
+            .unwrap()
+            .contains(&confirmed)
+    );
+}
+
+#[tokio::test]
+async fn fields_a_nef_requires_come_from_configuration_and_a_test_notification_is_asked_for() {
+    let s = launch(Launch {
+        behaviour: "required_fields = [\"dnn\", \"snssai\"]\n",
+        config: "nef_request_test_notification = true\n\
+                 [nef_subscription_fields]\ndnn = \"internet\"\nsnssai = { sst = 1, sd = \"000001\" }\n",
+        ..Launch::default()
+    });
+    let (_, sub) = s.available_subscription().await;
+    assert_eq!(sub["dnn"], "internet");
+    assert_eq!(sub["snssai"], json!({"sst": 1, "sd": "000001"}));
+    assert_eq!(sub["requestTestNotification"], true);
+    s.wait_metric("qod_network_events_total{event=\"TEST\"} 1")
+        .await;
+}
+
+#[tokio::test]
+async fn a_nef_behind_a_private_ca_is_reached_over_https_once_the_ca_is_trusted() {
+    let s = launch(Launch {
+        tls: true,
+        extra: &["--nef-ca-file", "{dir}/ca.pem"],
+        ..Launch::default()
+    });
+    let (id, sub) = s.available_subscription().await;
+    assert!(
+        sub["self"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://localhost:"),
+        "{sub}"
+    );
+    assert_eq!(s.delete(&id).await, 204);
+    poll_until(Duration::from_secs(10), || async {
+        s.fake("subscriptions").await.is_empty().then_some(())
+    })
+    .await
+    .expect("deleted over https");
+}
+
+#[tokio::test]
+async fn a_nef_certificate_from_an_untrusted_ca_is_never_accepted() {
+    let s = launch(Launch {
+        tls: true,
+        extra: &["--provision-timeout-secs", "2"],
+        ..Launch::default()
+    });
+    let id = s.create_for("+33612340013").await;
+    let ended = s.wait_status(&id, "UNAVAILABLE").await;
+    assert_eq!(ended["statusInfo"], "NETWORK_TERMINATED");
+    assert!(
+        s.fake("requests").await.is_empty(),
+        "no request got past the handshake"
+    );
+}
+
+#[tokio::test]
+async fn a_grant_confirmed_by_an_early_event_is_renewed_like_any_other() {
+    // The allocation event arrives before the POST's answer: the lease is still the one grant
+    // lifetime asked for, not the whole session.
+    let s = setup(
+        "allocation_delay_ms = 0\nearly_events = true\n",
+        &["--grant-lifetime-secs", "2"],
+    );
+    let id = s.create_for("+33612340014").await;
+    s.wait_status(&id, "AVAILABLE").await;
+    let patches = poll_until(Duration::from_secs(10), || async {
+        let p = s.requests("PATCH").await;
+        (!p.is_empty()).then_some(p)
+    })
+    .await
+    .expect("the grant is renewed before its lifetime ends");
+    assert_eq!(patches[0]["body"]["qosDuration"], 2);
+    assert_eq!(s.session(&id).await.1["qosStatus"], "AVAILABLE");
 }

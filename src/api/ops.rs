@@ -9,7 +9,7 @@ use axum::routing::get;
 use super::AppState;
 use super::error::ApiError;
 use super::openapi::{Document, served};
-use crate::domain::QosStatus;
+use crate::domain::{GrantState, QosStatus};
 use crate::store::sessions;
 
 pub fn routes() -> axum::Router<AppState> {
@@ -84,11 +84,18 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
                     .set(n);
             }
         }
-        if let Ok(n) = crate::store::ledger::active_count(&mut conn).await {
-            core.metrics
-                .network_grants
-                .with_label_values(&["simulated"])
-                .set(n);
+        if let Ok(counts) = sessions::count_by_grant_state(&mut conn).await {
+            for state in [
+                GrantState::Provisioning,
+                GrantState::Granted,
+                GrantState::Releasing,
+            ] {
+                let n = counts.iter().find(|(s, _)| *s == state).map_or(0, |c| c.1);
+                core.metrics
+                    .network_grants
+                    .with_label_values(&[state.as_str()])
+                    .set(n);
+            }
         }
         if let Ok(n) = crate::store::notifications::dead_count(&mut conn).await {
             core.metrics.notifications_dead.set(n);

@@ -61,13 +61,20 @@ pub struct FakeNefArgs {
     /// TOML file of delays, faults and event timing (see `fake_nef::behaviour`).
     #[arg(long)]
     behaviour: Option<std::path::PathBuf>,
+    /// Serve https with this PEM certificate chain (needs `--tls-key`).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 async fn fake_nef(args: FakeNefArgs) -> anyhow::Result<()> {
     let behaviour = crate::fake_nef::Behaviour::load(args.behaviour.as_deref())?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    tracing::info!(addr = %listener.local_addr()?, "fake NEF listening");
-    crate::fake_nef::serve(listener, behaviour, shutdown_signal()).await
+    tracing::info!(addr = %listener.local_addr()?, tls = args.tls_cert.is_some(), "fake NEF listening");
+    let tls = args.tls_cert.as_deref().zip(args.tls_key.as_deref());
+    crate::fake_nef::serve(listener, behaviour, tls, shutdown_signal()).await
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -29,6 +29,10 @@ pub struct Behaviour {
     /// QoS references the NEF accepts; any when empty.
     #[serde(default)]
     pub qos_references: Vec<String>,
+    /// Subscription fields this NEF requires beyond the contract (`dnn`, `snssai`...): a
+    /// creation without one answers 400.
+    #[serde(default)]
+    pub required_fields: Vec<String>,
     /// Require this bearer token (the OAuth2 token endpoint below issues it).
     pub require_token: Option<String>,
     #[serde(default)]

@@ -9,9 +9,9 @@
 //! `event/{id}/{EVENT}`.
 
 pub mod behaviour;
+pub mod tls;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,7 +34,8 @@ struct Fake {
     inner: Arc<Mutex<Inner>>,
     behaviour: Arc<Behaviour>,
     http: reqwest::Client,
-    origin: String,
+    /// `http` or `https`.
+    scheme: &'static str,
 }
 
 #[derive(Default)]
@@ -46,13 +47,15 @@ struct Inner {
     faults_used: Vec<u32>,
 }
 
-/// Serves the fake NEF on `listener` until `shutdown` resolves.
+/// Serves the fake NEF on `listener` until `shutdown` resolves; over https when `tls` names
+/// a PEM certificate chain and key.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     behaviour: Behaviour,
+    tls: Option<(&std::path::Path, &std::path::Path)>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let addr: SocketAddr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let fake = Fake {
         inner: Arc::new(Mutex::new(Inner {
             faults_used: vec![0; behaviour.faults.len()],
@@ -62,7 +65,7 @@ pub async fn serve(
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()?,
-        origin: format!("http://{addr}"),
+        scheme,
     };
     let app = Router::new()
         .route(
@@ -85,9 +88,18 @@ pub async fn serve(
         .route("/_fake/terminate/{id}", post(terminate))
         .route("/_fake/event/{id}/{event}", post(event))
         .with_state(fake);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    match tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await?
+        }
+        Some((cert, key)) => {
+            axum::serve(tls::TlsListener::new(listener, cert, key)?, app)
+                .with_graceful_shutdown(shutdown)
+                .await?
+        }
+    }
     Ok(())
 }
 
@@ -155,20 +167,25 @@ impl Fake {
     /// Posts `event` for a subscription to its notification destination (twice if so
     /// configured); failures are only logged, as a NEF would.
     async fn notify(&self, subscription: &Value, event: &str) {
-        let Some(destination) = subscription["notificationDestination"].as_str() else {
-            return;
-        };
         let body = json!({
             "transaction": subscription["self"],
             "eventReports": [{"event": event}],
         });
+        self.post(subscription, &body).await;
+    }
+
+    /// Posts a notification to the subscription's destination.
+    async fn post(&self, subscription: &Value, body: &Value) {
+        let Some(destination) = subscription["notificationDestination"].as_str() else {
+            return;
+        };
         let times = if self.behaviour.duplicate_events {
             2
         } else {
             1
         };
         for _ in 0..times {
-            if let Err(e) = self.http.post(destination).json(&body).send().await {
+            if let Err(e) = self.http.post(destination).json(body).send().await {
                 tracing::warn!(error = %e, "notification not delivered");
             }
         }
@@ -217,6 +234,14 @@ async fn create(
             "notificationDestination is required",
         );
     }
+    if let Some(missing) = fake
+        .behaviour
+        .required_fields
+        .iter()
+        .find(|f| body.get(f.as_str()).is_none())
+    {
+        return problem(StatusCode::BAD_REQUEST, &format!("{missing} is required"));
+    }
     let Some(reference) = body["qosReference"].as_str() else {
         return problem(StatusCode::BAD_REQUEST, "qosReference is required");
     };
@@ -247,7 +272,12 @@ async fn create(
         return problem(StatusCode::NOT_FOUND, "UE unknown");
     }
     let id = uuid::Uuid::new_v4().simple().to_string();
-    let location = format!("{}{path}/{id}", fake.origin);
+    // Absolute, under the name the client used (the one its certificate check accepted).
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let location = format!("{}://{host}{path}/{id}", fake.scheme);
     let mut subscription = body;
     subscription["self"] = Value::String(location.clone());
     let slow = {
@@ -268,6 +298,16 @@ async fn create(
                     .await;
             });
         }
+    }
+    if subscription["requestTestNotification"] == true {
+        let (fake, subscription) = (fake.clone(), subscription.clone());
+        tokio::spawn(async move {
+            fake.post(
+                &subscription,
+                &json!({"subscription": subscription["self"]}),
+            )
+            .await;
+        });
     }
     if slow {
         tokio::time::sleep(Duration::from_millis(fake.behaviour.slow_ms)).await;

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::JobKind;
-use super::provision_session::grant_session;
+use super::provision_session::{grant_ask, grant_session};
 use crate::core::Core;
 use crate::domain::{QosStatus, SessionId, StatusInfo};
 use crate::lifecycle;
@@ -61,10 +61,12 @@ impl JobKind for ApplyNetworkEvent {
                     "SUCCESSFUL_RESOURCES_ALLOCATION" => {
                         if s.status == QosStatus::Requested
                             && !s.deleted
-                            && let Some(grant) = subscription.clone()
+                            && let Some(grant) = subscription.clone().or(s.grant_id.clone())
                         {
-                            let asked = now + chrono::Duration::seconds(s.duration_secs);
-                            grant_session(&mut s, grant, None, asked, lifetime, now, fx);
+                            // A lease the NEF's 201 cut short was kept on the session.
+                            let asked = grant_ask(s.duration_secs, lifetime, now);
+                            let cut_short = s.lease_until;
+                            grant_session(&mut s, grant, cut_short, asked, lifetime, now, fx);
                         }
                     }
                     "FAILED_RESOURCES_ALLOCATION" | "SESSION_TERMINATION" | "RELEASE_OF_BEARER"

@@ -98,10 +98,7 @@ impl ProvisionSession {
         Ok(session.map(|(s, uncertain)| ProvisionRequest {
             uncertain,
             session: s.id,
-            // The network is asked for the whole session, or the grant lifetime if shorter.
-            until: core.clock.now()
-                + chrono::Duration::seconds(s.duration_secs)
-                    .min(chrono::Duration::from_std(core.grant_lifetime).unwrap_or_default()),
+            until: grant_ask(s.duration_secs, core.grant_lifetime, core.clock.now()),
             device: s.device,
             flow: s.flow,
             qos_profile: s.qos_profile,
@@ -117,6 +114,8 @@ impl ProvisionSession {
         let now = core.clock.now();
         let id = self.session_id;
         let lifetime = core.grant_lifetime;
+        let provision_timeout =
+            chrono::Duration::from_std(core.provision_timeout).unwrap_or_default();
         // A grant for all that was asked covers the session if the whole session was asked for
         // (its end is counted from now, a moment after the request); a shorter one is renewed.
         let asked_until = asked.until;
@@ -125,14 +124,30 @@ impl ProvisionSession {
             match sessions::find(tx, id)? {
                 Some(mut s) if s.status == QosStatus::Requested && !s.deleted => {
                     let expected = s.revision;
-                    grant_session(&mut s, grant.id, cut_short, asked_until, lifetime, now, fx);
+                    if grant.confirmed {
+                        grant_session(&mut s, grant.id, cut_short, asked_until, lifetime, now, fx);
+                    } else {
+                        // Accepted only: the allocation event makes it AVAILABLE; an expiry
+                        // job at the provisioning deadline ends it (and releases the grant)
+                        // if that never comes.
+                        s.grant_state = GrantState::Granted;
+                        s.grant_id = Some(grant.id);
+                        s.lease_until = cut_short;
+                        s.revision += 1;
+                        fx.schedule(ScheduledJob::new(
+                            ExpireSession { session_id: id },
+                            s.created_at + provision_timeout,
+                        ));
+                    }
                     sessions::update(tx, &s, expected)?;
                 }
                 // The network's own confirmation (an early callback) already made it AVAILABLE
                 // with this very grant.
                 Some(s) if s.grant_id.as_deref() == Some(grant.id.as_str()) && !s.deleted => {}
                 other => {
-                    if let Some(mut s) = other {
+                    // An AVAILABLE session keeps the grant it runs on; the stray one is swept
+                    // when the session ends.
+                    if let Some(mut s) = other.filter(|s| s.status != QosStatus::Available) {
                         let expected = s.revision;
                         s.grant_state = GrantState::Releasing;
                         s.grant_id = Some(grant.id.clone());
@@ -159,6 +174,17 @@ impl ProvisionSession {
         })
         .await
     }
+}
+
+/// Until when the network is asked to grant: the whole session, or one grant lifetime if
+/// shorter.
+pub(crate) fn grant_ask(
+    duration_secs: i64,
+    lifetime: std::time::Duration,
+    now: DateTime<Utc>,
+) -> DateTime<Utc> {
+    now + chrono::Duration::seconds(duration_secs)
+        .min(chrono::Duration::from_std(lifetime).unwrap_or_default())
 }
 
 /// REQUESTED -> AVAILABLE with `grant_id`: records it, sets the grant's lease (the network's

@@ -22,11 +22,14 @@ pub struct ProvisionRequest {
     pub uncertain: bool,
 }
 
-/// A grant the network confirmed.
+/// A grant the network made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
     pub id: String,
     pub lease_until: Option<DateTime<Utc>>,
+    /// The QoS is in place. False when the network only accepted the request and confirms
+    /// the allocation later by an event (some NEFs).
+    pub confirmed: bool,
 }
 
 /// Which grant to act on. The id may be unknown when a provisioning attempt's outcome was lost

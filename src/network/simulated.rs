@@ -110,6 +110,7 @@ impl Network for SimulatedNetwork {
             .map_err(Self::db_error)?;
         match outcome {
             Provisioned::Granted(id) => Ok(Grant {
+                confirmed: true,
                 id,
                 lease_until: Some(req.until),
             }),
@@ -148,6 +149,7 @@ impl Network for SimulatedNetwork {
             .map_err(Self::db_error)?;
         match extended {
             Some(id) => Ok(Grant {
+                confirmed: true,
                 id,
                 lease_until: Some(until),
             }),

@@ -6,7 +6,9 @@ use sqlx::SqliteConnection;
 
 use super::writer::Tx;
 use super::{Columns, from_millis, millis};
-use crate::domain::{ClientId, Device, Flow, QosStatus, Session, SessionId, SinkCredential};
+use crate::domain::{
+    ClientId, Device, Flow, GrantState, QosStatus, Session, SessionId, SinkCredential,
+};
 
 const COLUMNS: &str = "id, revision, status, status_info, device, flow, qos_profile, duration_secs, \
     sink, sink_credential, created_at_ms, started_at_ms, expires_at_ms, grant_state, grant_id, deleted, \
@@ -172,6 +174,22 @@ pub async fn visible_for_device(
         .fetch_all(conn)
         .await?;
     rows.iter().map(decode).collect()
+}
+
+/// Sessions by the state of their network grant, for the grants the network holds (or may
+/// hold) for us: provisioning, granted, releasing.
+pub async fn count_by_grant_state(
+    conn: &mut SqliteConnection,
+) -> anyhow::Result<Vec<(GrantState, i64)>> {
+    let rows = sqlx::query(
+        "SELECT grant_state, COUNT(*) AS n FROM sessions \
+         WHERE grant_state IN ('provisioning', 'granted', 'releasing') GROUP BY grant_state",
+    )
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.text("grant_state")?.parse()?, r.int("n")?)))
+        .collect()
 }
 
 pub async fn count_by_status(conn: &mut SqliteConnection) -> anyhow::Result<Vec<(QosStatus, i64)>> {

@@ -42,6 +42,13 @@ pub struct NefSettings {
     /// reference.
     pub qos_references: BTreeMap<String, Vec<String>>,
     pub ca_file: Option<std::path::PathBuf>,
+    /// The 201 only means "accepted": the session waits for SUCCESSFUL_RESOURCES_ALLOCATION.
+    pub await_allocation: bool,
+    /// Ask the NEF for a TestNotification on each new subscription.
+    pub request_test_notification: bool,
+    /// Fields added to every subscription as they are (`dnn`, `snssai`, `supportedFeatures`...,
+    /// which some NEFs require).
+    pub extra_fields: serde_json::Map<String, Value>,
 }
 
 pub struct NefNetwork {
@@ -51,6 +58,9 @@ pub struct NefNetwork {
     callbacks: CallbackUrls,
     references: BTreeMap<String, Vec<String>>,
     clock: SharedClock,
+    await_allocation: bool,
+    request_test_notification: bool,
+    extra_fields: serde_json::Map<String, Value>,
 }
 
 #[derive(Debug, Serialize)]
@@ -68,6 +78,10 @@ struct Subscription<'a> {
     #[serde(rename = "altQoSReferences", skip_serializing_if = "<[_]>::is_empty")]
     alt_qos_references: &'a [String],
     qos_duration: i64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    request_test_notification: bool,
+    #[serde(flatten)]
+    extra: &'a serde_json::Map<String, Value>,
 }
 
 impl NefNetwork {
@@ -107,6 +121,9 @@ impl NefNetwork {
             callbacks,
             references: settings.qos_references.clone(),
             clock,
+            await_allocation: settings.await_allocation,
+            request_test_notification: settings.request_test_notification,
+            extra_fields: settings.extra_fields.clone(),
         }))
     }
 
@@ -252,6 +269,7 @@ impl Network for NefNetwork {
             return Ok(Grant {
                 id,
                 lease_until: Some(req.until),
+                confirmed: !self.await_allocation,
             });
         }
         let references = self
@@ -277,6 +295,8 @@ impl Network for NefNetwork {
             qos_reference: reference,
             alt_qos_references: alternatives,
             qos_duration: self.seconds_until(req.until),
+            request_test_notification: self.request_test_notification,
+            extra: &self.extra_fields,
         };
         tracing::debug!(session = %req.session, uncertain = req.uncertain, "creating the subscription");
         let response = self
@@ -303,6 +323,7 @@ impl Network for NefNetwork {
         Ok(Grant {
             lease_until: Some(self.lease(&answer, req.until, body.qos_duration)),
             id,
+            confirmed: !self.await_allocation,
         })
     }
 
@@ -327,6 +348,7 @@ impl Network for NefNetwork {
         Ok(Grant {
             lease_until: Some(self.lease(&answer, until, asked_secs)),
             id,
+            confirmed: true,
         })
     }
 
