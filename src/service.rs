@@ -133,6 +133,7 @@ impl Service {
             deleted: false,
             api: req.api,
             lease_until: None,
+            stray_grant_possible: false,
             owner: req.owner,
         };
         let mut fx = Effects::default();

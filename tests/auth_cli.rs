@@ -2,24 +2,18 @@
 //! configuration prints a working token; `qod token issue` mints tokens from the same data
 //! folder that the running server accepts; `--auth none` is loud.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::io::BufRead;
+use std::process::Command;
 use std::time::Duration;
 
-struct Server {
-    child: Child,
-    addr: String,
-    /// Everything the server printed on stdout.
-    stdout: Vec<String>,
-    /// Log lines up to the "listening" line.
-    log: Vec<String>,
-}
+use common::process::{Process, start};
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The server and what it printed on stdout.
+struct Server {
+    process: Process,
+    stdout: Vec<String>,
 }
 
 fn database_url(dir: &std::path::Path) -> String {
@@ -27,47 +21,28 @@ fn database_url(dir: &std::path::Path) -> String {
 }
 
 fn serve(dir: &std::path::Path, extra: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_qod"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--database-url"])
-        .arg(database_url(dir))
-        .args(extra)
-        .env("QOD_LOG", "info")
-        .env_remove("QOD_AUTH")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("qod starts");
-    let mut log = Vec::new();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("server exited early").unwrap();
-        log.push(line.clone());
-        if let Some(rest) = line.split("addr=").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+    let db = database_url(dir);
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--database-url", &db];
+    args.extend_from_slice(extra);
+    let mut process = start(&args, &dir.join("server.log"));
     let mut stdout = Vec::new();
     if extra.is_empty() {
         // The development token follows the listening line on stdout.
-        let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+        let out = process.stdout.as_mut().unwrap();
         for _ in 0..2 {
-            stdout.push(out.next().expect("token printed").unwrap());
+            let mut line = String::new();
+            out.read_line(&mut line).expect("token printed");
+            stdout.push(line.trim_end().to_owned());
         }
     }
-    Server {
-        child,
-        addr,
-        stdout,
-        log,
-    }
+    Server { process, stdout }
 }
 
 async fn status_with(server: &Server, token: &str) -> u16 {
     reqwest::Client::new()
         .post(format!(
             "http://{}/quality-on-demand/v1/retrieve-sessions",
-            server.addr
+            server.process.addr
         ))
         .bearer_auth(token)
         .json(&serde_json::json!({"device": {"phoneNumber": "+33699999999"}}))
@@ -95,11 +70,12 @@ async fn serve_prints_a_development_token_and_token_issue_mints_more_from_the_sa
     let server = serve(dir.path(), &[]);
     assert!(
         server
-            .log
+            .process
+            .head
             .iter()
             .any(|l| l.contains("DEVELOPMENT AUTHENTICATION")),
         "{:?}",
-        server.log
+        server.process.head
     );
     let printed = server.stdout.last().unwrap().clone();
     assert_eq!(status_with(&server, &printed).await, 200);
@@ -177,16 +153,17 @@ async fn auth_none_is_an_explicit_and_loudly_logged_choice() {
     let server = serve(dir.path(), &["--auth", "none"]);
     assert!(
         server
-            .log
+            .process
+            .head
             .iter()
             .any(|l| l.contains("AUTHENTICATION IS OFF")),
         "{:?}",
-        server.log
+        server.process.head
     );
     let r = reqwest::Client::new()
         .get(format!(
             "http://{}/qos-profiles/v1/qos-profiles/QOS_E",
-            server.addr
+            server.process.addr
         ))
         .send()
         .await

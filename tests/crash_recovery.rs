@@ -4,82 +4,37 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::process::{self, Process};
 use common::sink::{Behaviour, TestSink};
 use rand::Rng;
 use sqlx::Row;
 
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Server {
-    /// A failing test must not leave servers behind.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(dir: &Path) -> Server {
+fn start(dir: &Path) -> Process {
     start_with(dir, &[])
 }
 
-fn start_with(dir: &Path, extra: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_qod"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--retention-secs",
-            "1",
-            "--sim-latency-ms",
-            "20",
-            "--client-rate-limit",
-            "0",
-        ])
-        .args(extra)
-        .arg("--database-url")
-        .arg(format!("sqlite://{}", dir.join("qod.db").display()))
-        .env(
-            "QOD_LOG",
-            std::env::var("QOD_TEST_LOG").unwrap_or_else(|_| "info,apalis=warn".into()),
-        )
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("qod binary starts");
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("server exited before listening")
-            .unwrap();
-        if let Some(rest) = line.split("addr=").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    // Keep draining the log so the server never blocks on a full pipe; keep it for post-mortems.
-    let log_path = dir.join("server.log");
-    std::thread::spawn(move || {
-        use std::io::Write;
-        let mut log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log_path)
-            .unwrap();
-        for line in lines.map_while(Result::ok) {
-            let _ = writeln!(log, "{line}");
-        }
-    });
-    Server { child, addr }
+fn start_with(dir: &Path, extra: &[&str]) -> Process {
+    let db = format!("sqlite://{}", dir.join("qod.db").display());
+    let mut args = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--retention-secs",
+        "1",
+        "--sim-latency-ms",
+        "20",
+        "--client-rate-limit",
+        "0",
+        "--database-url",
+        &db,
+    ];
+    args.extend_from_slice(extra);
+    process::start(&args, &dir.join("server.log"))
 }
 
 fn now_ms() -> i64 {

@@ -295,6 +295,10 @@ async fn a_session_becomes_a_nef_subscription_with_exact_rules_and_is_deleted_by
     assert_ne!(nef_id, id);
     // Nothing renewed a grant that covers the whole session.
     assert!(s.requests("PATCH").await.is_empty());
+    assert!(
+        s.requests("GET").await.is_empty(),
+        "a grant made at the first attempt is released without listing subscriptions"
+    );
 }
 
 #[tokio::test]
@@ -349,13 +353,43 @@ async fn a_post_that_timed_out_but_created_its_subscription_is_adopted_not_dupli
         1,
         "the retry looked before creating"
     );
-    assert!(!s.requests("GET").await.is_empty());
+    let lists = s.requests("GET").await.len();
+    assert!(lists > 0, "the retry listed the UE's subscriptions");
     assert_eq!(s.delete(&id).await, 204);
     poll_until(Duration::from_secs(10), || async {
         s.fake("subscriptions").await.is_empty().then_some(())
     })
     .await
     .expect("released");
+    assert!(
+        s.requests("GET").await.len() > lists,
+        "after a lost outcome the release searches for strays as well"
+    );
+}
+
+#[tokio::test]
+async fn a_subscription_created_after_the_client_gave_up_is_found_and_deleted_on_release() {
+    // The first POST times out; the NEF creates its subscription only later, after the retry
+    // looked, found nothing and created a second one.
+    let s = setup(
+        "slow_posts = 1\nslow_ms = 3000\nslow_posts_create_late = true\n",
+        &["--nef-timeout-ms", "400"],
+    );
+    let id = s.create_for("+33612340015").await;
+    s.wait_status(&id, "AVAILABLE").await;
+    poll_until(Duration::from_secs(10), || async {
+        (s.fake("subscriptions").await.len() == 2).then_some(())
+    })
+    .await
+    .expect("the late subscription appears beside the one in use");
+    assert_eq!(s.requests("POST").await.len(), 2);
+    assert_eq!(s.session(&id).await.1["qosStatus"], "AVAILABLE");
+    assert_eq!(s.delete(&id).await, 204);
+    poll_until(Duration::from_secs(10), || async {
+        s.fake("subscriptions").await.is_empty().then_some(())
+    })
+    .await
+    .expect("both subscriptions are deleted, the stray found by its callback path");
 }
 
 #[tokio::test]

@@ -152,6 +152,9 @@ pub struct Session {
     pub deleted: bool,
     pub api: ApiVersion,
     pub owner: ClientId,
+    /// A provisioning attempt was repeated, so the network may hold a grant whose id we never
+    /// learned: releasing must search for it.
+    pub stray_grant_possible: bool,
 }
 
 /// One state change, recorded in `session_events`.

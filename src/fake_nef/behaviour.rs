@@ -23,6 +23,10 @@ pub struct Behaviour {
     pub slow_posts: u32,
     #[serde(default)]
     pub slow_ms: u64,
+    /// The slow creations make their subscription only after the delay, when the client has
+    /// given up (a retry that looks first finds nothing).
+    #[serde(default)]
+    pub slow_posts_create_late: bool,
     /// UE addresses or GPSIs the NEF does not know: creating for them answers 404.
     #[serde(default)]
     pub unknown_ues: Vec<String>,

@@ -282,10 +282,22 @@ async fn create(
     subscription["self"] = Value::String(location.clone());
     let slow = {
         let mut inner = fake.lock();
-        inner.subscriptions.insert(id, subscription.clone());
         inner.posts += 1;
         inner.posts <= fake.behaviour.slow_posts
     };
+    // In a task of its own: the NEF goes on with the creation after the client hung up.
+    let creation = {
+        let (fake, subscription) = (fake.clone(), subscription.clone());
+        tokio::spawn(async move {
+            if slow && fake.behaviour.slow_posts_create_late {
+                tokio::time::sleep(Duration::from_millis(fake.behaviour.slow_ms)).await;
+            }
+            fake.lock().subscriptions.insert(id, subscription);
+        })
+    };
+    if creation.await.is_err() {
+        return problem(StatusCode::INTERNAL_SERVER_ERROR, "creation failed");
+    }
     if let Some(delay) = fake.behaviour.allocation_delay_ms {
         let (fake, subscription) = (fake.clone(), subscription.clone());
         if fake.behaviour.early_events {
@@ -309,7 +321,7 @@ async fn create(
             .await;
         });
     }
-    if slow {
+    if slow && !fake.behaviour.slow_posts_create_late {
         tokio::time::sleep(Duration::from_millis(fake.behaviour.slow_ms)).await;
     }
     (

@@ -86,9 +86,14 @@ impl ProvisionSession {
                     return Ok(None);
                 }
                 let uncertain = s.grant_state != GrantState::None;
-                if !uncertain {
+                if !uncertain || !s.stray_grant_possible {
                     let expected = s.revision;
-                    s.grant_state = GrantState::Provisioning;
+                    if uncertain {
+                        // This attempt may create a second grant beside a lost one.
+                        s.stray_grant_possible = true;
+                    } else {
+                        s.grant_state = GrantState::Provisioning;
+                    }
                     s.revision += 1;
                     sessions::update(tx, &s, expected)?;
                 }

@@ -33,6 +33,8 @@ impl JobKind for ReleaseGrant {
         let grant = GrantRef {
             session: self.session_id,
             grant_id: self.grant_id.clone(),
+            search: self.grant_id.is_none()
+                || current.as_ref().is_none_or(|s| s.stray_grant_possible),
             device: current.map(|s| s.device),
         };
         core.network.release(&grant).await?;

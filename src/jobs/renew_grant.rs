@@ -46,6 +46,7 @@ impl JobKind for RenewGrant {
             session: s.id,
             grant_id: s.grant_id.clone(),
             device: Some(s.device.clone()),
+            search: false,
         };
         let renewed = match core.network.renew(&grant, until).await {
             Ok(g) => g.lease_until.unwrap_or(until).min(until),

@@ -40,6 +40,9 @@ pub struct GrantRef {
     pub grant_id: Option<String>,
     /// The session's device, when it is still stored (lets a network narrow its searches).
     pub device: Option<Device>,
+    /// The network may hold grants for the session besides `grant_id` (an attempt's outcome
+    /// was lost): a release must search for them too.
+    pub search: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -12,7 +12,7 @@ use crate::domain::{
 
 const COLUMNS: &str = "id, revision, status, status_info, device, flow, qos_profile, duration_secs, \
     sink, sink_credential, created_at_ms, started_at_ms, expires_at_ms, grant_state, grant_id, deleted, \
-    api, lease_until_ms, owner";
+    api, lease_until_ms, owner, stray_grant_possible";
 
 fn decode(row: &impl Columns) -> anyhow::Result<Session> {
     Ok(Session {
@@ -41,6 +41,7 @@ fn decode(row: &impl Columns) -> anyhow::Result<Session> {
         api: row.text("api")?.parse()?,
         lease_until: row.opt_int("lease_until_ms")?.map(from_millis),
         owner: ClientId(row.text("owner")?),
+        stray_grant_possible: row.int("stray_grant_possible")? != 0,
     })
 }
 
@@ -53,8 +54,9 @@ pub fn insert(tx: &Tx, s: &Session) -> anyhow::Result<()> {
     tx.prepare_cached(
         "INSERT INTO sessions (id, revision, status, status_info, device_key, device, flow, \
          qos_profile, duration_secs, sink, sink_credential, created_at_ms, started_at_ms, \
-         expires_at_ms, grant_state, grant_id, deleted, api, lease_until_ms, owner) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         expires_at_ms, grant_state, grant_id, deleted, api, lease_until_ms, owner, \
+         stray_grant_possible) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?
     .execute(params![
         s.id.to_string(),
@@ -77,6 +79,7 @@ pub fn insert(tx: &Tx, s: &Session) -> anyhow::Result<()> {
         s.api.as_str(),
         s.lease_until.map(millis),
         s.owner.as_str(),
+        i64::from(s.stray_grant_possible),
     ])?;
     Ok(())
 }
@@ -88,7 +91,7 @@ pub fn update(tx: &Tx, s: &Session, expected_revision: i64) -> anyhow::Result<bo
         .prepare_cached(
             "UPDATE sessions SET revision = ?, status = ?, status_info = ?, duration_secs = ?, \
              started_at_ms = ?, expires_at_ms = ?, grant_state = ?, grant_id = ?, deleted = ?, \
-             lease_until_ms = ? \
+             lease_until_ms = ?, stray_grant_possible = ? \
              WHERE id = ? AND revision = ?",
         )?
         .execute(params![
@@ -102,6 +105,7 @@ pub fn update(tx: &Tx, s: &Session, expected_revision: i64) -> anyhow::Result<bo
             s.grant_id,
             i64::from(s.deleted),
             s.lease_until.map(millis),
+            i64::from(s.stray_grant_possible),
             s.id.to_string(),
             expected_revision,
         ])?;

@@ -11,6 +11,8 @@ pub struct Process {
     pub child: Child,
     pub addr: String,
     pub stdout: Option<BufReader<std::process::ChildStdout>>,
+    /// The log lines up to and including the "listening" one.
+    pub head: Vec<String>,
 }
 
 impl Drop for Process {
@@ -25,14 +27,22 @@ impl Drop for Process {
 pub fn start(args: &[&str], log: &Path) -> Process {
     let mut child = Command::new(env!("CARGO_BIN_EXE_qod"))
         .args(args)
-        .env("QOD_LOG", "info,apalis=warn,qod::network=debug")
+        .env(
+            "QOD_LOG",
+            std::env::var("QOD_TEST_LOG")
+                .unwrap_or_else(|_| "info,apalis=warn,qod::network=debug".into()),
+        )
+        // The tests choose the authentication mode themselves.
+        .env_remove("QOD_AUTH")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("qod starts");
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut head = Vec::new();
     let addr = loop {
         let line = lines.next().expect("exited before listening").unwrap();
+        head.push(line.clone());
         if let Some(rest) = line.split("addr=").nth(1) {
             break rest.split_whitespace().next().unwrap().to_owned();
         }
@@ -54,5 +64,6 @@ pub fn start(args: &[&str], log: &Path) -> Process {
         child,
         addr,
         stdout,
+        head,
     }
 }

@@ -354,9 +354,13 @@ impl Network for NefNetwork {
 
     async fn release(&self, grant: &GrantRef) -> Result<(), NetworkError> {
         let mut ids: Vec<String> = grant.grant_id.iter().cloned().collect();
-        for id in self.find_ours(grant.session, grant.device.as_ref()).await? {
-            if !ids.contains(&id) {
-                ids.push(id);
+        // A search lists the UE's subscriptions, or all of ours for a UE known by phone number
+        // only: done only when an attempt's outcome was lost.
+        if grant.search || ids.is_empty() {
+            for id in self.find_ours(grant.session, grant.device.as_ref()).await? {
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
             }
         }
         tracing::debug!(session = %grant.session, ?ids, "deleting subscriptions");
