@@ -450,8 +450,14 @@ fn nef_id(subscription: &Value) -> String {
 
 #[tokio::test]
 async fn a_session_termination_from_the_network_ends_the_session_within_a_second() {
-    let s = setup("", &[]);
-    let (id, sub) = s.available_subscription().await;
+    let sink = common::sink::TestSink::start().await;
+    let s = setup("", &["--allow-insecure-sinks", "--allow-private-sinks"]);
+    let mut with_sink = body(json!({"phoneNumber": "+33612340016"}));
+    with_sink["sink"] = json!(sink.url("events", common::sink::Behaviour::Accept));
+    let (_, created) = s.create(&with_sink).await;
+    let id = created["sessionId"].as_str().unwrap().to_owned();
+    s.wait_status(&id, "AVAILABLE").await;
+    let sub = s.subscription_of(&id).await;
     let started = std::time::Instant::now();
     let r = s
         .http
@@ -467,6 +473,17 @@ async fn a_session_termination_from_the_network_ends_the_session_within_a_second
         started.elapsed()
     );
     assert_eq!(ended["statusInfo"], "NETWORK_TERMINATED");
+    // The consumer hears of it at once, not at the end of a retention period.
+    let delivered = sink
+        .wait_delivered("events", 2, Duration::from_secs(5))
+        .await;
+    let last = &delivered[1].body["data"];
+    assert_eq!(last["qosStatus"], "UNAVAILABLE", "{last}");
+    assert_eq!(last["statusInfo"], "NETWORK_TERMINATED");
+    eprintln!(
+        "termination to consumer notification: {:?}",
+        started.elapsed()
+    );
     // The subscription is deleted all the same, and the session stays readable for now.
     poll_until(Duration::from_secs(10), || async {
         s.fake("subscriptions").await.is_empty().then_some(())
