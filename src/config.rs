@@ -41,9 +41,10 @@ pub struct ServeArgs {
     /// Seconds a session may stay REQUESTED before it becomes UNAVAILABLE/NETWORK_TERMINATED.
     #[arg(long, env = "QOD_PROVISION_TIMEOUT_SECS")]
     pub provision_timeout_secs: Option<u64>,
-    /// Longest grant the network is asked for; longer sessions renew their grant before it ends.
-    #[arg(long, env = "QOD_GRANT_LIFETIME_SECS")]
-    pub grant_lifetime_secs: Option<u64>,
+    /// Longest grant the network is asked for (e.g. 15m, 900s); longer sessions renew their
+    /// grant before it ends.
+    #[arg(long, env = "QOD_GRANT_LIFETIME", value_parser = crate::span::parse_positive)]
+    pub grant_lifetime: Option<Duration>,
     /// Seconds an expired session stays readable before it is purged.
     #[arg(long, env = "QOD_RETENTION_SECS")]
     pub retention_secs: Option<u64>,
@@ -229,7 +230,8 @@ struct FileSettings {
     database_url: Option<String>,
     durability: Option<Durability>,
     provision_timeout_secs: Option<u64>,
-    grant_lifetime_secs: Option<u64>,
+    /// A span such as "15m".
+    grant_lifetime: Option<String>,
     retention_secs: Option<u64>,
     sim_latency_ms: Option<u64>,
     sim_failure_rate: Option<f64>,
@@ -390,12 +392,12 @@ impl Settings {
                 .or(file.durability)
                 .unwrap_or(Durability::Normal),
             busy_timeout: Duration::from_secs(30),
-            grant_lifetime: Duration::from_secs(
-                args.grant_lifetime_secs
-                    .or(file.grant_lifetime_secs)
-                    .unwrap_or(900)
-                    .max(1),
-            ),
+            grant_lifetime: match (args.grant_lifetime, &file.grant_lifetime) {
+                (Some(span), _) => span,
+                (None, Some(raw)) => crate::span::parse_positive(raw)
+                    .map_err(|e| anyhow::anyhow!("grant_lifetime: {e}"))?,
+                (None, None) => Duration::from_secs(900),
+            },
             provision_timeout: Duration::from_secs(
                 args.provision_timeout_secs
                     .or(file.provision_timeout_secs)
@@ -658,7 +660,8 @@ mod tests {
         let path = dir.path().join("qod.toml");
         std::fs::write(
             &path,
-            "retention_secs = 7\nprovision_timeout_secs = 9\n[workers.purge_session]\nconcurrency = 2\n",
+            "retention_secs = 7\nprovision_timeout_secs = 9\ngrant_lifetime = \"20m\"\n\
+             [workers.purge_session]\nconcurrency = 2\n",
         )
         .unwrap();
         let args = ServeArgs {
@@ -669,6 +672,7 @@ mod tests {
         let s = Settings::load(&args).unwrap();
         assert_eq!(s.retention, Duration::from_secs(3));
         assert_eq!(s.provision_timeout, Duration::from_secs(9));
+        assert_eq!(s.grant_lifetime, Duration::from_secs(1200));
         assert_eq!(s.pools.get("purge_session").concurrency, 2);
         assert_eq!(s.database_url, DEFAULT_DATABASE_URL);
     }

@@ -22,6 +22,7 @@ pub mod pools;
 pub mod queue;
 pub mod secrets;
 pub mod service;
+pub mod span;
 pub mod store;
 
 pub use app::Application;

@@ -568,8 +568,8 @@ async fn long_sessions_renew_their_grant_with_a_merge_patch_and_one_cached_oauth
     let s = setup(
         "require_token = \"nef-access-token\"\n",
         &[
-            "--grant-lifetime-secs",
-            "2",
+            "--grant-lifetime",
+            "2s",
             "--nef-token-url",
             "http://{nef}/oauth/token",
             "--nef-client-id",
@@ -609,7 +609,7 @@ async fn long_sessions_renew_their_grant_with_a_merge_patch_and_one_cached_oauth
 #[tokio::test]
 async fn a_nef_that_restarted_and_forgot_the_subscription_ends_the_session_at_its_next_renewal() {
     // The fake NEF keeps its subscriptions in memory: a restart on the same port forgets them.
-    let s = setup("", &["--grant-lifetime-secs", "2"]);
+    let s = setup("", &["--grant-lifetime", "2s"]);
     let (_, created) = s
         .create(&body(json!({"phoneNumber": "+33612340004"})))
         .await;
@@ -874,7 +874,7 @@ async fn a_grant_confirmed_by_an_early_event_is_renewed_like_any_other() {
     // lifetime asked for, not the whole session.
     let s = setup(
         "allocation_delay_ms = 0\nearly_events = true\n",
-        &["--grant-lifetime-secs", "2"],
+        &["--grant-lifetime", "2s"],
     );
     let id = s.create_for("+33612340014").await;
     s.wait_status(&id, "AVAILABLE").await;

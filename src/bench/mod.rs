@@ -36,7 +36,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub max: bool,
     /// How long to keep creating sessions, e.g. 60s or 2m.
-    #[arg(long, default_value = "60s", value_parser = parse_span)]
+    #[arg(long, default_value = "60s", value_parser = crate::span::parse)]
     pub duration: Duration,
     /// Duration of each session, in seconds.
     #[arg(long, default_value_t = 5)]
@@ -64,17 +64,6 @@ pub struct BenchArgs {
     /// Folder for the baselines' scratch databases (put it on the server's disk).
     #[arg(long, default_value = "./qod-data")]
     pub baseline_dir: PathBuf,
-}
-
-fn parse_span(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
-    match unit {
-        "" | "s" => Ok(Duration::from_secs(n)),
-        "ms" => Ok(Duration::from_millis(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("bad duration unit in {s:?} (use ms, s or m)")),
-    }
 }
 
 #[derive(Debug, Serialize)]
@@ -515,20 +504,5 @@ fn print_table(r: &Report) {
         for (kind, n) in &r.errors {
             println!("error {kind}: {n}");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn spans_parse_with_units() {
-        assert_eq!(parse_span("60s"), Ok(Duration::from_secs(60)));
-        assert_eq!(parse_span("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_span("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_span("7"), Ok(Duration::from_secs(7)));
-        assert!(parse_span("7h").is_err());
-        assert!(parse_span("s").is_err());
     }
 }

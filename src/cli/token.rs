@@ -27,7 +27,7 @@ pub enum Command {
         #[arg(long)]
         device_phone: Option<String>,
         /// Lifetime, e.g. `90s`, `15m`, `1h`, `7d`.
-        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        #[arg(long, default_value = "1h", value_parser = crate::span::parse_positive)]
         ttl: Duration,
         #[command(flatten)]
         server: Box<ServeArgs>,
@@ -92,43 +92,4 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
     );
     println!("{token}");
     Ok(())
-}
-
-/// `90s`, `15m`, `1h`, `7d`, or plain seconds.
-fn parse_ttl(raw: &str) -> Result<Duration, String> {
-    let raw = raw.trim();
-    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
-    let (number, unit) = raw.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{raw:?} is not a lifetime like 90s, 15m, 1h or 7d"))?;
-    let unit_secs = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("{raw:?}: the unit must be s, m, h or d")),
-    };
-    n.checked_mul(unit_secs)
-        .filter(|s| *s > 0)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("{raw:?} is not a positive lifetime"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_ttl;
-    use std::time::Duration;
-
-    #[test]
-    fn lifetimes_read_with_units() {
-        assert_eq!(parse_ttl("90").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_ttl("15m").unwrap(), Duration::from_secs(900));
-        assert_eq!(parse_ttl("1h").unwrap(), Duration::from_secs(3600));
-        assert_eq!(parse_ttl("7d").unwrap(), Duration::from_secs(604_800));
-        assert!(parse_ttl("0s").is_err());
-        assert!(parse_ttl("1w").is_err());
-        assert!(parse_ttl("h").is_err());
-        assert!(parse_ttl("99999999999999999999d").is_err());
-    }
 }
