@@ -41,24 +41,6 @@ fn setup(behaviour: &str, extra: &[&str]) -> Setup {
     })
 }
 
-/// A private CA in `dir` (`ca.pem`) and a certificate for localhost it signed (`nef-cert.pem`,
-/// `nef-key.pem`).
-fn private_ca(dir: &std::path::Path) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    std::fs::write(dir.join("ca.pem"), ca.self_signed(&ca_key).unwrap().pem()).unwrap();
-    let issuer = Issuer::new(ca, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    std::fs::write(dir.join("nef-cert.pem"), leaf.pem()).unwrap();
-    std::fs::write(dir.join("nef-key.pem"), key.serialize_pem()).unwrap();
-}
-
 fn launch(how: Launch) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let behaviour_file = dir.path().join("behaviour.toml");
@@ -81,12 +63,12 @@ fn launch(how: Launch) -> Setup {
     ];
     let mut http = reqwest::Client::builder();
     if how.tls {
-        private_ca(dir.path());
-        for (flag, file) in [("--tls-cert", "nef-cert.pem"), ("--tls-key", "nef-key.pem")] {
+        let files = common::tls::private_ca(dir.path());
+        for (flag, file) in [("--tls-cert", &files.cert), ("--tls-key", &files.key)] {
             nef_args.push(flag.to_owned());
-            nef_args.push(dir.path().join(file).to_str().unwrap().to_owned());
+            nef_args.push(file.to_str().unwrap().to_owned());
         }
-        let ca = std::fs::read(dir.path().join("ca.pem")).unwrap();
+        let ca = std::fs::read(&files.ca).unwrap();
         http = http.add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap());
     }
     let nef_args: Vec<&str> = nef_args.iter().map(String::as_str).collect();

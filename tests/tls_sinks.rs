@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -10,63 +11,13 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::StatusCode;
 use common::{TestApp, poll_until, session_body};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
+use qod::fake_nef::tls::TlsListener;
+use tokio::net::TcpListener;
 
-struct TlsListener {
-    tcp: TcpListener,
-    tls: TlsAcceptor,
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let Ok((stream, addr)) = self.tcp.accept().await else {
-                continue;
-            };
-            // A client that refuses our certificate fails the handshake: keep listening.
-            if let Ok(tls) = self.tls.accept(stream).await {
-                return (tls, addr);
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.tcp.local_addr()
-    }
-}
-
-/// A private CA (its PEM) and an https sink on localhost with a certificate it signed; returns
-/// the sink URL and its count of received events.
-async fn private_ca_sink() -> (String, String, Arc<AtomicUsize>) {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&leaf_key, &issuer)
-        .unwrap();
-
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(
-        vec![CertificateDer::from(leaf.der().to_vec())],
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
-    )
-    .unwrap();
+/// An https sink on localhost with a certificate from a private CA; returns the CA's PEM file
+/// (in `dir`), the sink URL and its count of received events.
+async fn private_ca_sink(dir: &Path) -> (PathBuf, String, Arc<AtomicUsize>) {
+    let files = common::tls::private_ca(dir);
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = tcp.local_addr().unwrap().port();
     let received = Arc::new(AtomicUsize::new(0));
@@ -81,12 +32,14 @@ async fn private_ca_sink() -> (String, String, Arc<AtomicUsize>) {
             }
         }),
     );
-    let listener = TlsListener {
-        tcp,
-        tls: TlsAcceptor::from(Arc::new(config)),
-    };
+    // The fake NEF's https listener serves the sink as well.
+    let listener = TlsListener::new(tcp, &files.cert, &files.key).unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (ca_pem, format!("https://localhost:{port}/events"), received)
+    (
+        files.ca,
+        format!("https://localhost:{port}/events"),
+        received,
+    )
 }
 
 fn fast_retries(s: &mut qod::Settings) {
@@ -99,10 +52,8 @@ fn fast_retries(s: &mut qod::Settings) {
 
 #[tokio::test]
 async fn an_https_sink_behind_a_private_ca_is_reached_once_the_ca_is_trusted() {
-    let (ca_pem, url, received) = private_ca_sink().await;
     let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("sink-ca.pem");
-    std::fs::write(&ca_file, ca_pem).unwrap();
+    let (ca_file, url, received) = private_ca_sink(dir.path()).await;
     let app = TestApp::spawn_with(|s| {
         fast_retries(s);
         s.notify.sink_ca_file = Some(ca_file.clone());
@@ -120,7 +71,8 @@ async fn an_https_sink_behind_a_private_ca_is_reached_once_the_ca_is_trusted() {
 
 #[tokio::test]
 async fn an_untrusted_sink_certificate_is_never_accepted() {
-    let (_, url, received) = private_ca_sink().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, url, received) = private_ca_sink(dir.path()).await;
     let app = TestApp::spawn_with(fast_retries).await;
     let mut body = session_body("+33640000002", "198.51.100.1", 60);
     body["sink"] = serde_json::json!(url);

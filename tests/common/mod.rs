@@ -4,6 +4,7 @@
 pub mod contract;
 pub mod process;
 pub mod sink;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
