@@ -26,6 +26,9 @@ pub use behaviour::Behaviour;
 
 const BASE: &str = "/3gpp-as-session-with-qos/v1";
 
+/// Requests kept for `/_fake/requests`: every one of a test, a bounded memory for a long demo.
+const REQUEST_LOG: usize = 100_000;
+
 /// Path parameters, with or without the SCS/AS segment.
 type Params = std::collections::HashMap<String, String>;
 
@@ -41,8 +44,8 @@ struct Fake {
 #[derive(Default)]
 struct Inner {
     subscriptions: BTreeMap<String, Value>,
-    /// Every API request received: method, path, body.
-    requests: Vec<Value>,
+    /// The API requests received, the latest `REQUEST_LOG` of them: method, path, body.
+    requests: std::collections::VecDeque<Value>,
     posts: u32,
     faults_used: Vec<u32>,
 }
@@ -113,6 +116,15 @@ fn problem(status: StatusCode, detail: &str) -> Response {
         .into_response()
 }
 
+impl Inner {
+    fn log(&mut self, request: Value) {
+        if self.requests.len() == REQUEST_LOG {
+            self.requests.pop_front();
+        }
+        self.requests.push_back(request);
+    }
+}
+
 impl Fake {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
@@ -130,7 +142,7 @@ impl Fake {
         let at_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
-        inner.requests.push(
+        inner.log(
             json!({"method": method.as_str(), "path": path, "body": body, "at_ms": at_ms as u64}),
         );
         if let Some(expected) = &self.behaviour.require_token {
@@ -199,8 +211,7 @@ async fn token(State(fake): State<Fake>, headers: HeaderMap) -> Response {
         .map(|v| v.starts_with("Basic "))
         .unwrap_or(false);
     fake.lock()
-        .requests
-        .push(json!({"method": "TOKEN", "path": "/oauth/token", "body": {"basic_auth": client}}));
+        .log(json!({"method": "TOKEN", "path": "/oauth/token", "body": {"basic_auth": client}}));
     match &fake.behaviour.require_token {
         Some(token) => {
             Json(json!({"access_token": token, "token_type": "Bearer", "expires_in": 3600}))
@@ -440,7 +451,7 @@ async fn held(State(fake): State<Fake>) -> Json<Vec<Value>> {
 }
 
 async fn requests(State(fake): State<Fake>) -> Json<Vec<Value>> {
-    Json(fake.lock().requests.clone())
+    Json(fake.lock().requests.iter().cloned().collect())
 }
 
 async fn terminate(State(fake): State<Fake>, Path(id): Path<String>) -> StatusCode {
