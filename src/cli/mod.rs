@@ -72,7 +72,6 @@ pub struct FakeNefArgs {
 async fn fake_nef(args: FakeNefArgs) -> anyhow::Result<()> {
     let behaviour = crate::fake_nef::Behaviour::load(args.behaviour.as_deref())?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    tracing::info!(addr = %listener.local_addr()?, tls = args.tls_cert.is_some(), "fake NEF listening");
     let tls = args.tls_cert.as_deref().zip(args.tls_key.as_deref());
     crate::fake_nef::serve(listener, behaviour, tls, shutdown_signal()).await
 }

@@ -91,14 +91,19 @@ pub async fn serve(
         .route("/_fake/terminate/{id}", post(terminate))
         .route("/_fake/event/{id}/{event}", post(event))
         .with_state(fake);
+    let addr = listener.local_addr()?;
     match tls {
         None => {
+            tracing::info!(%addr, "fake NEF listening");
             axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown)
                 .await?
         }
         Some((cert, key)) => {
-            axum::serve(tls::TlsListener::new(listener, cert, key)?, app)
+            // Built before the "listening" line, so a bad certificate never looks like a start.
+            let listener = tls::TlsListener::new(listener, cert, key)?;
+            tracing::info!(%addr, "fake NEF listening (https)");
+            axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown)
                 .await?
         }
