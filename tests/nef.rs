@@ -869,3 +869,42 @@ async fn a_grant_confirmed_by_an_early_event_is_renewed_like_any_other() {
     assert_eq!(patches[0]["body"]["qosDuration"], 2);
     assert_eq!(s.session(&id).await.1["qosStatus"], "AVAILABLE");
 }
+
+#[tokio::test]
+async fn extending_a_session_past_its_grant_renews_the_subscription_to_the_new_end() {
+    // 3 s fit one 4 s grant; extended to 7 s, the grant must be renewed once.
+    let s = setup("", &["--grant-lifetime", "4s"]);
+    let mut short = body(json!({"phoneNumber": "+33612340017"}));
+    short["duration"] = json!(3);
+    let (_, created) = s.create(&short).await;
+    let id = created["sessionId"].as_str().unwrap().to_owned();
+    s.wait_status(&id, "AVAILABLE").await;
+    assert_eq!(s.subscription_of(&id).await["qosDuration"], 3);
+    let r = s
+        .http
+        .post(format!(
+            "http://{}/quality-on-demand/v1/sessions/{id}/extend",
+            s.qod.addr
+        ))
+        .bearer_auth(&s.token)
+        .json(&json!({"requestedAdditionalDuration": 4}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let patches = poll_until(Duration::from_secs(8), || async {
+        let p = s.requests("PATCH").await;
+        (!p.is_empty()).then_some(p)
+    })
+    .await
+    .expect("the grant is renewed towards the new end");
+    let asked = patches[0]["body"]["qosDuration"].as_i64().unwrap();
+    assert!((1..=4).contains(&asked), "{asked}");
+    let ended = s.wait_status(&id, "UNAVAILABLE").await;
+    assert_eq!(ended["statusInfo"], "DURATION_EXPIRED");
+    poll_until(Duration::from_secs(10), || async {
+        s.fake("subscriptions").await.is_empty().then_some(())
+    })
+    .await
+    .expect("released at the end");
+}
