@@ -67,30 +67,25 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
     }
     let core = state.service.core();
     if let Ok(mut conn) = core.pool.acquire().await {
-        if let Ok(counts) = sessions::count_by_status(&mut conn).await {
+        if let Ok(census) = sessions::census(&mut conn).await {
             for status in [
                 QosStatus::Requested,
                 QosStatus::Available,
                 QosStatus::Unavailable,
             ] {
-                let n = counts
-                    .iter()
-                    .find(|(s, _)| *s == status)
-                    .map(|(_, n)| *n)
-                    .unwrap_or(0);
+                let n = census.iter().filter(|c| c.0 == status).map(|c| c.2).sum();
                 core.metrics
                     .sessions
                     .with_label_values(&[status.as_str()])
                     .set(n);
             }
-        }
-        if let Ok(counts) = sessions::count_by_grant_state(&mut conn).await {
+            // The grants the network holds, or may hold, for us.
             for state in [
                 GrantState::Provisioning,
                 GrantState::Granted,
                 GrantState::Releasing,
             ] {
-                let n = counts.iter().find(|(s, _)| *s == state).map_or(0, |c| c.1);
+                let n = census.iter().filter(|c| c.1 == state).map(|c| c.2).sum();
                 core.metrics
                     .network_grants
                     .with_label_values(&[state.as_str()])

@@ -180,27 +180,22 @@ pub async fn visible_for_device(
     rows.iter().map(decode).collect()
 }
 
-/// Sessions by the state of their network grant, for the grants the network holds (or may
-/// hold) for us: provisioning, granted, releasing.
-pub async fn count_by_grant_state(
+/// Stored sessions counted by QoS status and grant state, in one scan (for `/metrics`).
+pub async fn census(
     conn: &mut SqliteConnection,
-) -> anyhow::Result<Vec<(GrantState, i64)>> {
+) -> anyhow::Result<Vec<(QosStatus, GrantState, i64)>> {
     let rows = sqlx::query(
-        "SELECT grant_state, COUNT(*) AS n FROM sessions \
-         WHERE grant_state IN ('provisioning', 'granted', 'releasing') GROUP BY grant_state",
+        "SELECT status, grant_state, COUNT(*) AS n FROM sessions GROUP BY status, grant_state",
     )
     .fetch_all(conn)
     .await?;
     rows.iter()
-        .map(|r| Ok((r.text("grant_state")?.parse()?, r.int("n")?)))
-        .collect()
-}
-
-pub async fn count_by_status(conn: &mut SqliteConnection) -> anyhow::Result<Vec<(QosStatus, i64)>> {
-    let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM sessions GROUP BY status")
-        .fetch_all(conn)
-        .await?;
-    rows.iter()
-        .map(|r| Ok((r.text("status")?.parse()?, r.int("n")?)))
+        .map(|r| {
+            Ok((
+                r.text("status")?.parse()?,
+                r.text("grant_state")?.parse()?,
+                r.int("n")?,
+            ))
+        })
         .collect()
 }
