@@ -243,6 +243,11 @@ async fn a_session_becomes_a_nef_subscription_with_exact_rules_and_is_deleted_by
     assert!((118..=120).contains(&qos_duration), "{qos_duration}");
     s.wait_metric("qod_network_grants{state=\"granted\"} 1")
         .await;
+    assert!(
+        s.metrics()
+            .await
+            .contains("qod_sessions{status=\"AVAILABLE\"} 1")
+    );
 
     assert_eq!(s.delete(&id).await, 204);
     let nef_id = sub["self"]
