@@ -116,6 +116,7 @@ pub fn read_shared_secret(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     Ok(secret)
 }
 
+#[derive(Clone, Copy)]
 enum Denial {
     Unauthenticated(Refusal),
     TooManyRequests(Duration),
@@ -167,59 +168,60 @@ fn retry_after(wait: Duration) -> HeaderValue {
     HeaderValue::from(u64::try_from(wait.as_millis().div_ceil(1000).max(1)).unwrap_or(u64::MAX))
 }
 
-pub async fn v1(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    match admit(&state, &mut req).await {
-        Ok(()) => next.run(req).await,
-        Err(Denial::Unauthenticated(refusal)) => {
-            let mut response = ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHENTICATED",
-                "Request not authenticated due to missing, invalid, or expired credentials.",
-            )
-            .into_response();
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, challenge(refusal));
-            response
+impl Denial {
+    /// The header that tells the client what to do: the challenge, or how long to wait.
+    fn header(self) -> (header::HeaderName, HeaderValue) {
+        match self {
+            Self::Unauthenticated(refusal) => (header::WWW_AUTHENTICATE, challenge(refusal)),
+            Self::TooManyRequests(wait) => (header::RETRY_AFTER, retry_after(wait)),
         }
-        Err(Denial::TooManyRequests(wait)) => {
-            let mut response = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "TOO_MANY_REQUESTS",
-                "Rate limit reached.",
-            )
-            .into_response();
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, retry_after(wait));
-            response
-        }
+    }
+
+    /// `body` (the facade's error) with the denial's header.
+    fn answer(self, mut body: Response) -> Response {
+        let (name, value) = self.header();
+        body.headers_mut().insert(name, value);
+        body
     }
 }
 
+pub async fn v1(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let denial = match admit(&state, &mut req).await {
+        Ok(()) => return next.run(req).await,
+        Err(denial) => denial,
+    };
+    let body = match denial {
+        Denial::Unauthenticated(_) => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            "Request not authenticated due to missing, invalid, or expired credentials.",
+        ),
+        Denial::TooManyRequests(_) => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TOO_MANY_REQUESTS",
+            "Rate limit reached.",
+        ),
+    };
+    denial.answer(body.into_response())
+}
+
 pub async fn v0(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    match admit(&state, &mut req).await {
-        Ok(()) => next.run(req).await,
-        Err(Denial::Unauthenticated(refusal)) => {
-            let code = match refusal {
+    let denial = match admit(&state, &mut req).await {
+        Ok(()) => return next.run(req).await,
+        Err(denial) => denial,
+    };
+    let body = match denial {
+        Denial::Unauthenticated(refusal) => V0Error::standard(
+            StatusCode::UNAUTHORIZED,
+            match refusal {
                 Refusal::Missing => 40,
                 Refusal::Invalid(_) => 41,
                 Refusal::Expired => 42,
-            };
-            let mut response = V0Error::standard(StatusCode::UNAUTHORIZED, code).into_response();
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, challenge(refusal));
-            response
-        }
-        Err(Denial::TooManyRequests(wait)) => {
-            let mut response = V0Error::standard(StatusCode::TOO_MANY_REQUESTS, 53).into_response();
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, retry_after(wait));
-            response
-        }
-    }
+            },
+        ),
+        Denial::TooManyRequests(_) => V0Error::standard(StatusCode::TOO_MANY_REQUESTS, 53),
+    };
+    denial.answer(body.into_response())
 }
 
 /// The v1 answer when the token lacks the operation's scope.
