@@ -18,6 +18,19 @@ const V1: &str = "/quality-on-demand/v1";
 const V0: &str = "/qod/v0";
 
 /// A request with exactly this `Authorization` header (or none).
+/// `method path` with a token that lacks the operation's scope: 403, and the refusal's body.
+async fn refused(
+    app: &TestApp,
+    token: &str,
+    method: &reqwest::Method,
+    path: &str,
+    body: Option<&Value>,
+) -> Value {
+    let (code, answer, _) = call(app, method.clone(), path, Some(token), body).await;
+    assert_eq!(code, 403, "{method} {path} without its scope: {answer}");
+    answer
+}
+
 async fn call(
     app: &TestApp,
     method: reqwest::Method,
@@ -286,15 +299,7 @@ async fn each_operation_needs_its_own_scope() {
         ),
     ];
     for (scope, method, path, body) in v1_cases {
-        let (code, answer, _) = call(
-            &app,
-            method.clone(),
-            &path,
-            Some(&all_but(scope)),
-            body.as_ref(),
-        )
-        .await;
-        assert_eq!(code, 403, "{method} {path} without {scope}: {answer}");
+        let answer = refused(&app, &all_but(scope), &method, &path, body.as_ref()).await;
         assert_eq!(answer["code"], "PERMISSION_DENIED");
         // The same call with the scope passes the check.
         let (code, answer, _) = call(
@@ -334,15 +339,7 @@ async fn each_operation_needs_its_own_scope() {
         ),
     ];
     for (scope, method, path, body) in v0_cases {
-        let (code, answer, _) = call(
-            &app,
-            method.clone(),
-            &path,
-            Some(&all_but(scope)),
-            body.as_ref(),
-        )
-        .await;
-        assert_eq!(code, 403, "{method} {path} without {scope}: {answer}");
+        let answer = refused(&app, &all_but(scope), &method, &path, body.as_ref()).await;
         assert_eq!(answer["code"], 50, "{answer}");
     }
     // Only the creates with the right scopes happened: the two above and the v1 create that
