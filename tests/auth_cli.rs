@@ -64,6 +64,18 @@ fn issue(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// `qod token issue ARGS` succeeds; the token, the last line it printed.
+fn issued(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = issue(dir, args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    stdout.lines().last().unwrap().to_owned()
+}
+
 #[tokio::test]
 async fn serve_prints_a_development_token_and_token_issue_mints_more_from_the_same_folder() {
     let dir = tempfile::tempdir().unwrap();
@@ -80,7 +92,7 @@ async fn serve_prints_a_development_token_and_token_issue_mints_more_from_the_sa
     let printed = server.stdout.last().unwrap().clone();
     assert_eq!(status_with(&server, &printed).await, 200);
 
-    let out = issue(
+    let token = issued(
         dir.path(),
         &[
             "--client",
@@ -91,16 +103,9 @@ async fn serve_prints_a_development_token_and_token_issue_mints_more_from_the_sa
             "10m",
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let token = stdout.lines().last().unwrap();
     // Valid, but without the retrieve-by-device scope.
-    assert_eq!(status_with(&server, token).await, 403);
-    let out = issue(
+    assert_eq!(status_with(&server, &token).await, 403);
+    let token = issued(
         dir.path(),
         &[
             "--client",
@@ -109,13 +114,9 @@ async fn serve_prints_a_development_token_and_token_issue_mints_more_from_the_sa
             "quality-on-demand:sessions:retrieve-by-device",
         ],
     );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(
-        status_with(&server, stdout.lines().last().unwrap()).await,
-        200
-    );
+    assert_eq!(status_with(&server, &token).await, 200);
     // A three-legged token names no device in the body: this body does, so 422.
-    let out = issue(
+    let token = issued(
         dir.path(),
         &[
             "--client",
@@ -126,11 +127,7 @@ async fn serve_prints_a_development_token_and_token_issue_mints_more_from_the_sa
             "+33611112222",
         ],
     );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(
-        status_with(&server, stdout.lines().last().unwrap()).await,
-        422
-    );
+    assert_eq!(status_with(&server, &token).await, 422);
     // Bad input to the command is a clear error.
     let out = issue(
         dir.path(),
