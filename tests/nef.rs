@@ -24,13 +24,15 @@ struct Setup {
 }
 
 /// How to start the pair: the fake NEF's behaviour file, more of the server's configuration
-/// file, the server's extra arguments, and whether the NEF serves https.
+/// file, the server's extra arguments, whether the NEF serves https, and whether the server
+/// leaves out the SCS/AS path segment (a vendor variant).
 #[derive(Default)]
 struct Launch<'a> {
     behaviour: &'a str,
     config: &'a str,
     extra: &'a [&'a str],
     tls: bool,
+    no_scs_as_id: bool,
 }
 
 fn setup(behaviour: &str, extra: &[&str]) -> Setup {
@@ -92,11 +94,12 @@ fn launch(how: Launch) -> Setup {
         "nef",
         "--nef-url",
         &nef_url,
-        "--nef-scs-as-id",
-        "as1",
         "--client-rate-limit",
         "0",
     ];
+    if !how.no_scs_as_id {
+        args.extend(["--nef-scs-as-id", "as1"]);
+    }
     // `{nef}` in an extra argument stands for the fake NEF's address; `{dir}` for the folder.
     let extra: Vec<String> = how
         .extra
@@ -636,81 +639,27 @@ async fn a_nef_that_restarted_and_forgot_the_subscription_ends_the_session_at_it
 
 #[tokio::test]
 async fn a_nef_without_the_scs_as_segment_is_a_setting_not_a_fork() {
-    let dir = tempfile::tempdir().unwrap();
-    let nef = start(
-        &["fake-nef", "--listen", "127.0.0.1:0"],
-        &dir.path().join("nef.log"),
-    );
-    let db = format!("sqlite://{}", dir.path().join("qod.db").display());
-    let nef_url = format!("http://{}/3gpp-as-session-with-qos/v1", nef.addr);
-    let qod = start(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--database-url",
-            &db,
-            "--network",
-            "nef",
-            "--nef-url",
-            &nef_url,
-        ],
-        &dir.path().join("qod.log"),
-    );
-    let http = common::authorized_client(Some(&common::dev_token_in(dir.path())));
-    let base = format!("http://{}/quality-on-demand/v1/sessions", qod.addr);
-    let created: Value = http
-        .post(&base)
-        .json(&body(json!({"ipv6Address": "2001:db8:5::1"})))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let s = launch(Launch {
+        no_scs_as_id: true,
+        ..Launch::default()
+    });
+    let (code, created) = s
+        .create(&body(json!({"ipv6Address": "2001:db8:5::1"})))
+        .await;
+    assert_eq!(code, 201, "{created}");
     let id = created["sessionId"].as_str().unwrap().to_owned();
-    let available = poll_until(Duration::from_secs(10), || async {
-        let s: Value = http
-            .get(format!("{base}/{id}"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        (s["qosStatus"] == "AVAILABLE").then_some(())
-    })
-    .await;
-    assert!(available.is_some(), "the session became AVAILABLE");
-    let fake = |what: &'static str| {
-        let url = format!("http://{}/_fake/{what}", nef.addr);
-        async move {
-            reqwest::get(url)
-                .await
-                .unwrap()
-                .json::<Vec<Value>>()
-                .await
-                .unwrap()
-        }
-    };
-    let held = fake("subscriptions").await;
-    let own = held[0]["self"].as_str().unwrap().to_owned();
+    s.wait_status(&id, "AVAILABLE").await;
+    let held = s.subscription_of(&id).await;
+    let own = held["self"].as_str().unwrap().to_owned();
     assert!(own.contains("/v1/subscriptions/"), "{own}");
-    assert_eq!(held[0]["ueIpv6Addr"], "2001:db8:5::1");
+    assert_eq!(held["ueIpv6Addr"], "2001:db8:5::1");
     assert_eq!(
-        held[0]["flowInfo"][0]["flowDescriptions"][0],
+        held["flowInfo"][0]["flowDescriptions"][0],
         "permit in ip from 2001:db8:5::1 5000-5010,5060 to 2001:db8::/48 443"
     );
-    assert_eq!(
-        http.delete(format!("{base}/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        204
-    );
+    assert_eq!(s.delete(&id).await, 204);
     poll_until(Duration::from_secs(10), || async {
-        fake("subscriptions").await.is_empty().then_some(())
+        s.fake("subscriptions").await.is_empty().then_some(())
     })
     .await
     .expect("released at the variant's path");
