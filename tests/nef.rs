@@ -566,6 +566,8 @@ async fn long_sessions_renew_their_grant_with_a_merge_patch_and_one_cached_oauth
             "qod",
             "--nef-client-secret-file",
             "{dir}/qod.toml",
+            "--nef-scope",
+            "qos write",
         ],
     );
     let (_, created) = s
@@ -594,6 +596,11 @@ async fn long_sessions_renew_their_grant_with_a_merge_patch_and_one_cached_oauth
     let tokens = s.requests("TOKEN").await;
     assert_eq!(tokens.len(), 1, "one token for every call: {tokens:?}");
     assert_eq!(tokens[0]["body"]["basic_auth"], true);
+    assert_eq!(
+        tokens[0]["body"]["form"],
+        json!({"grant_type": "client_credentials", "scope": "qos write"}),
+        "the form reached the token endpoint decoded as sent"
+    );
 }
 
 #[tokio::test]

@@ -209,14 +209,28 @@ impl Fake {
     }
 }
 
-async fn token(State(fake): State<Fake>, headers: HeaderMap) -> Response {
+async fn token(
+    State(fake): State<Fake>,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<BTreeMap<String, String>>,
+) -> Response {
     let client = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.starts_with("Basic "))
         .unwrap_or(false);
-    fake.lock()
-        .log(json!({"method": "TOKEN", "path": "/oauth/token", "body": {"basic_auth": client}}));
+    fake.lock().log(json!({
+        "method": "TOKEN",
+        "path": "/oauth/token",
+        "body": {"basic_auth": client, "form": form},
+    }));
+    if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "unsupported_grant_type"})),
+        )
+            .into_response();
+    }
     match &fake.behaviour.require_token {
         Some(token) => {
             Json(json!({"access_token": token, "token_type": "Bearer", "expires_in": 3600}))

@@ -47,7 +47,7 @@ impl CallbackUrls {
 
     fn secret(&self, session: SessionId) -> String {
         let tag = self.mac(session).finalize().into_bytes();
-        tag[..16].iter().map(|b| format!("{b:02x}")).collect()
+        crate::secrets::encode_hex(&tag[..16])
     }
 }
 

@@ -59,20 +59,11 @@ impl TokenSource {
         if let Some(scope) = &self.scope {
             form.push(("scope", scope));
         }
-        let body = form
-            .iter()
-            .map(|(k, v)| format!("{k}={}", urlencode(v)))
-            .collect::<Vec<_>>()
-            .join("&");
         let response = self
             .http
             .post(&self.url)
             .basic_auth(&self.client_id, Some(&self.secret.0))
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .body(body)
+            .form(&form)
             .send()
             .await
             .map_err(|e| NetworkError::Retryable(format!("token endpoint: {e}")))?;
@@ -96,15 +87,4 @@ impl TokenSource {
     pub async fn invalidate(&self) {
         *self.cached.lock().await = None;
     }
-}
-
-fn urlencode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
