@@ -3,8 +3,7 @@
 //! the server and downlink `permit out` from the server to the UE. Ranges stay ranges; ports are
 //! `p`, `a-b` or comma lists; a CIDR stays a CIDR.
 
-use std::fmt::Write;
-
+use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::domain::{Device, Flow, PortsSpec};
@@ -35,18 +34,10 @@ pub fn flow_infos(device: &Device, flow: &Flow) -> Vec<FlowInfo> {
     let mut families = Vec::new();
     // A UE known by one family only talks to the server over that family.
     if let Some(net) = server.ipv4.filter(|_| !ue_v6) {
-        families.push(host_or_net(
-            net.prefix_len() == 32,
-            net.addr().to_string(),
-            net.to_string(),
-        ));
+        families.push(host_or_net(net.into()));
     }
     if let Some(net) = server.ipv6.filter(|_| !ue_v4) {
-        families.push(host_or_net(
-            net.prefix_len() == 128,
-            net.addr().to_string(),
-            net.to_string(),
-        ));
+        families.push(host_or_net(net.into()));
     }
     let ue_ports = ports(flow.device_ports.as_ref());
     let as_ports = ports(flow.application_server_ports.as_ref());
@@ -63,8 +54,13 @@ pub fn flow_infos(device: &Device, flow: &Flow) -> Vec<FlowInfo> {
         .collect()
 }
 
-fn host_or_net(is_host: bool, host: String, net: String) -> String {
-    if is_host { host } else { net }
+/// A single host as its bare address, a network in CIDR notation.
+fn host_or_net(net: IpNet) -> String {
+    if net.prefix_len() == net.max_prefix_len() {
+        net.addr().to_string()
+    } else {
+        net.to_string()
+    }
 }
 
 /// ` 80,443,8000-8010` (with its leading space), or nothing for any port.
@@ -87,14 +83,7 @@ fn ports(spec: Option<&PortsSpec>) -> String {
     if parts.is_empty() {
         return String::new();
     }
-    let mut out = String::from(" ");
-    for (i, p) in parts.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        let _ = write!(out, "{p}");
-    }
-    out
+    format!(" {}", parts.join(","))
 }
 
 #[cfg(test)]
