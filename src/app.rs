@@ -44,17 +44,15 @@ impl Application {
         Self::build_with_clock(settings, Arc::new(SystemClock)).await
     }
 
-    pub async fn build_with_clock(
-        mut settings: Settings,
-        clock: SharedClock,
-    ) -> anyhow::Result<Self> {
+    pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow::Result<Self> {
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
         // Without a configured public URL, it is the address actually bound (port 0 resolved).
-        if settings.notify.public_url == format!("http://{}", settings.listen) {
-            settings.notify.public_url = format!("http://{}", listener.local_addr()?);
-        }
+        let public_url = match &settings.notify.public_url {
+            Some(url) => url.clone(),
+            None => format!("http://{}", listener.local_addr()?),
+        };
         let lock = match store::database_path(&settings.database_url) {
             Some(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -88,10 +86,7 @@ impl Application {
             clock.clone(),
             settings.sim.clone(),
         );
-        let callbacks = CallbackUrls::new(
-            &settings.notify.public_url,
-            secrets.derive("qod network callbacks"),
-        );
+        let callbacks = CallbackUrls::new(&public_url, secrets.derive("qod network callbacks"));
         let network_port: Arc<dyn Network> = match &settings.nef {
             None => network.clone(),
             Some(nef) => {
@@ -114,6 +109,7 @@ impl Application {
             retention: settings.retention,
             max_active_sessions: settings.auth.max_active_sessions,
             notify: settings.notify.clone(),
+            public_url,
             sinks: SinkClient::new(&settings.notify)?,
             callbacks,
             sink_limiter: SinkLimiter::new(

@@ -296,8 +296,9 @@ pub struct NotifySettings {
     pub connect_timeout: Duration,
     pub timeout: Duration,
     pub per_sink_concurrency: usize,
-    /// Base of the CloudEvents `source`; defaults to `http://<listen address>`.
-    pub public_url: String,
+    /// This server's URL as consumers and the network reach it (CloudEvents `source`, network
+    /// callbacks); `None` for the address actually bound (`Core::public_url`).
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -348,15 +349,13 @@ impl Settings {
             .listen
             .or(file.listen)
             .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid default"));
-        let public_url = args
-            .public_url
-            .clone()
-            .or(file.public_url)
-            .unwrap_or_else(|| format!("http://{listen}"));
-        anyhow::ensure!(
-            public_url.starts_with("http://") || public_url.starts_with("https://"),
-            "public URL must start with http:// or https://"
-        );
+        let public_url = args.public_url.clone().or(file.public_url);
+        if let Some(url) = &public_url {
+            anyhow::ensure!(
+                url.starts_with("http://") || url.starts_with("https://"),
+                "public URL must start with http:// or https://"
+            );
+        }
         let notify = NotifySettings {
             allow_insecure_sinks: args.allow_insecure_sinks
                 || file.allow_insecure_sinks.unwrap_or(false),
@@ -378,7 +377,7 @@ impl Settings {
                 .or(file.sink_concurrency)
                 .unwrap_or(8)
                 .max(1),
-            public_url: public_url.trim_end_matches('/').to_owned(),
+            public_url: public_url.map(|u| u.trim_end_matches('/').to_owned()),
         };
         Ok(Self {
             listen,

@@ -33,6 +33,8 @@ pub struct Core {
     /// Active sessions one client may hold; 0 for no cap.
     pub max_active_sessions: u64,
     pub notify: NotifySettings,
+    /// The configured public URL, or `http://` and the address actually bound.
+    pub public_url: String,
     pub sinks: Arc<SinkClient>,
     pub sink_limiter: SinkLimiter,
     /// This server's callback URLs for network notifications (and their check).

@@ -75,7 +75,7 @@ impl JobKind for DeliverNotification {
             return lifecycle::enqueue(core, later).await;
         };
 
-        let body = with_source(n.event.clone(), &core.notify.public_url);
+        let body = with_source(n.event.clone(), &core.public_url);
         let token = match n
             .credential
             .as_ref()

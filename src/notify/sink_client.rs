@@ -298,7 +298,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
             per_sink_concurrency: 1,
-            public_url: "http://x".into(),
+            public_url: Some("http://x".into()),
         };
         let strict = SinkClient::new(&settings(false, false)).unwrap();
         assert!(strict.check_url("http://example.com/cb").is_err());
