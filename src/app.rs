@@ -24,9 +24,27 @@ use crate::network::simulated::SimulatedNetwork;
 use crate::notify::limiter::SinkLimiter;
 use crate::notify::sink_client::SinkClient;
 use crate::queue::{self, JobQueue};
+use crate::random::{Random, SharedRandom};
 use crate::secrets::SecretBox;
 use crate::service::Service;
 use crate::store::{self, ProcessLock, jobs as job_rows};
+
+/// The time and the chance a server runs on.
+#[derive(Clone)]
+pub struct Ports {
+    pub clock: SharedClock,
+    pub random: SharedRandom,
+}
+
+impl Ports {
+    /// The wall clock and draws seeded by the operating system.
+    pub fn system() -> Self {
+        Self {
+            clock: Arc::new(SystemClock),
+            random: Random::from_entropy(),
+        }
+    }
+}
 
 pub struct Application {
     listener: tokio::net::TcpListener,
@@ -41,10 +59,12 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+        Self::build_with(settings, Ports::system()).await
     }
 
-    pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow::Result<Self> {
+    /// A server on the given time and randomness (tests and replays: a virtual clock, a seed).
+    pub async fn build_with(settings: Settings, ports: Ports) -> anyhow::Result<Self> {
+        let Ports { clock, random } = ports;
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
@@ -84,6 +104,7 @@ impl Application {
             writer.clone(),
             pool.clone(),
             clock.clone(),
+            random.clone(),
             settings.sim.clone(),
         );
         let callbacks = CallbackUrls::new(&public_url, secrets.derive("qod network callbacks"));
@@ -97,7 +118,8 @@ impl Application {
         let core = Arc::new(Core {
             pool,
             writer,
-            clock,
+            clock: clock.clone(),
+            random: random.clone(),
             network: network_port,
             catalogue: settings.catalogue.clone(),
             pools: settings.pools.clone(),
@@ -117,6 +139,7 @@ impl Application {
                 // A sink may hold at most a quarter of the delivery workers waiting in line.
                 (settings.pools.get(DeliverNotification::QUEUE).concurrency / 4)
                     .min(settings.notify.per_sink_concurrency * 8),
+                clock.clone(),
             ),
         });
         let (guard, dev_token) = Guard::from_settings(&settings, core.clock.clone()).await?;
@@ -210,11 +233,18 @@ impl Application {
             },
         );
 
-        let (served, worked, ()) = tokio::join!(server, workers, dispatcher);
-        served.context("HTTP server")?;
-        if let Err(e) = worked {
-            tracing::warn!(error = %e, "workers stopped with errors");
+        // Each part is a task of its own on the multi-thread runtime: nothing of the server,
+        // the queue or the jobs runs on the thread that called `run_until`.
+        let server = tokio::spawn(async move { server.await });
+        let workers = tokio::spawn(workers);
+        let dispatcher = tokio::spawn(dispatcher);
+        let (served, worked, dispatched) = tokio::join!(server, workers, dispatcher);
+        served.context("HTTP server task")?.context("HTTP server")?;
+        match worked.context("worker monitor task")? {
+            Ok(()) => {}
+            Err(e) => tracing::warn!(error = %e, "workers stopped with errors"),
         }
+        dispatched.context("job dispatcher task")?;
         let handed_back = self.core.writer.run(job_rows::reclaim_all).await?;
         if handed_back > 0 {
             tracing::info!(handed_back, "returned unfinished jobs to the queue");

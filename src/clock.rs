@@ -1,11 +1,54 @@
-//! The Clock port: all domain and worker time comes from here, so tests and replays control it.
+//! The Clock port: every due time, pacing loop, lease, expiry and backoff reads and sleeps on
+//! it, so tests and replays control time. `SystemClock` is the wall clock; `ManualClock` is a
+//! virtual clock that moves only when told to, and knows when its sleepers are due (what a
+//! discrete-event driver needs to jump to the next timer).
+//!
+//! Timeouts of real I/O (HTTP clients towards sinks, the NEF and the JWKS URL; SQLite's busy
+//! timeout) stay on real time: they bound how long a peer may take, which a virtual clock
+//! cannot speed up, and their expiry is reported to the logic as an ordinary failure.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+
+pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> DateTime<Utc>;
+
+    /// Resolves once `now() >= due`; at once if it already is.
+    fn sleep_until(&self, due: DateTime<Utc>) -> Sleep;
+}
+
+pub type SharedClock = Arc<dyn Clock>;
+
+impl dyn Clock {
+    pub fn sleep(&self, wait: Duration) -> Sleep {
+        self.sleep_until(self.now() + to_chrono(wait))
+    }
+
+    /// `work`'s output, or `None` when `limit` passed on this clock first.
+    pub async fn timeout<F: Future>(&self, limit: Duration, work: F) -> Option<F::Output> {
+        tokio::select! {
+            out = work => Some(out),
+            () = self.sleep(limit) => None,
+        }
+    }
+
+    /// How long since `then` by this clock (zero if `then` is ahead).
+    pub fn since(&self, then: DateTime<Utc>) -> Duration {
+        (self.now() - then).to_std().unwrap_or_default()
+    }
+}
+
+/// A std duration as chrono's, saturating instead of failing on absurd values.
+pub fn to_chrono(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
 /// Wall-clock time.
@@ -16,14 +59,169 @@ impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
         Utc::now()
     }
+
+    fn sleep_until(&self, due: DateTime<Utc>) -> Sleep {
+        Box::pin(async move {
+            // tokio's timer is monotonic and the wall clock may be stepped: look again on waking.
+            while let Ok(wait) = (due - Utc::now()).to_std() {
+                if wait.is_zero() {
+                    break;
+                }
+                tokio::time::sleep(wait).await;
+            }
+        })
+    }
 }
 
-pub type SharedClock = Arc<dyn Clock>;
+/// Virtual time: stands still until `advance` or `set` moves it (never backwards).
+#[derive(Debug)]
+pub struct ManualClock {
+    now: watch::Sender<DateTime<Utc>>,
+    sleepers: Arc<Mutex<Sleepers>>,
+}
 
-/// Waits until `due` by the given clock; returns at once if it is already past.
-pub async fn sleep_until(clock: &dyn Clock, due: DateTime<Utc>) {
-    let wait = (due - clock.now()).to_std().unwrap_or_default();
-    if !wait.is_zero() {
-        tokio::time::sleep(wait).await;
+#[derive(Debug, Default)]
+struct Sleepers {
+    next_id: u64,
+    due: BTreeMap<(DateTime<Utc>, u64), ()>,
+}
+
+impl ManualClock {
+    pub fn new(start: DateTime<Utc>) -> Arc<Self> {
+        Arc::new(Self {
+            now: watch::Sender::new(start),
+            sleepers: Arc::default(),
+        })
+    }
+
+    /// Moves time forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        let to = *self.now.borrow() + to_chrono(by);
+        self.set(to);
+    }
+
+    /// Moves time forward to `to`; an earlier instant is ignored.
+    pub fn set(&self, to: DateTime<Utc>) {
+        self.now.send_if_modified(|now| {
+            let later = to > *now;
+            if later {
+                *now = to;
+            }
+            later
+        });
+    }
+
+    /// The earliest due time of anyone sleeping on this clock.
+    pub fn next_wake(&self) -> Option<DateTime<Utc>> {
+        lock(&self.sleepers).due.keys().next().map(|(at, _)| *at)
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.now.borrow()
+    }
+
+    fn sleep_until(&self, due: DateTime<Utc>) -> Sleep {
+        let mut rx = self.now.subscribe();
+        let sleepers = self.sleepers.clone();
+        Box::pin(async move {
+            if *rx.borrow_and_update() >= due {
+                return;
+            }
+            let _registered = Registered::new(sleepers, due);
+            loop {
+                if rx.changed().await.is_err() {
+                    // The clock is gone: its time never comes.
+                    std::future::pending::<()>().await;
+                }
+                if *rx.borrow_and_update() >= due {
+                    return;
+                }
+            }
+        })
+    }
+}
+
+/// A sleeper's entry in `next_wake`, removed when it wakes or is dropped.
+struct Registered {
+    sleepers: Arc<Mutex<Sleepers>>,
+    key: (DateTime<Utc>, u64),
+}
+
+impl Registered {
+    fn new(sleepers: Arc<Mutex<Sleepers>>, due: DateTime<Utc>) -> Self {
+        let key = {
+            let mut s = lock(&sleepers);
+            s.next_id += 1;
+            let key = (due, s.next_id);
+            s.due.insert(key, ());
+            key
+        };
+        Self { sleepers, key }
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        lock(&self.sleepers).due.remove(&self.key);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t0() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_manual_clock_wakes_sleepers_only_when_their_time_comes() {
+        let clock = ManualClock::new(t0());
+        let shared: SharedClock = clock.clone();
+        let due = t0() + chrono::Duration::hours(1);
+        let sleeper = tokio::spawn(shared.sleep_until(due));
+        while clock.next_wake().is_none() {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(clock.next_wake(), Some(due));
+        clock.advance(Duration::from_secs(3599));
+        tokio::task::yield_now().await;
+        assert!(!sleeper.is_finished(), "woke a second early");
+        clock.advance(Duration::from_secs(1));
+        sleeper.await.unwrap();
+        assert_eq!(clock.now(), due);
+        assert_eq!(clock.next_wake(), None, "a woken sleeper is forgotten");
+    }
+
+    #[tokio::test]
+    async fn a_manual_clock_never_goes_back_and_times_out_on_its_own_time() {
+        let clock = ManualClock::new(t0());
+        clock.set(t0() - chrono::Duration::seconds(5));
+        assert_eq!(clock.now(), t0());
+        let shared: SharedClock = clock.clone();
+        let waiting = tokio::spawn(async move {
+            shared
+                .timeout(Duration::from_secs(30), std::future::pending::<()>())
+                .await
+        });
+        while clock.next_wake().is_none() {
+            tokio::task::yield_now().await;
+        }
+        clock.advance(Duration::from_secs(30));
+        assert_eq!(waiting.await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn the_system_clock_sleeps_until_the_instant() {
+        let clock: SharedClock = Arc::new(SystemClock);
+        let due = clock.now() + chrono::Duration::milliseconds(30);
+        clock.sleep_until(due).await;
+        assert!(clock.now() >= due);
     }
 }

@@ -21,6 +21,7 @@ pub struct Core {
     pub pool: SqlitePool,
     pub writer: Writer,
     pub clock: SharedClock,
+    pub random: crate::random::SharedRandom,
     pub network: Arc<dyn Network>,
     pub catalogue: Catalogue,
     pub pools: Pools,

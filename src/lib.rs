@@ -20,10 +20,11 @@ pub mod notify;
 pub mod panics;
 pub mod pools;
 pub mod queue;
+pub mod random;
 pub mod secrets;
 pub mod service;
 pub mod span;
 pub mod store;
 
-pub use app::Application;
+pub use app::{Application, Ports};
 pub use config::Settings;

@@ -6,6 +6,8 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use serde::Deserialize;
 
+use crate::random::Random;
+
 const BUILTIN: &str = include_str!("../workers/default.toml");
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -23,21 +25,23 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Delay before attempt `attempt + 1`, given that `attempt` attempts failed (1-based).
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let mut builder = ExponentialBuilder::default()
+    /// Delay before attempt `attempt + 1`, given that `attempt` attempts failed (1-based);
+    /// jitter, when the policy wants it, is drawn from `random`.
+    pub fn delay(&self, attempt: u32, random: &Random) -> Duration {
+        let index = attempt.saturating_sub(1).min(64) as usize;
+        let delay = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(self.base_ms))
             .with_factor(self.factor)
             .with_max_delay(Duration::from_millis(self.cap_ms))
-            .without_max_times();
-        if self.jitter {
-            builder = builder.with_jitter();
-        }
-        let index = attempt.saturating_sub(1).min(64) as usize;
-        builder
+            .without_max_times()
             .build()
             .nth(index)
-            .unwrap_or(Duration::from_millis(self.cap_ms))
+            .unwrap_or(Duration::from_millis(self.cap_ms));
+        if self.jitter {
+            random.jitter(delay)
+        } else {
+            delay
+        }
     }
 
     pub fn exhausted(&self, attempt: u32) -> bool {
@@ -173,7 +177,9 @@ mod tests {
             jitter: false,
             max_age_secs: None,
         };
-        let d: Vec<u64> = (1..=6).map(|a| p.delay(a).as_millis() as u64).collect();
+        let d: Vec<u64> = (1..=6)
+            .map(|a| p.delay(a, &Random::seeded(0)).as_millis() as u64)
+            .collect();
         assert_eq!(d, vec![100, 200, 400, 800, 1000, 1000]);
         assert!(!p.exhausted(1_000_000));
         assert!(!p.too_old(Duration::from_secs(1_000_000)));

@@ -112,7 +112,7 @@ impl Service {
         }
         let now = self.now();
         let session = Session {
-            id: SessionId::new(),
+            id: SessionId(self.core.random.uuid()),
             revision: 1,
             status: QosStatus::Requested,
             status_info: None,

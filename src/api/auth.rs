@@ -87,7 +87,7 @@ impl Guard {
                     })
                     .transpose()?;
                 Authenticator::Tokens(Box::new(Verifier::new(
-                    KeySet::jwks(document.as_deref(), url.clone()).await?,
+                    KeySet::jwks(document.as_deref(), url.clone(), clock.clone()).await?,
                     auth.rules.clone(),
                     clock,
                 )))

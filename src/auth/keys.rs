@@ -6,12 +6,14 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use chrono::{DateTime, Utc};
 use jsonwebtoken::jwk::{
     AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse,
 };
 use jsonwebtoken::{Algorithm, DecodingKey};
 use tokio::sync::{Mutex, RwLock};
-use tokio::time::Instant;
+
+use crate::clock::SharedClock;
 
 const REFRESH_EVERY: Duration = Duration::from_secs(600);
 const REFETCH_COOL_DOWN: Duration = Duration::from_secs(30);
@@ -35,16 +37,17 @@ struct Remote {
     url: String,
     http: reqwest::Client,
     cache: RwLock<Vec<Entry>>,
+    clock: SharedClock,
     /// When the JWKS was last fetched and tried; also serialises fetches.
     times: Mutex<FetchTimes>,
 }
 
 #[derive(Default)]
 struct FetchTimes {
-    fetched: Option<Instant>,
-    attempted: Option<Instant>,
+    fetched: Option<DateTime<Utc>>,
+    attempted: Option<DateTime<Utc>>,
     /// Last fetch caused by a token naming a key the cache lacked.
-    for_unknown_key: Option<Instant>,
+    for_unknown_key: Option<DateTime<Utc>>,
 }
 
 /// Why a fetch is wanted; each reason has its own pace.
@@ -68,7 +71,11 @@ impl KeySet {
 
     /// Public keys from a JWKS document and/or a JWKS URL (fetched now; a failure is retried
     /// when a token arrives).
-    pub async fn jwks(document: Option<&str>, url: Option<String>) -> anyhow::Result<Self> {
+    pub async fn jwks(
+        document: Option<&str>,
+        url: Option<String>,
+        clock: SharedClock,
+    ) -> anyhow::Result<Self> {
         let fixed = match document {
             Some(text) => parse_jwks(text)?,
             None => Vec::new(),
@@ -81,6 +88,7 @@ impl KeySet {
                     .build()?,
                 url,
                 cache: RwLock::new(Vec::new()),
+                clock,
                 times: Mutex::new(FetchTimes::default()),
             }),
         };
@@ -139,7 +147,7 @@ impl Remote {
             },
             Want::UnknownKey => self.times.lock().await,
         };
-        let since = |t: Option<Instant>| t.map_or(Duration::MAX, |t| t.elapsed());
+        let since = |t: Option<DateTime<Utc>>| t.map_or(Duration::MAX, |t| self.clock.since(t));
         let due = match want {
             Want::Stale => {
                 since(times.fetched) > REFRESH_EVERY && since(times.attempted) > RETRY_FAILED_AFTER
@@ -149,7 +157,7 @@ impl Remote {
         if !due {
             return Ok(());
         }
-        times.attempted = Some(Instant::now());
+        times.attempted = Some(self.clock.now());
         if want == Want::UnknownKey {
             times.for_unknown_key = times.attempted;
         }
@@ -165,7 +173,7 @@ impl Remote {
         anyhow::ensure!(body.len() <= MAX_JWKS_BYTES, "the JWKS is too large");
         let entries = parse_jwks(std::str::from_utf8(&body).context("JWKS is not UTF-8")?)?;
         *self.cache.write().await = entries;
-        times.fetched = Some(Instant::now());
+        times.fetched = Some(self.clock.now());
         Ok(())
     }
 }

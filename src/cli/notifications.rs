@@ -87,7 +87,7 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
             let pool = open(&db).await?;
             pool.close().await;
             let writer = store::open_writer(&Settings::for_database(&db.database_url)?)?;
-            let now = chrono::Utc::now();
+            let now = crate::clock::Clock::now(&crate::clock::SystemClock);
             let revived = writer
                 .run(move |tx| {
                     let Some(sink) = notifications::revive(tx, id)? else {

@@ -162,7 +162,9 @@ impl DeliverNotification {
             return settle_after(core, n, attempts, state::DEAD, Some(&error), delivery::DEAD)
                 .await;
         }
-        let delay = policy.delay(attempts).max(retry_after.unwrap_or_default());
+        let delay = policy
+            .delay(attempts, &core.random)
+            .max(retry_after.unwrap_or_default());
         let next = now + chrono::Duration::from_std(delay)?;
         let job = ScheduledJob::retry(self.clone(), attempts, next);
         let (id, recorded) = (n.id, error.clone());

@@ -7,7 +7,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{ExpireSession, JobKind, ReleaseGrant};
-use crate::clock;
 use crate::core::Core;
 use crate::domain::{GrantState, QosStatus, SessionId, StatusInfo};
 use crate::lifecycle::{self, ScheduledJob};
@@ -42,7 +41,7 @@ impl JobKind for ProvisionSession {
                 tokio::pin!(call);
                 tokio::select! {
                     answer = &mut call => answer,
-                    () = clock::sleep_until(core.clock.as_ref(), deadline) => {
+                    () = core.clock.sleep_until(deadline) => {
                         tracing::info!(session = %self.session_id, "the network did not confirm in time");
                         self.refused(core).await?;
                         // Still take the answer: a grant made late is released by `granted`.

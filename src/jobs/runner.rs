@@ -15,7 +15,6 @@ use super::{
     ApplyNetworkEvent, Claimed, DeliverNotification, ExpireSession, JobKind, ProvisionSession,
     PurgeSession, ReleaseGrant, RenewGrant,
 };
-use crate::clock;
 use crate::core::Core;
 use crate::metrics::outcome;
 use crate::queue::{LaneBackend, Settlement};
@@ -48,12 +47,31 @@ fn register<J: JobKind>(monitor: Monitor, core: &Arc<Core>, instance: &str) -> M
     })
 }
 
+/// apalis polls every worker's handlers inside one task; the job itself runs as a task of
+/// its own so that jobs spread over every core of the runtime.
 async fn handle<J: JobKind>(claimed: Claimed<J>, core: Data<Arc<Core>>) -> Result<(), BoxDynError> {
+    let core: Arc<Core> = (*core).clone();
+    let task = tokio::spawn(run_claimed(claimed, core));
+    // A handler the monitor drops (shutdown timeout) takes its job down with it, as before.
+    let _abort = AbortOnDrop(task.abort_handle());
+    task.await?;
+    Ok(())
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn run_claimed<J: JobKind>(claimed: Claimed<J>, core: Arc<Core>) {
     let core: &Core = &core;
     let due = from_millis(claimed.due_at_ms);
     // Claims compare due times to the millisecond; this only covers a clock read a moment
     // apart from the dispatcher's.
-    clock::sleep_until(core.clock.as_ref(), due).await;
+    core.clock.sleep_until(due).await;
     let lateness = (core.clock.now() - due).num_milliseconds().max(0) as f64 / 1000.0;
     core.metrics
         .job_lateness
@@ -79,7 +97,7 @@ async fn handle<J: JobKind>(claimed: Claimed<J>, core: Data<Arc<Core>>) -> Resul
         Ok(()) => {
             core.metrics.job(J::QUEUE, outcome::SUCCEEDED);
             core.queue.settle(Settlement::Done(claimed.id));
-            return Ok(());
+            return;
         }
         Err(e) => e,
     };
@@ -93,7 +111,7 @@ async fn handle<J: JobKind>(claimed: Claimed<J>, core: Data<Arc<Core>>) -> Resul
             Ok(()) => {
                 core.metrics.job(J::QUEUE, outcome::DEAD);
                 core.queue.settle(Settlement::Done(claimed.id));
-                return Ok(());
+                return;
             }
             Err(e) => {
                 tracing::error!(queue = J::QUEUE, error = %format!("{e:#}"), "could not give up on a job; trying again");
@@ -105,7 +123,9 @@ async fn handle<J: JobKind>(claimed: Claimed<J>, core: Data<Arc<Core>>) -> Resul
         let asked = error
             .downcast_ref::<crate::network::NetworkError>()
             .and_then(crate::network::NetworkError::retry_after);
-        let delay = policy.delay(attempt).max(asked.unwrap_or_default());
+        let delay = policy
+            .delay(attempt, &core.random)
+            .max(asked.unwrap_or_default());
         tracing::info!(queue = J::QUEUE, attempt, delay_ms = delay.as_millis() as u64, error = %message, "job failed; retrying");
         (delay, outcome::RETRIED)
     };
@@ -118,5 +138,4 @@ async fn handle<J: JobKind>(claimed: Claimed<J>, core: Data<Arc<Core>>) -> Resul
         due_at_ms: due.timestamp_millis(),
     });
     core.queue.pushed(J::QUEUE, due.timestamp_millis());
-    Ok(())
 }

@@ -6,12 +6,12 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rand::Rng;
 use sqlx::SqlitePool;
 
 use super::{Grant, GrantRef, Network, NetworkError, ProvisionRequest};
 use crate::clock::SharedClock;
 use crate::config::SimSettings;
+use crate::random::SharedRandom;
 use crate::store::ledger;
 use crate::store::writer::Writer;
 
@@ -19,6 +19,7 @@ pub struct SimulatedNetwork {
     pool: SqlitePool,
     writer: Writer,
     clock: SharedClock,
+    random: SharedRandom,
     settings: SimSettings,
     /// How renewals are answered (`Renewals as u8`); tests switch it.
     renewals: AtomicU8,
@@ -40,12 +41,14 @@ impl SimulatedNetwork {
         writer: Writer,
         pool: SqlitePool,
         clock: SharedClock,
+        random: SharedRandom,
         settings: SimSettings,
     ) -> Arc<Self> {
         Arc::new(Self {
             pool,
             writer,
             clock,
+            random,
             settings,
             renewals: AtomicU8::new(Renewals::Granted as u8),
         })
@@ -63,9 +66,9 @@ impl SimulatedNetwork {
 
     async fn call_delay(&self) -> Result<(), NetworkError> {
         if !self.settings.latency.is_zero() {
-            tokio::time::sleep(self.settings.latency).await;
+            self.clock.sleep(self.settings.latency).await;
         }
-        if self.settings.failure_rate > 0.0 && rand::rng().random_bool(self.settings.failure_rate) {
+        if self.random.chance(self.settings.failure_rate) {
             return Err(NetworkError::Retryable(
                 "simulated transient failure".into(),
             ));
@@ -89,8 +92,8 @@ enum Provisioned {
 impl Network for SimulatedNetwork {
     async fn provision(&self, req: &ProvisionRequest) -> Result<Grant, NetworkError> {
         self.call_delay().await?;
-        let refuse =
-            self.settings.refuse_rate > 0.0 && rand::rng().random_bool(self.settings.refuse_rate);
+        let refuse = self.random.chance(self.settings.refuse_rate);
+        let fresh_id = format!("sim-{}", self.random.uuid());
         let (session, now, until) = (req.session, self.clock.now(), req.until);
         let outcome = self
             .writer
@@ -100,9 +103,8 @@ impl Network for SimulatedNetwork {
                     Some(_) => Provisioned::AlreadyReleased,
                     None if refuse => Provisioned::Refused,
                     None => {
-                        let id = format!("sim-{}", uuid::Uuid::new_v4());
-                        ledger::insert(tx, &id, session, now, until)?;
-                        Provisioned::Granted(id)
+                        ledger::insert(tx, &fresh_id, session, now, until)?;
+                        Provisioned::Granted(fresh_id)
                     }
                 })
             })

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::clock::SharedClock;
+
 #[derive(Debug)]
 struct Entry {
     slots: Arc<Semaphore>,
@@ -18,11 +20,11 @@ struct Entry {
 
 type Entries = Arc<Mutex<HashMap<String, Entry>>>;
 
-#[derive(Debug)]
 pub struct SinkLimiter {
     max_in_flight: usize,
     max_waiting: usize,
     entries: Entries,
+    clock: SharedClock,
 }
 
 /// A request slot for one sink, returned when dropped.
@@ -35,11 +37,12 @@ pub struct SinkPermit {
 }
 
 impl SinkLimiter {
-    pub fn new(max_in_flight: usize, max_waiting: usize) -> Self {
+    pub fn new(max_in_flight: usize, max_waiting: usize, clock: SharedClock) -> Self {
         Self {
             max_in_flight: max_in_flight.max(1),
             max_waiting,
             entries: Arc::default(),
+            clock,
         }
     }
 
@@ -74,14 +77,14 @@ impl SinkLimiter {
             entry.waiting += 1;
             entry.slots.clone()
         };
-        let waited = tokio::time::timeout(patience, slots.acquire_owned()).await;
+        let waited = self.clock.timeout(patience, slots.acquire_owned()).await;
         let mut map = self.lock();
         if let Some(entry) = map.get_mut(key) {
             entry.waiting -= 1;
         }
         drop(map);
         match waited {
-            Ok(Ok(p)) => Some(self.permit(key, p)),
+            Some(Ok(p)) => Some(self.permit(key, p)),
             _ => None,
         }
     }
@@ -104,12 +107,17 @@ impl Drop for SinkPermit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::SystemClock;
+
+    fn limiter(in_flight: usize, waiting: usize) -> SinkLimiter {
+        SinkLimiter::new(in_flight, waiting, Arc::new(SystemClock))
+    }
 
     const NOW: Duration = Duration::ZERO;
 
     #[tokio::test]
     async fn slots_are_limited_per_sink_and_returned_on_drop() {
-        let l = SinkLimiter::new(2, 0);
+        let l = limiter(2, 0);
         let a = l.acquire("a:443", NOW).await.unwrap();
         let _b = l.acquire("a:443", NOW).await.unwrap();
         assert!(l.acquire("a:443", NOW).await.is_none());
@@ -120,7 +128,7 @@ mod tests {
 
     #[tokio::test]
     async fn waiters_get_freed_slots_in_line_and_the_line_is_bounded() {
-        let l = Arc::new(SinkLimiter::new(1, 1));
+        let l = Arc::new(limiter(1, 1));
         let first = l.acquire("s", NOW).await.unwrap();
         let waiter = {
             let l = l.clone();
@@ -138,7 +146,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiter_gives_up_after_its_patience() {
-        let l = SinkLimiter::new(1, 4);
+        let l = limiter(1, 4);
         let _held = l.acquire("s", NOW).await.unwrap();
         let started = std::time::Instant::now();
         assert!(l.acquire("s", Duration::from_millis(100)).await.is_none());

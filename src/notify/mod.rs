@@ -17,6 +17,16 @@ use crate::store::notifications::NewNotification;
 pub const V1_EVENT_TYPE: &str = "org.camaraproject.quality-on-demand.v1.qos-status-changed";
 pub const V0_EVENT_TYPE: &str = "org.camaraproject.qod.v0.qos-status-changed";
 
+/// A CloudEvents id that names the transition itself (session, revision, target, reason): the
+/// same on every replay of a history, different for every event of the server.
+fn event_id(session: &Session, t: &Transition) -> Uuid {
+    let name = format!("{}/{}/{}/{}", session.id, session.revision, t.to, t.reason);
+    Uuid::new_v5(&EVENT_ID_NAMESPACE, name.as_bytes())
+}
+
+/// The namespace of `event_id` (fixed: changing it changes every id a replay produces).
+const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6a0c_91d3_2f4e_4b8a_9c57_1e0d_3a6b_f214);
+
 /// The event a transition owes the consumer, if any: AVAILABLE, and UNAVAILABLE except a
 /// deletion of a session that never became AVAILABLE.
 pub fn for_transition(
@@ -37,7 +47,7 @@ pub fn for_transition(
     {
         return None;
     }
-    let id = Uuid::new_v4();
+    let id = event_id(session, t);
     let mut data = json!({ "sessionId": session.id.to_string(), "qosStatus": status.as_str() });
     if status == QosStatus::Unavailable
         && let Some(info) = session.status_info

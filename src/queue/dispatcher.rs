@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use super::{JobQueue, Settlement};
 use crate::clock::SharedClock;
@@ -24,10 +26,10 @@ pub async fn run_dispatcher(
     stop: impl Future<Output = ()>,
 ) {
     tokio::pin!(stop);
-    let mut last_scan: HashMap<&'static str, Instant> = HashMap::new();
+    let mut last_scan: HashMap<&'static str, DateTime<Utc>> = HashMap::new();
     loop {
         let now_ms = clock.now().timestamp_millis();
-        let wanted = lanes_to_claim(&queue, &last_scan, now_ms);
+        let wanted = lanes_to_claim(&queue, &last_scan, clock.as_ref());
         // Shared with the round's closure; kept here to hand back if the round fails.
         let settlements = Arc::new(queue.take_settlements());
         let pause = if wanted.is_empty() && settlements.is_empty() {
@@ -36,7 +38,7 @@ pub async fn run_dispatcher(
             match round(&queue, &writer, &wanted, settlements.clone(), now_ms).await {
                 Ok(claimed) => {
                     for name in &wanted {
-                        last_scan.insert(name, Instant::now());
+                        last_scan.insert(name, clock.now());
                     }
                     hand_out(&queue, claimed);
                     Duration::ZERO
@@ -61,19 +63,21 @@ pub async fn run_dispatcher(
         tokio::select! {
             () = &mut stop => break,
             () = queue.wake.notified() => {}
-            () = tokio::time::sleep(pause) => {}
+            () = clock.sleep(pause) => {}
         }
     }
-    final_flush(&queue, &writer).await;
+    final_flush(&queue, &writer, clock.as_ref()).await;
 }
 
 /// Lanes with room whose next job is due, or that have not looked at the table for a poll
 /// interval (jobs written by another process or by hand).
 fn lanes_to_claim(
     queue: &JobQueue,
-    last_scan: &HashMap<&'static str, Instant>,
-    now_ms: i64,
+    last_scan: &HashMap<&'static str, DateTime<Utc>>,
+    clock: &dyn crate::clock::Clock,
 ) -> Vec<&'static str> {
+    let now = clock.now();
+    let now_ms = now.timestamp_millis();
     queue
         .lanes
         .iter()
@@ -82,7 +86,7 @@ fn lanes_to_claim(
             let due = lane.next_due_ms.load(Ordering::Acquire) <= now_ms;
             let stale = last_scan
                 .get(*name)
-                .is_none_or(|at| at.elapsed() >= lane.poll);
+                .is_none_or(|at| (now - *at).to_std().unwrap_or_default() >= lane.poll);
             room && (due || stale)
         })
         .map(|(name, _)| *name)
@@ -190,7 +194,7 @@ fn hand_out(queue: &JobQueue, claimed: Vec<(&'static str, Vec<ClaimedRow>)>) {
 }
 
 /// Writes what the stopped workers reported, retrying a few times if the database is busy.
-async fn final_flush(queue: &JobQueue, writer: &Writer) {
+async fn final_flush(queue: &JobQueue, writer: &Writer, clock: &dyn crate::clock::Clock) {
     for _ in 0..5 {
         let settlements = Arc::new(queue.take_settlements());
         if settlements.is_empty() {
@@ -203,7 +207,7 @@ async fn final_flush(queue: &JobQueue, writer: &Writer) {
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "writing the last settlements failed");
                 queue.restore_settlements(Arc::unwrap_or_clone(settlements));
-                tokio::time::sleep(AFTER_FAILURE).await;
+                clock.sleep(AFTER_FAILURE).await;
             }
         }
     }

@@ -53,6 +53,11 @@ impl TestApp {
     }
 
     pub async fn spawn_in(dir: tempfile::TempDir, settings: Settings) -> Self {
+        Self::spawn_on(dir, settings, qod::Ports::system()).await
+    }
+
+    /// A server on the given clock and randomness (a virtual clock, a seed).
+    pub async fn spawn_on(dir: tempfile::TempDir, settings: Settings, ports: qod::Ports) -> Self {
         if let Ok(filter) = std::env::var("QOD_TEST_LOG") {
             // Post-mortem mode: the in-process server logs to the test's stderr.
             let _ = tracing_subscriber::fmt()
@@ -60,7 +65,7 @@ impl TestApp {
                 .with_test_writer()
                 .try_init();
         }
-        let app = Application::build(settings)
+        let app = Application::build_with(settings, ports)
             .await
             .expect("application builds");
         let addr = app.local_addr();

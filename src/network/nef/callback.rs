@@ -58,7 +58,10 @@ mod tests {
     #[test]
     fn only_the_sessions_own_secret_verifies() {
         let urls = CallbackUrls::new("http://127.0.0.1:8080/", vec![9; 32]);
-        let (a, b) = (SessionId::new(), SessionId::new());
+        let (a, b) = (
+            SessionId(uuid::Uuid::new_v4()),
+            SessionId(uuid::Uuid::new_v4()),
+        );
         let url = urls.url(a);
         assert!(url.starts_with("http://127.0.0.1:8080/network/v1/callbacks/"));
         let secret = url.rsplit('/').next().unwrap();

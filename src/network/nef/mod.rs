@@ -112,6 +112,7 @@ impl NefNetwork {
                 id.clone(),
                 secret.clone(),
                 scope.clone(),
+                clock.clone(),
             )
         });
         Ok(Arc::new(Self {

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::sync::Mutex;
-use tokio::time::Instant;
+
+use crate::clock::SharedClock;
+
+use chrono::{DateTime, Utc};
 
 use crate::config::Redacted;
 use crate::network::NetworkError;
@@ -19,7 +22,8 @@ pub struct TokenSource {
     client_id: String,
     secret: Redacted,
     scope: Option<String>,
-    cached: Mutex<Option<(String, Instant)>>,
+    cached: Mutex<Option<(String, DateTime<Utc>)>>,
+    clock: SharedClock,
 }
 
 #[derive(Deserialize)]
@@ -36,6 +40,7 @@ impl TokenSource {
         client_id: String,
         secret: Redacted,
         scope: Option<String>,
+        clock: SharedClock,
     ) -> Self {
         Self {
             http,
@@ -44,6 +49,7 @@ impl TokenSource {
             secret,
             scope,
             cached: Mutex::new(None),
+            clock,
         }
     }
 
@@ -51,7 +57,7 @@ impl TokenSource {
     pub async fn bearer(&self) -> Result<String, NetworkError> {
         let mut cached = self.cached.lock().await;
         if let Some((token, good_until)) = cached.as_ref()
-            && Instant::now() < *good_until
+            && self.clock.now() < *good_until
         {
             return Ok(token.clone());
         }
@@ -78,7 +84,8 @@ impl TokenSource {
             .await
             .map_err(|e| NetworkError::Retryable(format!("token endpoint answer: {e}")))?;
         let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(300));
-        let good_until = Instant::now() + lifetime.saturating_sub(MARGIN).max(lifetime / 2);
+        let good_until = self.clock.now()
+            + crate::clock::to_chrono(lifetime.saturating_sub(MARGIN).max(lifetime / 2));
         *cached = Some((answer.access_token.clone(), good_until));
         Ok(answer.access_token)
     }

@@ -1,0 +1,122 @@
+//! The time and randomness ports: a session of one hour lives and ends on a virtual clock
+//! without waiting for it, and a seed reproduces the ids a server generates.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use common::{TestApp, session_body, settings_in, status};
+use qod::Ports;
+use qod::clock::ManualClock;
+use qod::random::Random;
+
+/// Now, to the millisecond (the store keeps milliseconds, so times compare exactly).
+fn whole_millis_now() -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap()
+}
+
+async fn events(app: &TestApp, id: &str) -> Vec<(String, String, i64)> {
+    sqlx::query_as(
+        "SELECT to_status, reason, at_ms FROM session_events WHERE session_id = ? ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hour_long_session_is_created_expired_and_purged_in_virtual_time() {
+    let wall = Instant::now();
+    let t0 = whole_millis_now();
+    let clock = ManualClock::new(t0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = settings_in(dir.path());
+    // One grant covers the session: the clock jumps to its end without stepping through
+    // renewals (stepping from timer to timer is the replay driver's work).
+    settings.grant_lifetime = Duration::from_secs(7200);
+    let retention = settings.retention;
+    let ports = Ports {
+        clock: clock.clone(),
+        random: Random::seeded(1),
+    };
+    let app = TestApp::spawn_on(dir, settings, ports).await;
+
+    let (code, created) = app
+        .create(&session_body("+33612345678", "198.51.100.10", 3600))
+        .await;
+    assert_eq!(code, 201, "{created}");
+    let id = created["sessionId"].as_str().unwrap().to_owned();
+    let (_, available) = app
+        .wait_for_session(&id, Duration::from_secs(5), |_, b| status(b) == "AVAILABLE")
+        .await;
+    let expires: DateTime<Utc> = available["expiresAt"].as_str().unwrap().parse().unwrap();
+    assert_eq!(expires, t0 + chrono::Duration::hours(1), "{available}");
+
+    // A millisecond before its end nothing happens; at its end it expires, at that instant.
+    clock.set(expires - chrono::Duration::milliseconds(1));
+    clock.set(expires);
+    let (_, ended) = app
+        .wait_for_session(&id, Duration::from_secs(5), |_, b| {
+            status(b) == "UNAVAILABLE"
+        })
+        .await;
+    assert_eq!(ended["statusInfo"], "DURATION_EXPIRED");
+    common::poll_until(Duration::from_secs(5), || async {
+        (app.active_grants().await == 0).then_some(())
+    })
+    .await
+    .expect("the grant is released at the expiry instant");
+
+    clock.advance(retention);
+    app.wait_for_session(&id, Duration::from_secs(5), |code, _| code == 404)
+        .await;
+
+    let ms = |t: DateTime<Utc>| t.timestamp_millis();
+    assert_eq!(
+        events(&app, &id).await,
+        vec![
+            ("REQUESTED".into(), "CREATED".into(), ms(t0)),
+            ("AVAILABLE".into(), "NETWORK_GRANTED".into(), ms(t0)),
+            ("UNAVAILABLE".into(), "DURATION_EXPIRED".into(), ms(expires)),
+            (
+                "PURGED".into(),
+                "RETENTION_ELAPSED".into(),
+                ms(expires + chrono::Duration::from_std(retention).unwrap())
+            ),
+        ]
+    );
+    let took = wall.elapsed();
+    eprintln!("one virtual hour and {retention:?} of retention took {took:?} of wall time");
+    assert!(
+        took < Duration::from_secs(30),
+        "virtual time waited: {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_seed_gives_the_same_session_and_event_ids() {
+    async fn run(seed: u64) -> (String, Vec<(String, String, i64)>) {
+        let t0 = DateTime::from_timestamp_millis(1_900_000_000_000).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let settings = settings_in(dir.path());
+        let ports = Ports {
+            clock: ManualClock::new(t0),
+            random: Random::seeded(seed),
+        };
+        let app = TestApp::spawn_on(dir, settings, ports).await;
+        let (code, created) = app
+            .create(&session_body("+33612345678", "198.51.100.10", 60))
+            .await;
+        assert_eq!(code, 201, "{created}");
+        let id = created["sessionId"].as_str().unwrap().to_owned();
+        app.wait_for_session(&id, Duration::from_secs(5), |_, b| status(b) == "AVAILABLE")
+            .await;
+        let history = events(&app, &id).await;
+        (id, history)
+    }
+    let (a, b, c) = (run(7).await, run(7).await, run(8).await);
+    assert_eq!(a, b, "the same seed and clock reproduce the run");
+    assert_ne!(a.0, c.0, "another seed draws another session id");
+}
