@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use apalis::prelude::Monitor;
-use sqlx::SqlitePool;
 use tokio::sync::watch;
 
 use crate::api::auth::Guard;
@@ -27,7 +26,7 @@ use crate::queue::{self, JobQueue};
 use crate::random::{Random, SharedRandom};
 use crate::secrets::SecretBox;
 use crate::service::Service;
-use crate::store::{self, ProcessLock, jobs as job_rows};
+use crate::store::{self, ProcessLock, SharedStore, SqliteStore};
 
 /// The time and the chance a server runs on.
 #[derive(Clone)]
@@ -49,6 +48,7 @@ impl Ports {
 pub struct Application {
     listener: tokio::net::TcpListener,
     core: Arc<Core>,
+    sqlite: Arc<SqliteStore>,
     network: Arc<SimulatedNetwork>,
     settings: Settings,
     instance: String,
@@ -83,13 +83,13 @@ impl Application {
             }
             None => None,
         };
-        let pool = store::open(&settings).await?;
+        let sqlite = store::open_sqlite(&settings).await?;
+        let store: SharedStore = sqlite.clone();
         let secrets = SecretBox::load_or_create(&store::secret_key_path(&settings)?)?;
-        let writer = store::open_writer(&settings)?;
         // Under the process lock no other worker can hold a job: whatever a previous process
         // claimed and did not finish goes back to the queue now, not after orphan detection.
-        let reclaimed = writer.run(job_rows::reclaim_all).await?;
-        let adopted = writer.run(job_rows::adopt_apalis_jobs).await?;
+        let reclaimed = store.release_all_claims().await?;
+        let adopted = store.adopt_legacy_jobs().await?;
         if adopted > 0 {
             tracing::info!(
                 adopted,
@@ -101,8 +101,7 @@ impl Application {
         }
         let instance = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
         let network = SimulatedNetwork::new(
-            writer.clone(),
-            pool.clone(),
+            sqlite.clone(),
             clock.clone(),
             random.clone(),
             settings.sim.clone(),
@@ -116,8 +115,7 @@ impl Application {
             }
         };
         let core = Arc::new(Core {
-            pool,
-            writer,
+            store,
             clock: clock.clone(),
             random: random.clone(),
             network: network_port,
@@ -146,6 +144,7 @@ impl Application {
         Ok(Self {
             listener,
             core,
+            sqlite,
             network,
             settings,
             instance,
@@ -166,12 +165,9 @@ impl Application {
         self.dev_token.as_deref()
     }
 
-    pub fn pool(&self) -> &SqlitePool {
-        &self.core.pool
-    }
-
-    pub fn writer(&self) -> &store::writer::Writer {
-        &self.core.writer
+    /// The SQLite store behind the server, for tests that look at the file.
+    pub fn sqlite(&self) -> &Arc<SqliteStore> {
+        &self.sqlite
     }
 
     pub fn simulated_network(&self) -> Arc<SimulatedNetwork> {
@@ -226,7 +222,7 @@ impl Application {
         };
         let dispatcher = queue::run_dispatcher(
             self.core.queue.clone(),
-            self.core.writer.clone(),
+            self.core.store.clone(),
             self.core.clock.clone(),
             async move {
                 let _ = workers_done_rx.await;
@@ -245,11 +241,11 @@ impl Application {
             Err(e) => tracing::warn!(error = %e, "workers stopped with errors"),
         }
         dispatched.context("job dispatcher task")?;
-        let handed_back = self.core.writer.run(job_rows::reclaim_all).await?;
+        let handed_back = self.core.store.release_all_claims().await?;
         if handed_back > 0 {
             tracing::info!(handed_back, "returned unfinished jobs to the queue");
         }
-        self.core.pool.close().await;
+        self.core.store.close().await;
         Ok(())
     }
 }

@@ -3,8 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::SqlitePool;
-
 use crate::clock::SharedClock;
 use crate::config::NotifySettings;
 use crate::domain::Catalogue;
@@ -15,11 +13,10 @@ use crate::notify::sink_client::SinkClient;
 use crate::pools::Pools;
 use crate::queue::JobQueue;
 use crate::secrets::SecretBox;
-use crate::store::writer::Writer;
+use crate::store::SharedStore;
 
 pub struct Core {
-    pub pool: SqlitePool,
-    pub writer: Writer,
+    pub store: SharedStore,
     pub clock: SharedClock,
     pub random: crate::random::SharedRandom,
     pub network: Arc<dyn Network>,

@@ -1,6 +1,6 @@
-//! The effects of a state change: the events it records and the jobs it implies. They are
-//! written in the same transaction as the change, then published (metrics, wake-ups) after
-//! the commit.
+//! The effects of a state change: the events it records and the jobs it implies. The store
+//! writes them in the same transaction as the change; they are published (metrics, wake-ups)
+//! after the commit.
 
 use chrono::{DateTime, Utc};
 
@@ -10,15 +10,15 @@ use crate::domain::{QosStatus, Session, SessionId, StatusInfo};
 use crate::jobs::{self, JobKind};
 use crate::metrics::outcome;
 use crate::notify;
-use crate::store::notifications::{self, NewNotification};
-use crate::store::writer::Tx;
-use crate::store::{events, jobs as job_rows, sessions};
+use crate::store::NewNotification;
+use crate::store::{Decide, Write};
 
+#[derive(Debug)]
 pub struct ScheduledJob {
-    queue: &'static str,
-    payload: String,
-    attempt: u32,
-    due: DateTime<Utc>,
+    pub(crate) queue: &'static str,
+    pub(crate) payload: String,
+    pub(crate) attempt: u32,
+    pub(crate) due: DateTime<Utc>,
 }
 
 impl ScheduledJob {
@@ -34,20 +34,39 @@ impl ScheduledJob {
             due,
         }
     }
+
+    pub fn queue(&self) -> &'static str {
+        self.queue
+    }
+
+    pub fn due(&self) -> DateTime<Utc> {
+        self.due
+    }
 }
 
-#[derive(Default)]
+/// What a decision implies beside the session's new state: the transitions it records, the
+/// notifications it owes the consumer and the jobs that follow. The store writes them in the
+/// decision's transaction.
+#[derive(Debug, Default)]
 pub struct Effects {
-    transitions: Vec<(SessionId, i64, Transition, DateTime<Utc>)>,
-    notifications: Vec<NewNotification>,
-    jobs: Vec<ScheduledJob>,
+    pub(crate) transitions: Vec<(SessionId, i64, Transition, DateTime<Utc>)>,
+    /// Each event with its delivery job, which the store writes only when no earlier event of
+    /// the session is still pending (that one's settlement starts it).
+    pub(crate) notifications: Vec<(NewNotification, ScheduledJob)>,
+    pub(crate) jobs: Vec<ScheduledJob>,
 }
 
 impl Effects {
     /// Records a transition and the notification it owes the consumer.
     pub fn record(&mut self, session: &Session, t: Transition, at: DateTime<Utc>) {
         if let Some(n) = notify::for_transition(session, &t, at) {
-            self.notifications.push(n);
+            let delivery = ScheduledJob::new(
+                jobs::DeliverNotification {
+                    notification_id: n.id,
+                },
+                n.created_at,
+            );
+            self.notifications.push((n, delivery));
         }
         self.transitions.push((session.id, session.revision, t, at));
     }
@@ -56,34 +75,14 @@ impl Effects {
         self.jobs.push(job);
     }
 
-    /// Writes events and jobs into the caller's transaction.
-    pub fn write(&mut self, tx: &Tx) -> anyhow::Result<()> {
-        for (id, revision, t, at) in &self.transitions {
-            events::append(tx, *id, *revision, t, *at)?;
-        }
-        for n in &self.notifications {
-            notifications::insert(tx, n)?;
-            // Exactly one job per event: behind a pending event, the earlier one's settlement
-            // starts it (both happen in write transactions, so they cannot cross).
-            if !notifications::earlier_pending_than(tx, n.session_id, n.id)? {
-                self.jobs.push(ScheduledJob::new(
-                    jobs::DeliverNotification {
-                        notification_id: n.id,
-                    },
-                    n.created_at,
-                ));
-            }
-        }
-        for job in &self.jobs {
-            job_rows::push(
-                tx,
-                job.queue,
-                &job.payload,
-                job.attempt,
-                job.due.timestamp_millis(),
-            )?;
-        }
-        Ok(())
+    /// The transitions recorded so far.
+    pub fn transitions(&self) -> impl Iterator<Item = &Transition> {
+        self.transitions.iter().map(|(_, _, t, _)| t)
+    }
+
+    /// The jobs scheduled so far (after the store wrote them: every job it committed).
+    pub fn jobs(&self) -> &[ScheduledJob] {
+        &self.jobs
     }
 
     /// After the commit: count what happened and tell the queue about the new jobs.
@@ -102,32 +101,31 @@ impl Effects {
     }
 }
 
-/// Runs `f` in a write transaction with the effects it records written in the same
-/// transaction, and published once it committed: the shape of every state change.
-pub async fn commit<T: Send + 'static>(
+/// Decides a change of session `id` over the session as the store reads it for writing
+/// (None: gone), commits it with the effects it records, and publishes them once committed:
+/// the shape of every state change.
+pub async fn change<T: Send + 'static>(
     core: &Core,
-    f: impl FnOnce(&Tx, &mut Effects) -> anyhow::Result<T> + Send + 'static,
+    id: SessionId,
+    decide: impl FnOnce(Option<Session>, &mut Effects) -> anyhow::Result<(Write, T)> + Send + 'static,
 ) -> anyhow::Result<T> {
-    let (value, fx) = core
-        .writer
-        .run(move |tx| {
-            let mut fx = Effects::default();
-            let value = f(tx, &mut fx)?;
-            fx.write(tx)?;
-            Ok((value, fx))
-        })
-        .await?;
+    let decide: Decide = Box::new(move |session, fx| {
+        let (write, value) = decide(session, fx)?;
+        Ok((write, Box::new(value) as Box<dyn std::any::Any + Send>))
+    });
+    let (value, fx) = core.store.change_session(id, decide).await?;
     fx.publish(core);
-    Ok(value)
+    Ok(*value
+        .downcast::<T>()
+        .expect("a change returns the value its decision made"))
 }
 
 /// Commits one job on its own (a job put back for later) and tells the queue.
 pub async fn enqueue(core: &Core, job: ScheduledJob) -> anyhow::Result<()> {
-    commit(core, move |_, fx| {
-        fx.schedule(job);
-        Ok(())
-    })
-    .await
+    let mut fx = Effects::default();
+    fx.schedule(job);
+    core.store.commit(fx).await?.publish(core);
+    Ok(())
 }
 
 /// Moves a session to UNAVAILABLE and schedules what must follow: the grant's release and the
@@ -168,22 +166,20 @@ pub fn terminate(
 /// publishes what follows; nothing happens when the session is gone or `decide` says no.
 pub async fn end_session_if(
     core: &Core,
-    id: crate::domain::SessionId,
+    id: SessionId,
     now: DateTime<Utc>,
     decide: impl FnOnce(&Session) -> Option<StatusInfo> + Send + 'static,
 ) -> anyhow::Result<()> {
     let retention = core.retention;
-    commit(core, move |tx, fx| {
-        let Some(mut s) = sessions::find(tx, id)? else {
-            return Ok(());
+    change(core, id, move |current, fx| {
+        let Some(mut s) = current else {
+            return Ok((Write::Nothing, ()));
         };
         let Some(info) = decide(&s) else {
-            return Ok(());
+            return Ok((Write::Nothing, ()));
         };
-        let expected = s.revision;
         terminate(retention, &mut s, info, now, fx);
-        sessions::update(tx, &s, expected)?;
-        Ok(())
+        Ok((Write::update(s), ()))
     })
     .await
 }

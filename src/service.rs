@@ -13,7 +13,7 @@ use crate::domain::{
 };
 use crate::jobs;
 use crate::lifecycle::{self, Effects, ScheduledJob};
-use crate::store::sessions;
+use crate::store::{Created, Write};
 
 /// A create request after parsing: every value already valid on its own.
 #[derive(Debug, Clone)]
@@ -64,12 +64,6 @@ pub enum ServiceError {
     ExtensionNotAllowed(QosStatus),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
-}
-
-impl From<sqlx::Error> for ServiceError {
-    fn from(e: sqlx::Error) -> Self {
-        Self::Internal(e.into())
-    }
 }
 
 pub type Result<T> = std::result::Result<T, ServiceError>;
@@ -156,33 +150,28 @@ impl Service {
             now,
         ));
 
-        let quota = self.core.max_active_sessions;
-        let result = lifecycle::commit(&self.core, move |tx, effects| {
-            if quota > 0 && sessions::live_count_for_owner(tx, &session.owner, quota)? >= quota {
-                return Ok(Err(ServiceError::QuotaExceeded(quota)));
+        let (created, written) = self
+            .core
+            .store
+            .create_session(session.clone(), self.core.max_active_sessions, fx)
+            .await?;
+        written.publish(&self.core);
+        match created {
+            Created::Stored => Ok(session),
+            Created::Conflict => Err(ServiceError::Conflict),
+            Created::QuotaExceeded => {
+                self.core
+                    .metrics
+                    .client_limited
+                    .with_label_values(&["quota"])
+                    .inc();
+                Err(ServiceError::QuotaExceeded(self.core.max_active_sessions))
             }
-            let live = sessions::live_for_device(tx, &session.device.key())?;
-            if live.iter().any(|other| other.flow.overlaps(&session.flow)) {
-                return Ok(Err(ServiceError::Conflict));
-            }
-            sessions::insert(tx, &session)?;
-            *effects = fx;
-            Ok(Ok(session))
-        })
-        .await?;
-        if let Err(ServiceError::QuotaExceeded(_)) = &result {
-            self.core
-                .metrics
-                .client_limited
-                .with_label_values(&["quota"])
-                .inc();
         }
-        result
     }
 
     pub async fn get(&self, id: SessionId, caller: &Caller) -> Result<Session> {
-        let mut conn = self.core.pool.acquire().await?;
-        visible(sessions::fetch(&mut conn, id).await?, caller)
+        visible(self.core.store.session(id).await?, caller)
     }
 
     /// The caller's visible sessions of a device; other clients' sessions are not listed.
@@ -190,8 +179,11 @@ impl Service {
         if caller.device.as_ref().is_some_and(|d| d != device) {
             return Err(ServiceError::Forbidden);
         }
-        let mut conn = self.core.pool.acquire().await?;
-        Ok(sessions::visible_for_device(&mut conn, &caller.client, &device.key()).await?)
+        Ok(self
+            .core
+            .store
+            .visible_sessions(&caller.client, &device.key())
+            .await?)
     }
 
     /// Ends the session for its consumer: it disappears from the API at once; its grant is
@@ -200,18 +192,13 @@ impl Service {
         let now = self.now();
         let retention = self.core.retention;
         let caller = caller.clone();
-        lifecycle::commit(&self.core, move |tx, fx| {
-            let mut session = match visible(sessions::find(tx, id)?, &caller) {
+        lifecycle::change(&self.core, id, move |current, fx| {
+            let mut session = match visible(current, &caller) {
                 Ok(s) => s,
-                Err(e) => return Ok(Err(e)),
+                Err(e) => return Ok((Write::Nothing, Err(e))),
             };
-            let expected = session.revision;
             Self::end_for_consumer(&mut session, retention, now, fx);
-            anyhow::ensure!(
-                sessions::update(tx, &session, expected)?,
-                "session {id} changed under a write lock"
-            );
-            Ok(Ok(()))
+            Ok((Write::update(session), Ok(())))
         })
         .await?
     }
@@ -224,9 +211,8 @@ impl Service {
         fx: &mut Effects,
     ) {
         let id = session.id;
-        session.deleted = true;
+        session.hide();
         if session.status == QosStatus::Unavailable {
-            session.revision += 1;
             fx.schedule(ScheduledJob::new(
                 jobs::PurgeSession { session_id: id },
                 now,
@@ -249,13 +235,14 @@ impl Service {
         let caller = caller.clone();
         let catalogue = self.core.catalogue.clone();
         let lifetime = self.core.grant_lifetime;
-        lifecycle::commit(&self.core, move |tx, fx| {
-            let mut session = match visible(sessions::find(tx, id)?, &caller) {
+        lifecycle::change(&self.core, id, move |current, fx| {
+            let mut session = match visible(current, &caller) {
                 Ok(s) => s,
-                Err(e) => return Ok(Err(e)),
+                Err(e) => return Ok((Write::Nothing, Err(e))),
             };
             if session.status != QosStatus::Available {
-                return Ok(Err(ServiceError::ExtensionNotAllowed(session.status)));
+                let refused = ServiceError::ExtensionNotAllowed(session.status);
+                return Ok((Write::Nothing, Err(refused)));
             }
             let Some(started) = session.started_at else {
                 anyhow::bail!("AVAILABLE session {id} has no startedAt");
@@ -274,30 +261,24 @@ impl Service {
                 .saturating_add(additional_secs)
                 .min(max)
                 .max(session.duration_secs);
-            let expected = session.revision;
-            let old_expires = session.expires_at.unwrap_or(now);
-            if new_duration != session.duration_secs {
-                session.duration_secs = new_duration;
-                let expires = started + chrono::Duration::seconds(new_duration);
-                session.expires_at = Some(expires);
-                let t = session.note_available("EXTENDED");
-                fx.record(&session, t, now);
-                // The previous expiry job stays queued and finds the session not yet due.
-                fx.schedule(ScheduledJob::new(
-                    jobs::ExpireSession { session_id: id },
-                    expires,
-                ));
-                // A grant that covered the old end only needs renewing now; one already
-                // short of it has its renewal queued, which will reach the new end.
-                if session.lease_until.is_some_and(|l| l >= old_expires) {
-                    lifecycle::schedule_renewal(&session, lifetime, fx);
-                }
-                anyhow::ensure!(
-                    sessions::update(tx, &session, expected)?,
-                    "session {id} changed under a write lock"
-                );
+            if new_duration == session.duration_secs {
+                return Ok((Write::Nothing, Ok(session)));
             }
-            Ok(Ok(session))
+            let old_expires = session.expires_at.unwrap_or(now);
+            let t = session.extend_to(new_duration);
+            fx.record(&session, t, now);
+            let expires = session.expires_at.unwrap_or(now);
+            // The previous expiry job stays queued and finds the session not yet due.
+            fx.schedule(ScheduledJob::new(
+                jobs::ExpireSession { session_id: id },
+                expires,
+            ));
+            // A grant that covered the old end only needs renewing now; one already short of
+            // it has its renewal queued, which will reach the new end.
+            if session.lease_until.is_some_and(|l| l >= old_expires) {
+                lifecycle::schedule_renewal(&session, lifetime, fx);
+            }
+            Ok((Write::update(session.clone()), Ok(session)))
         })
         .await?
     }

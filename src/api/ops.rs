@@ -10,7 +10,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::openapi::{Document, served};
 use crate::domain::{GrantState, QosStatus};
-use crate::store::sessions;
+use crate::store::Census;
 
 pub fn routes() -> axum::Router<AppState> {
     Router::new()
@@ -36,17 +36,14 @@ fn yaml(doc: &'static str) -> impl IntoResponse {
 }
 
 async fn ready(State(state): State<AppState>) -> Result<StatusCode, ApiError> {
-    sqlx::query("SELECT 1")
-        .execute(&state.service.core().pool)
-        .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "readiness check failed");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "UNAVAILABLE",
-                "Database not reachable.",
-            )
-        })?;
+    state.service.core().store.ping().await.map_err(|e| {
+        tracing::warn!(error = %format!("{e:#}"), "readiness check failed");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            "Database not reachable.",
+        )
+    })?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -66,52 +63,10 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
         return refused;
     }
     let core = state.service.core();
-    if let Ok(mut conn) = core.pool.acquire().await {
-        if let Ok(census) = sessions::census(&mut conn).await {
-            for status in [
-                QosStatus::Requested,
-                QosStatus::Available,
-                QosStatus::Unavailable,
-            ] {
-                let n = census.iter().filter(|c| c.0 == status).map(|c| c.2).sum();
-                core.metrics
-                    .sessions
-                    .with_label_values(&[status.as_str()])
-                    .set(n);
-            }
-            // The grants the network holds, or may hold, for us.
-            for state in [
-                GrantState::Provisioning,
-                GrantState::Granted,
-                GrantState::Releasing,
-            ] {
-                let n = census.iter().filter(|c| c.1 == state).map(|c| c.2).sum();
-                core.metrics
-                    .network_grants
-                    .with_label_values(&[state.as_str()])
-                    .set(n);
-            }
-        }
-        if let Ok(n) = crate::store::notifications::dead_count(&mut conn).await {
-            core.metrics.notifications_dead.set(n);
-        }
-        let now_ms = core.clock.now().timestamp_millis();
-        if let Ok(depths) = crate::store::jobs::depth(&mut conn, now_ms).await {
-            // Queues that emptied read 0, not their last value.
-            for queue in crate::jobs::QUEUES {
-                let d = depths.iter().find(|d| d.queue == queue);
-                for (state, n) in [
-                    ("due", d.map_or(0, |d| d.due)),
-                    ("scheduled", d.map_or(0, |d| d.scheduled)),
-                    ("claimed", d.map_or(0, |d| d.claimed)),
-                ] {
-                    core.metrics
-                        .queue_jobs
-                        .with_label_values(&[queue, state])
-                        .set(n);
-                }
-            }
-        }
+    let now_ms = core.clock.now().timestamp_millis();
+    match core.store.census(now_ms).await {
+        Ok(census) => show(core, &census),
+        Err(e) => tracing::warn!(error = %format!("{e:#}"), "metrics: stored state not counted"),
     }
     (
         [(
@@ -121,4 +76,58 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
         core.metrics.render(),
     )
         .into_response()
+}
+
+/// Sets the gauges that mirror stored state.
+fn show(core: &crate::core::Core, census: &Census) {
+    for status in [
+        QosStatus::Requested,
+        QosStatus::Available,
+        QosStatus::Unavailable,
+    ] {
+        let n = census
+            .sessions
+            .iter()
+            .filter(|c| c.0 == status)
+            .map(|c| c.2)
+            .sum();
+        core.metrics
+            .sessions
+            .with_label_values(&[status.as_str()])
+            .set(n);
+    }
+    // The grants the network holds, or may hold, for us.
+    for state in [
+        GrantState::Provisioning,
+        GrantState::Granted,
+        GrantState::Releasing,
+    ] {
+        let n = census
+            .sessions
+            .iter()
+            .filter(|c| c.1 == state)
+            .map(|c| c.2)
+            .sum();
+        core.metrics
+            .network_grants
+            .with_label_values(&[state.as_str()])
+            .set(n);
+    }
+    core.metrics
+        .notifications_dead
+        .set(census.dead_notifications);
+    // Queues that emptied read 0, not their last value.
+    for queue in crate::jobs::QUEUES {
+        let d = census.queues.iter().find(|d| d.queue == queue);
+        for (state, n) in [
+            ("due", d.map_or(0, |d| d.due)),
+            ("scheduled", d.map_or(0, |d| d.scheduled)),
+            ("claimed", d.map_or(0, |d| d.claimed)),
+        ] {
+            core.metrics
+                .queue_jobs
+                .with_label_values(&[queue, state])
+                .set(n);
+        }
+    }
 }

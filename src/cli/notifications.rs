@@ -6,8 +6,8 @@ use uuid::Uuid;
 use crate::config::{DEFAULT_DATABASE_URL, Settings};
 use crate::domain::SessionId;
 use crate::jobs::DeliverNotification;
-use crate::lifecycle::{Effects, ScheduledJob};
-use crate::store::{self, notifications};
+use crate::lifecycle::ScheduledJob;
+use crate::store::{self, NotificationFilter, SharedStore, state};
 
 #[derive(Debug, Args)]
 pub struct Database {
@@ -41,14 +41,14 @@ pub enum Command {
     },
 }
 
-async fn open(db: &Database) -> anyhow::Result<sqlx::SqlitePool> {
+async fn open(db: &Database) -> anyhow::Result<SharedStore> {
     let settings = Settings::for_database(&db.database_url)?;
     anyhow::ensure!(
         store::database_path(&db.database_url).is_some_and(|p| p.exists()),
         "no database at {}",
         db.database_url
     );
-    store::open(&settings).await
+    Ok(store::open_sqlite(&settings).await?)
 }
 
 pub async fn run(cmd: Command) -> anyhow::Result<()> {
@@ -59,10 +59,14 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
             limit,
             db,
         } => {
-            let pool = open(&db).await?;
-            let mut conn = pool.acquire().await?;
-            let state = dead.then_some(notifications::state::DEAD);
-            let rows = notifications::list(&mut conn, state, session.map(SessionId), limit).await?;
+            let store = open(&db).await?;
+            let rows = store
+                .notifications(NotificationFilter {
+                    state: dead.then_some(state::DEAD),
+                    session: session.map(SessionId),
+                    limit,
+                })
+                .await?;
             println!(
                 "{:<36}  {:<36}  {:>3}  {:<9}  {:>8}  {:<24}  LAST ERROR",
                 "ID", "SESSION", "SEQ", "STATE", "ATTEMPTS", "CREATED"
@@ -84,27 +88,16 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Retry { id, db } => {
-            let pool = open(&db).await?;
-            pool.close().await;
-            let writer = store::open_writer(&Settings::for_database(&db.database_url)?)?;
+            let store = open(&db).await?;
             let now = crate::clock::Clock::now(&crate::clock::SystemClock);
-            let revived = writer
-                .run(move |tx| {
-                    let Some(sink) = notifications::revive(tx, id)? else {
-                        return Ok(false);
-                    };
-                    notifications::forget_gone(tx, &sink)?;
-                    let mut fx = Effects::default();
-                    fx.schedule(ScheduledJob::new(
-                        DeliverNotification {
-                            notification_id: id,
-                        },
-                        now,
-                    ));
-                    fx.write(tx)?;
-                    Ok(true)
-                })
-                .await?;
+            let job = ScheduledJob::new(
+                DeliverNotification {
+                    notification_id: id,
+                },
+                now,
+            );
+            let revived = store.revive_notification(id, job).await?;
+            store.close().await;
             anyhow::ensure!(
                 revived,
                 "notification {id} is not a dead letter (unknown, pending or delivered)"

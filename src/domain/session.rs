@@ -156,7 +156,69 @@ pub struct Transition {
 
 pub const PURGED: &str = "PURGED";
 
+/// Every change of a session goes through these methods: each moves the revision on once (the
+/// store refuses a write whose revision did not move past the one it read), and the grant
+/// state moves only here.
 impl Session {
+    fn bump(&mut self) {
+        self.revision += 1;
+    }
+
+    /// Provisioning is about to call the network: a crash from here on may leave a grant.
+    pub fn mark_provisioning(&mut self) {
+        self.grant_state = GrantState::Provisioning;
+        self.bump();
+    }
+
+    /// A provisioning attempt is repeated after one whose outcome is unknown: the network may
+    /// hold a grant whose id we never learned, which a release must search for.
+    pub fn note_repeated_attempt(&mut self) {
+        self.stray_grant_possible = true;
+        self.bump();
+    }
+
+    /// The network accepted the request without confirming the QoS yet (it will by an event).
+    pub fn accept_grant(&mut self, grant_id: String, lease_until: Option<DateTime<Utc>>) {
+        self.grant_state = GrantState::Granted;
+        self.grant_id = Some(grant_id);
+        self.lease_until = lease_until;
+        self.bump();
+    }
+
+    /// A grant arrived for a session that no longer wants it: it is to be released.
+    pub fn give_back_grant(&mut self, grant_id: String) {
+        self.grant_state = GrantState::Releasing;
+        self.grant_id = Some(grant_id);
+        self.bump();
+    }
+
+    /// The network confirmed the release.
+    pub fn mark_released(&mut self) {
+        self.grant_state = GrantState::Released;
+        self.bump();
+    }
+
+    /// Deleted by its consumer: hidden from the API from now on.
+    pub fn hide(&mut self) {
+        self.deleted = true;
+        self.bump();
+    }
+
+    /// An AVAILABLE session's overall duration becomes `duration_secs` (its end moves).
+    pub fn extend_to(&mut self, duration_secs: i64) -> Transition {
+        self.duration_secs = duration_secs;
+        if let Some(started) = self.started_at {
+            self.expires_at = Some(started + chrono::Duration::seconds(duration_secs));
+        }
+        self.note_available("EXTENDED")
+    }
+
+    /// The network extended the grant's lease (never shortened by a late answer).
+    pub fn renewed(&mut self, lease_until: DateTime<Utc>) -> Transition {
+        self.lease_until = Some(lease_until.max(self.lease_until.unwrap_or(lease_until)));
+        self.note_available("GRANT_RENEWED")
+    }
+
     /// REQUESTED -> AVAILABLE when the network granted the QoS.
     pub fn make_available(&mut self, now: DateTime<Utc>, grant_id: String) -> Transition {
         let from = self.status;
@@ -165,7 +227,7 @@ impl Session {
         self.expires_at = Some(now + chrono::Duration::seconds(self.duration_secs));
         self.grant_state = GrantState::Granted;
         self.grant_id = Some(grant_id);
-        self.revision += 1;
+        self.bump();
         Transition {
             from: Some(from),
             to: QosStatus::Available.as_str(),
@@ -176,7 +238,7 @@ impl Session {
     /// An AVAILABLE session changed without leaving AVAILABLE (extended, grant renewed, QoS
     /// (not) guaranteed): a new revision and the event that records why.
     pub fn note_available(&mut self, reason: &'static str) -> Transition {
-        self.revision += 1;
+        self.bump();
         Transition {
             from: Some(QosStatus::Available),
             to: QosStatus::Available.as_str(),
@@ -200,7 +262,7 @@ impl Session {
         ) {
             self.grant_state = GrantState::Releasing;
         }
-        self.revision += 1;
+        self.bump();
         Transition {
             from: Some(from),
             to: QosStatus::Unavailable.as_str(),

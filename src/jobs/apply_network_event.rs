@@ -12,7 +12,7 @@ use super::provision_session::{grant_ask, grant_session};
 use crate::core::Core;
 use crate::domain::{QosStatus, SessionId, StatusInfo};
 use crate::lifecycle;
-use crate::store::sessions;
+use crate::store::Write;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApplyNetworkEvent {
@@ -51,11 +51,11 @@ impl JobKind for ApplyNetworkEvent {
             self.subscription.clone(),
         );
         let (now, retention, lifetime) = (core.clock.now(), core.retention, core.grant_lifetime);
-        lifecycle::commit(core, move |tx, fx| {
-            let Some(mut s) = sessions::find(tx, id)? else {
-                return Ok(());
+        lifecycle::change(core, id, move |current, fx| {
+            let Some(mut s) = current else {
+                return Ok((Write::Nothing, ()));
             };
-            let expected = s.revision;
+            let read = s.revision;
             for event in events.iter().filter_map(|e| known_event(e)) {
                 match event {
                     "SUCCESSFUL_RESOURCES_ALLOCATION" => {
@@ -87,13 +87,12 @@ impl JobKind for ApplyNetworkEvent {
                     _ => {}
                 }
             }
-            if s.revision != expected {
-                anyhow::ensure!(
-                    sessions::update(tx, &s, expected)?,
-                    "session {id} changed under a write lock"
-                );
-            }
-            Ok(())
+            let write = if s.revision == read {
+                Write::Nothing
+            } else {
+                Write::update(s)
+            };
+            Ok((write, ()))
         })
         .await
     }

@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -16,7 +15,8 @@ use crate::lifecycle::{self, ScheduledJob};
 use crate::metrics::delivery;
 use crate::notify::sink_client::{Outcome, SinkClient};
 use crate::notify::with_source;
-use crate::store::notifications::{self, Notification, state};
+use crate::store::Settled;
+use crate::store::{Notification, state};
 
 /// When a sink already has its share of deliveries in flight, look again after at least this.
 const SINK_BUSY_DELAY: chrono::Duration = chrono::Duration::milliseconds(250);
@@ -32,13 +32,13 @@ impl JobKind for DeliverNotification {
 
     async fn run(&self, core: &Core) -> anyhow::Result<()> {
         let n = {
-            let mut conn = core.pool.acquire().await?;
-            let Some(found) =
-                notifications::find_for_delivery(&mut conn, self.notification_id).await?
+            let Some(found) = core
+                .store
+                .notification_for_delivery(self.notification_id)
+                .await?
             else {
                 return Ok(());
             };
-            drop(conn);
             let n = found.notification;
             if n.state != state::PENDING || found.behind_earlier {
                 // Settled already, or waiting its turn: the earlier event starts it when settled.
@@ -114,9 +114,8 @@ impl JobKind for DeliverNotification {
                 .await
             }
             Outcome::Gone => {
-                let (sink, at) = (n.sink.clone(), core.clock.now());
-                core.writer
-                    .run(move |tx| notifications::mark_gone(tx, &sink, at))
+                core.store
+                    .mark_sink_gone(n.sink.clone(), core.clock.now())
                     .await?;
                 tracing::info!(notification = %n.id, "sink answered 410 Gone; no more deliveries to it");
                 settle_after(
@@ -167,12 +166,10 @@ impl DeliverNotification {
             .max(retry_after.unwrap_or_default());
         let next = now + chrono::Duration::from_std(delay)?;
         let job = ScheduledJob::retry(self.clone(), attempts, next);
-        let (id, recorded) = (n.id, error.clone());
-        lifecycle::commit(core, move |tx, fx| {
-            fx.schedule(job);
-            notifications::record_retry(tx, id, attempts, &recorded, next)
-        })
-        .await?;
+        core.store
+            .retry_notification(n.id, attempts, error.clone(), next, job)
+            .await?
+            .publish(core);
         core.metrics
             .notification_attempts
             .with_label_values(&[delivery::RETRIED])
@@ -185,7 +182,7 @@ impl DeliverNotification {
 async fn settle(
     core: &Core,
     n: &Notification,
-    final_state: &str,
+    final_state: &'static str,
     error: Option<&str>,
     outcome: &str,
 ) -> anyhow::Result<()> {
@@ -197,28 +194,28 @@ async fn settle_after(
     core: &Core,
     n: &Notification,
     attempts: u32,
-    final_state: &str,
+    final_state: &'static str,
     error: Option<&str>,
     outcome: &str,
 ) -> anyhow::Result<()> {
-    let now: DateTime<Utc> = core.clock.now();
-    let n = n.clone();
-    let final_state = final_state.to_owned();
-    let error = error.map(str::to_owned);
-    lifecycle::commit(core, move |tx, fx| {
-        if notifications::finish(tx, n.id, &final_state, attempts, error.as_deref(), now)?
-            && let Some(next) = notifications::next_pending(tx, &n)?
-        {
-            fx.schedule(ScheduledJob::new(
+    let settled = Settled {
+        id: n.id,
+        final_state,
+        attempts,
+        error: error.map(str::to_owned),
+        at: core.clock.now(),
+    };
+    core.store
+        .settle_notification(settled, |next, at| {
+            ScheduledJob::new(
                 DeliverNotification {
                     notification_id: next,
                 },
-                now,
-            ));
-        }
-        Ok(())
-    })
-    .await?;
+                at,
+            )
+        })
+        .await?
+        .publish(core);
     core.metrics
         .notification_attempts
         .with_label_values(&[outcome])

@@ -10,7 +10,6 @@ use super::JobKind;
 use crate::core::Core;
 use crate::domain::{QosStatus, Session, SessionId, StatusInfo};
 use crate::lifecycle;
-use crate::store::sessions;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ExpireSession {
@@ -26,7 +25,7 @@ impl JobKind for ExpireSession {
         let deadline = chrono::Duration::from_std(core.provision_timeout).unwrap_or_default();
         // Most expiry jobs that find nothing to do are provisioning deadlines of sessions that
         // became AVAILABLE long ago: tell that from a plain read, without a write.
-        let current = sessions::fetch(&mut *core.pool.acquire().await?, self.session_id).await?;
+        let current = core.store.session(self.session_id).await?;
         if current.is_none_or(|s| ending(&s, now, deadline).is_none()) {
             return Ok(());
         }

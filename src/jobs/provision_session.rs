@@ -11,7 +11,7 @@ use crate::core::Core;
 use crate::domain::{GrantState, QosStatus, SessionId, StatusInfo};
 use crate::lifecycle::{self, ScheduledJob};
 use crate::network::{Grant, NetworkError, ProvisionRequest};
-use crate::store::{from_millis, sessions};
+use crate::store::{Write, from_millis};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProvisionSession {
@@ -74,31 +74,27 @@ impl ProvisionSession {
     /// Commits "provisioning" before calling the network, so a crash mid-call leaves a trace
     /// that the release path follows. Returns None when there is nothing to provision.
     async fn mark_intent(&self, core: &Core) -> anyhow::Result<Option<ProvisionRequest>> {
-        let id = self.session_id;
-        let session = core
-            .writer
-            .run(move |tx| {
-                let Some(mut s) = sessions::find(tx, id)? else {
-                    return Ok(None);
-                };
-                if s.status != QosStatus::Requested || s.deleted {
-                    return Ok(None);
+        let session = lifecycle::change(core, self.session_id, move |current, _| {
+            let Some(mut s) = current.filter(|s| s.status == QosStatus::Requested && !s.deleted)
+            else {
+                return Ok((Write::Nothing, None));
+            };
+            let uncertain = s.grant_state != GrantState::None;
+            let write = match (uncertain, s.stray_grant_possible) {
+                (false, _) => {
+                    s.mark_provisioning();
+                    Write::update(s.clone())
                 }
-                let uncertain = s.grant_state != GrantState::None;
-                if !uncertain || !s.stray_grant_possible {
-                    let expected = s.revision;
-                    if uncertain {
-                        // This attempt may create a second grant beside a lost one.
-                        s.stray_grant_possible = true;
-                    } else {
-                        s.grant_state = GrantState::Provisioning;
-                    }
-                    s.revision += 1;
-                    sessions::update(tx, &s, expected)?;
+                // This attempt may create a second grant beside a lost one.
+                (true, false) => {
+                    s.note_repeated_attempt();
+                    Write::update(s.clone())
                 }
-                Ok(Some((s, uncertain)))
-            })
-            .await?;
+                (true, true) => Write::Nothing,
+            };
+            Ok((write, Some((s, uncertain))))
+        })
+        .await?;
         Ok(session.map(|(s, uncertain)| ProvisionRequest {
             uncertain,
             session: s.id,
@@ -124,50 +120,48 @@ impl ProvisionSession {
         // (its end is counted from now, a moment after the request); a shorter one is renewed.
         let asked_until = asked.until;
         let cut_short = grant.lease_until.filter(|l| *l < asked_until);
-        lifecycle::commit(core, move |tx, fx| {
-            match sessions::find(tx, id)? {
+        lifecycle::change(core, id, move |current, fx| {
+            let write = match current {
                 Some(mut s) if s.status == QosStatus::Requested && !s.deleted => {
-                    let expected = s.revision;
                     if grant.confirmed {
                         grant_session(&mut s, grant.id, cut_short, asked_until, lifetime, now, fx);
                     } else {
                         // Accepted only: the allocation event makes it AVAILABLE; an expiry
                         // job at the provisioning deadline ends it (and releases the grant)
                         // if that never comes.
-                        s.grant_state = GrantState::Granted;
-                        s.grant_id = Some(grant.id);
-                        s.lease_until = cut_short;
-                        s.revision += 1;
+                        s.accept_grant(grant.id, cut_short);
                         fx.schedule(ScheduledJob::new(
                             ExpireSession { session_id: id },
                             s.created_at + provision_timeout,
                         ));
                     }
-                    sessions::update(tx, &s, expected)?;
+                    Write::update(s)
                 }
                 // The network's own confirmation (an early callback) already made it AVAILABLE
                 // with this very grant.
-                Some(s) if s.grant_id.as_deref() == Some(grant.id.as_str()) && !s.deleted => {}
+                Some(s) if s.grant_id.as_deref() == Some(grant.id.as_str()) && !s.deleted => {
+                    Write::Nothing
+                }
                 other => {
-                    // An AVAILABLE session keeps the grant it runs on; the stray one is swept
-                    // when the session ends.
-                    if let Some(mut s) = other.filter(|s| s.status != QosStatus::Available) {
-                        let expected = s.revision;
-                        s.grant_state = GrantState::Releasing;
-                        s.grant_id = Some(grant.id.clone());
-                        s.revision += 1;
-                        sessions::update(tx, &s, expected)?;
-                    }
                     fx.schedule(ScheduledJob::new(
                         ReleaseGrant {
                             session_id: id,
-                            grant_id: Some(grant.id),
+                            grant_id: Some(grant.id.clone()),
                         },
                         now,
                     ));
+                    // An AVAILABLE session keeps the grant it runs on; the stray one is swept
+                    // when the session ends.
+                    match other.filter(|s| s.status != QosStatus::Available) {
+                        Some(mut s) => {
+                            s.give_back_grant(grant.id);
+                            Write::update(s)
+                        }
+                        None => Write::Nothing,
+                    }
                 }
-            }
-            Ok(())
+            };
+            Ok((write, ()))
         })
         .await
     }

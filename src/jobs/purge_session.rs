@@ -8,7 +8,7 @@ use crate::core::Core;
 use crate::domain::session::{PURGED, Transition};
 use crate::domain::{QosStatus, SessionId};
 use crate::lifecycle;
-use crate::store::sessions;
+use crate::store::Write;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PurgeSession {
@@ -21,14 +21,10 @@ impl JobKind for PurgeSession {
 
     async fn run(&self, core: &Core) -> anyhow::Result<()> {
         let now = core.clock.now();
-        let id = self.session_id;
-        lifecycle::commit(core, move |tx, fx| {
-            let Some(s) = sessions::find(tx, id)? else {
-                return Ok(());
+        lifecycle::change(core, self.session_id, move |current, fx| {
+            let Some(s) = current.filter(|s| s.status == QosStatus::Unavailable) else {
+                return Ok((Write::Nothing, ()));
             };
-            if s.status != QosStatus::Unavailable {
-                return Ok(());
-            }
             // Forgetting the session before its grant is released would lose track of it.
             anyhow::ensure!(
                 !s.needs_release(),
@@ -44,8 +40,7 @@ impl JobKind for PurgeSession {
                 },
                 now,
             );
-            sessions::delete(tx, s.id, s.revision)?;
-            Ok(())
+            Ok((Write::Delete, ()))
         })
         .await
     }

@@ -6,9 +6,10 @@ use serde::{Deserialize, Serialize};
 
 use super::JobKind;
 use crate::core::Core;
-use crate::domain::{GrantState, QosStatus, SessionId};
+use crate::domain::{QosStatus, SessionId};
+use crate::lifecycle;
 use crate::network::GrantRef;
-use crate::store::sessions;
+use crate::store::Write;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReleaseGrant {
@@ -22,7 +23,7 @@ impl JobKind for ReleaseGrant {
     const QUEUE: &'static str = "release_grant";
 
     async fn run(&self, core: &Core) -> anyhow::Result<()> {
-        let current = sessions::fetch(&mut *core.pool.acquire().await?, self.session_id).await?;
+        let current = core.store.session(self.session_id).await?;
         // Never take QoS away from a session that still has it.
         if current
             .as_ref()
@@ -39,20 +40,19 @@ impl JobKind for ReleaseGrant {
         };
         core.network.release(&grant).await?;
 
-        let (id, grant_id) = (self.session_id, self.grant_id.clone());
-        core.writer
-            .run(move |tx| {
-                if let Some(mut s) = sessions::find(tx, id)? {
-                    let same_grant = grant_id.is_none() || s.grant_id == grant_id;
-                    if s.needs_release() && same_grant {
-                        let expected = s.revision;
-                        s.grant_state = GrantState::Released;
-                        s.revision += 1;
-                        sessions::update(tx, &s, expected)?;
-                    }
+        let grant_id = self.grant_id.clone();
+        lifecycle::change(core, self.session_id, move |current, _| {
+            let write = match current {
+                Some(mut s)
+                    if s.needs_release() && (grant_id.is_none() || s.grant_id == grant_id) =>
+                {
+                    s.mark_released();
+                    Write::update(s)
                 }
-                Ok(())
-            })
-            .await
+                _ => Write::Nothing,
+            };
+            Ok((write, ()))
+        })
+        .await
     }
 }

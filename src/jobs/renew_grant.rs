@@ -11,7 +11,7 @@ use crate::core::Core;
 use crate::domain::{QosStatus, SessionId, StatusInfo};
 use crate::lifecycle;
 use crate::network::{GrantRef, NetworkError};
-use crate::store::{from_millis, sessions};
+use crate::store::{Write, from_millis};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RenewGrant {
@@ -26,8 +26,7 @@ impl JobKind for RenewGrant {
 
     async fn run(&self, core: &Core) -> anyhow::Result<()> {
         let now = core.clock.now();
-        let Some(s) = sessions::fetch(&mut *core.pool.acquire().await?, self.session_id).await?
-        else {
+        let Some(s) = core.store.session(self.session_id).await? else {
             return Ok(());
         };
         let (Some(lease), Some(expires)) = (s.lease_until, s.expires_at) else {
@@ -57,23 +56,16 @@ impl JobKind for RenewGrant {
             Err(e) => return Err(e.into()),
         };
         let (id, grant_id, lifetime) = (s.id, s.grant_id, core.grant_lifetime);
-        lifecycle::commit(core, move |tx, fx| {
-            let Some(mut s) = sessions::find(tx, id)? else {
-                return Ok(());
+        lifecycle::change(core, id, move |current, fx| {
+            let Some(mut s) =
+                current.filter(|s| s.status == QosStatus::Available && s.grant_id == grant_id)
+            else {
+                return Ok((Write::Nothing, ()));
             };
-            if s.status != QosStatus::Available || s.grant_id != grant_id {
-                return Ok(());
-            }
-            let expected = s.revision;
-            s.lease_until = Some(renewed.max(s.lease_until.unwrap_or(renewed)));
-            let t = s.note_available("GRANT_RENEWED");
+            let t = s.renewed(renewed);
             fx.record(&s, t, now);
             lifecycle::schedule_renewal(&s, lifetime, fx);
-            anyhow::ensure!(
-                sessions::update(tx, &s, expected)?,
-                "session {id} changed under a write lock"
-            );
-            Ok(())
+            Ok((Write::update(s), ()))
         })
         .await
     }

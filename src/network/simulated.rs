@@ -6,18 +6,15 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::SqlitePool;
 
 use super::{Grant, GrantRef, Network, NetworkError, ProvisionRequest};
 use crate::clock::SharedClock;
 use crate::config::SimSettings;
 use crate::random::SharedRandom;
-use crate::store::ledger;
-use crate::store::writer::Writer;
+use crate::store::{GrantLedger, Provisioned};
 
 pub struct SimulatedNetwork {
-    pool: SqlitePool,
-    writer: Writer,
+    ledger: Arc<dyn GrantLedger>,
     clock: SharedClock,
     random: SharedRandom,
     settings: SimSettings,
@@ -38,15 +35,13 @@ pub enum Renewals {
 
 impl SimulatedNetwork {
     pub fn new(
-        writer: Writer,
-        pool: SqlitePool,
+        ledger: Arc<dyn GrantLedger>,
         clock: SharedClock,
         random: SharedRandom,
         settings: SimSettings,
     ) -> Arc<Self> {
         Arc::new(Self {
-            pool,
-            writer,
+            ledger,
             clock,
             random,
             settings,
@@ -60,8 +55,7 @@ impl SimulatedNetwork {
 
     /// Grants the network currently holds.
     pub async fn active_grants(&self) -> anyhow::Result<i64> {
-        let mut conn = self.pool.acquire().await?;
-        ledger::active_count(&mut conn).await
+        self.ledger.active().await
     }
 
     async fn call_delay(&self) -> Result<(), NetworkError> {
@@ -81,13 +75,6 @@ impl SimulatedNetwork {
     }
 }
 
-/// What the ledger said to a provisioning call.
-enum Provisioned {
-    Granted(String),
-    AlreadyReleased,
-    Refused,
-}
-
 #[async_trait]
 impl Network for SimulatedNetwork {
     async fn provision(&self, req: &ProvisionRequest) -> Result<Grant, NetworkError> {
@@ -96,18 +83,8 @@ impl Network for SimulatedNetwork {
         let fresh_id = format!("sim-{}", self.random.uuid());
         let (session, now, until) = (req.session, self.clock.now(), req.until);
         let outcome = self
-            .writer
-            .run(move |tx| {
-                Ok(match ledger::find_by_session(tx, session)? {
-                    Some(g) if !g.released => Provisioned::Granted(g.grant_id),
-                    Some(_) => Provisioned::AlreadyReleased,
-                    None if refuse => Provisioned::Refused,
-                    None => {
-                        ledger::insert(tx, &fresh_id, session, now, until)?;
-                        Provisioned::Granted(fresh_id)
-                    }
-                })
-            })
+            .ledger
+            .provision(session, fresh_id, refuse, now, until)
             .await
             .map_err(Self::db_error)?;
         match outcome {
@@ -134,19 +111,9 @@ impl Network for SimulatedNetwork {
             }
             _ => {}
         }
-        let (session, known) = (grant.session, grant.grant_id.clone());
         let extended = self
-            .writer
-            .run(move |tx| {
-                let id = match known {
-                    Some(id) => id,
-                    None => match ledger::find_by_session(tx, session)? {
-                        Some(g) => g.grant_id,
-                        None => return Ok(None),
-                    },
-                };
-                Ok(ledger::extend_lease(tx, &id, until)?.then_some(id))
-            })
+            .ledger
+            .extend(grant.session, grant.grant_id.clone(), until)
             .await
             .map_err(Self::db_error)?;
         match extended {
@@ -161,18 +128,8 @@ impl Network for SimulatedNetwork {
 
     async fn release(&self, grant: &GrantRef) -> Result<(), NetworkError> {
         self.call_delay().await?;
-        let (session, known, now) = (grant.session, grant.grant_id.clone(), self.clock.now());
-        self.writer
-            .run(move |tx| {
-                let id = match known {
-                    Some(id) => Some(id),
-                    None => ledger::find_by_session(tx, session)?.map(|g| g.grant_id),
-                };
-                if let Some(id) = id {
-                    ledger::release(tx, &id, now)?;
-                }
-                Ok(())
-            })
+        self.ledger
+            .release(grant.session, grant.grant_id.clone(), self.clock.now())
             .await
             .map_err(Self::db_error)
     }

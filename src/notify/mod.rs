@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::api::v1::wire::timestamp;
 use crate::domain::session::Transition;
 use crate::domain::{ApiVersion, QosStatus, Session, StatusInfo};
-use crate::store::notifications::NewNotification;
+use crate::store::NewNotification;
 
 pub const V1_EVENT_TYPE: &str = "org.camaraproject.quality-on-demand.v1.qos-status-changed";
 pub const V0_EVENT_TYPE: &str = "org.camaraproject.qod.v0.qos-status-changed";

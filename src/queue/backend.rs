@@ -15,7 +15,7 @@ use tower::layer::util::Identity;
 
 use super::{JobQueue, Settlement, lock};
 use crate::jobs::{Claimed, JobKind};
-use crate::store::jobs::ClaimedRow;
+use crate::store::ClaimedRow;
 
 pub struct LaneBackend<J> {
     queue: Arc<JobQueue>,

@@ -11,8 +11,8 @@ use chrono::{DateTime, Utc};
 
 use super::{JobQueue, Settlement};
 use crate::clock::SharedClock;
-use crate::store::jobs::{self, ClaimedRow};
-use crate::store::writer::{Tx, Writer};
+use crate::store::ClaimedRow;
+use crate::store::{Claim, SharedStore};
 
 /// Pause after a failed round, so that an unavailable database is not hammered.
 const AFTER_FAILURE: Duration = Duration::from_secs(1);
@@ -21,7 +21,7 @@ const AFTER_FAILURE: Duration = Duration::from_secs(1);
 /// `stop` only once the workers have stopped, so that no settlement comes after the last round.
 pub async fn run_dispatcher(
     queue: Arc<JobQueue>,
-    writer: Writer,
+    store: SharedStore,
     clock: SharedClock,
     stop: impl Future<Output = ()>,
 ) {
@@ -35,7 +35,7 @@ pub async fn run_dispatcher(
         let pause = if wanted.is_empty() && settlements.is_empty() {
             sleep_time(&queue, now_ms)
         } else {
-            match round(&queue, &writer, &wanted, settlements.clone(), now_ms).await {
+            match round(&queue, &store, &wanted, settlements.clone(), now_ms).await {
                 Ok(claimed) => {
                     for name in &wanted {
                         last_scan.insert(name, clock.now());
@@ -66,7 +66,7 @@ pub async fn run_dispatcher(
             () = clock.sleep(pause) => {}
         }
     }
-    final_flush(&queue, &writer, clock.as_ref()).await;
+    final_flush(&queue, &store, clock.as_ref()).await;
 }
 
 /// Lanes with room whose next job is due, or that have not looked at the table for a poll
@@ -112,71 +112,38 @@ fn sleep_time(queue: &JobQueue, now_ms: i64) -> Duration {
 
 async fn round(
     queue: &JobQueue,
-    writer: &Writer,
+    store: &SharedStore,
     wanted: &[&'static str],
     settlements: Arc<Vec<Settlement>>,
     now_ms: i64,
 ) -> anyhow::Result<Vec<(&'static str, Vec<ClaimedRow>)>> {
     // From here on an enqueue lowers next_due_ms below what this round reads from the table,
     // so a job committed while the round runs is not overlooked.
-    let asks: Vec<(&'static str, usize)> = wanted
+    let claims: Vec<Claim> = wanted
         .iter()
         .map(|&name| {
             let lane = &queue.lanes[name];
             lane.next_due_ms.store(i64::MAX, Ordering::Release);
-            (name, lane.sender.capacity().min(lane.batch))
+            Claim {
+                queue: name,
+                limit: lane.sender.capacity().min(lane.batch),
+            }
         })
         .collect();
-    let owner = queue.owner.clone();
-    let outcome = writer
-        .run(move |tx| {
-            write_settlements(tx, &settlements)?;
-            let mut claimed = Vec::with_capacity(asks.len());
-            for (name, limit) in asks {
-                let rows = jobs::claim(tx, name, &owner, now_ms, limit)?;
-                let next = if rows.len() == limit {
-                    Some(now_ms)
-                } else {
-                    jobs::next_due(tx, name)?
-                };
-                claimed.push((name, rows, next));
-            }
-            Ok(claimed)
-        })
+    let outcome = store
+        .queue_round(&queue.owner, settlements, claims, now_ms)
         .await?;
     Ok(outcome
         .into_iter()
-        .map(|(name, rows, next)| {
-            if let Some(next) = next {
-                queue.lanes[name]
+        .map(|claimed| {
+            if let Some(next) = claimed.next_due_ms {
+                queue.lanes[claimed.queue]
                     .next_due_ms
                     .fetch_min(next, Ordering::AcqRel);
             }
-            (name, rows)
+            (claimed.queue, claimed.rows)
         })
         .collect())
-}
-
-fn write_settlements(tx: &Tx, settlements: &[Settlement]) -> anyhow::Result<()> {
-    let done: Vec<i64> = settlements
-        .iter()
-        .filter_map(|s| match s {
-            Settlement::Done(id) => Some(*id),
-            Settlement::Retry { .. } => None,
-        })
-        .collect();
-    jobs::finish(tx, &done)?;
-    for s in settlements {
-        if let Settlement::Retry {
-            id,
-            attempt,
-            due_at_ms,
-        } = *s
-        {
-            jobs::reschedule(tx, id, attempt, due_at_ms)?;
-        }
-    }
-    Ok(())
 }
 
 fn hand_out(queue: &JobQueue, claimed: Vec<(&'static str, Vec<ClaimedRow>)>) {
@@ -194,16 +161,17 @@ fn hand_out(queue: &JobQueue, claimed: Vec<(&'static str, Vec<ClaimedRow>)>) {
 }
 
 /// Writes what the stopped workers reported, retrying a few times if the database is busy.
-async fn final_flush(queue: &JobQueue, writer: &Writer, clock: &dyn crate::clock::Clock) {
+async fn final_flush(queue: &JobQueue, store: &SharedStore, clock: &dyn crate::clock::Clock) {
     for _ in 0..5 {
         let settlements = Arc::new(queue.take_settlements());
         if settlements.is_empty() {
             return;
         }
-        let written = settlements.clone();
-        let result = writer.run(move |tx| write_settlements(tx, &written)).await;
+        let result = store
+            .queue_round(&queue.owner, settlements.clone(), Vec::new(), 0)
+            .await;
         match result {
-            Ok(()) => {}
+            Ok(_) => {}
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "writing the last settlements failed");
                 queue.restore_settlements(Arc::unwrap_or_clone(settlements));

@@ -14,23 +14,12 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 
 use crate::pools::Pools;
-use crate::store::jobs::ClaimedRow;
+use crate::store::ClaimedRow;
 
 pub use backend::LaneBackend;
 pub use dispatcher::run_dispatcher;
 
-/// What a worker reports about a job it was handed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Settlement {
-    /// Finished (succeeded, gave up or could not be decoded): delete the row.
-    Done(i64),
-    /// Run it again as attempt `attempt` at `due_at_ms`.
-    Retry {
-        id: i64,
-        attempt: u32,
-        due_at_ms: i64,
-    },
-}
+pub use crate::store::Settlement;
 
 struct Lane {
     sender: mpsc::Sender<ClaimedRow>,

@@ -98,6 +98,7 @@ pub fn reclaim_all(tx: &Tx) -> anyhow::Result<usize> {
 }
 
 /// Jobs of one queue by state, for the metrics gauges.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Depth {
     pub queue: String,
     pub due: i64,

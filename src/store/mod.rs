@@ -1,12 +1,24 @@
-//! Storage: the SQLite pool (same durability pragmas on every connection), migrations, and the
-//! small SQL functions the service and workers compose into transactions.
+//! Storage: the port the rest of the server speaks (`port`), and its SQLite implementation
+//! (`sqlite`: the pool with the same durability pragmas on every connection, the writer
+//! thread, migrations, and the SQL in small functions per table). No SQL and no driver type
+//! leaves this module.
 
-pub mod events;
-pub mod jobs;
-pub mod ledger;
-pub mod notifications;
-pub mod sessions;
+mod events;
+mod jobs;
+mod ledger;
+mod notifications;
+mod port;
+mod sessions;
+mod sqlite;
 pub mod writer;
+
+pub use jobs::{ClaimedRow, Depth};
+pub use notifications::{ForDelivery, NewNotification, Notification, state};
+pub use port::{
+    Census, Claim, Claimed, Created, Decide, GrantLedger, NotificationFilter, Provisioned, Settled,
+    Settlement, SharedStore, StaleRevision, Store, Write,
+};
+pub use sqlite::SqliteStore;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -78,12 +90,19 @@ pub fn dev_signing_key_path(settings: &Settings) -> anyhow::Result<PathBuf> {
 }
 
 /// The writer of the database file behind `settings` (see `writer`).
-pub fn open_writer(settings: &Settings) -> anyhow::Result<writer::Writer> {
+fn open_writer(settings: &Settings) -> anyhow::Result<writer::Writer> {
     writer::Writer::open(
         &database_file(settings)?,
         settings.durability,
         settings.busy_timeout,
     )
+}
+
+/// The SQLite store of `settings`: its pool (schema brought up to date) and its writer.
+pub async fn open_sqlite(settings: &Settings) -> anyhow::Result<std::sync::Arc<SqliteStore>> {
+    let pool = open(settings).await?;
+    let writer = open_writer(settings)?;
+    Ok(SqliteStore::new(pool, writer))
 }
 
 /// The server keeps its data in a file (the writer, the key and the lock live beside it).

@@ -131,16 +131,17 @@ pub fn earlier_pending_than(tx: &Tx, session: SessionId, id: Uuid) -> anyhow::Re
     Ok(found.is_some())
 }
 
-/// The session's next event waiting behind `n`, if any.
-pub fn next_pending(tx: &Tx, n: &Notification) -> anyhow::Result<Option<Uuid>> {
-    let id: Option<String> = tx
+/// The session's next event waiting behind the event `id`, if any.
+pub fn next_pending_after(tx: &Tx, id: Uuid) -> anyhow::Result<Option<Uuid>> {
+    let next: Option<String> = tx
         .prepare_cached(
-            "SELECT id FROM notifications WHERE session_id = ? AND seq > ? AND state = 'pending' \
-             ORDER BY seq LIMIT 1",
+            "SELECT e.id FROM notifications AS n JOIN notifications AS e \
+             ON e.session_id = n.session_id AND e.seq > n.seq AND e.state = 'pending' \
+             WHERE n.id = ? ORDER BY e.seq LIMIT 1",
         )?
-        .query_row(params![n.session_id.to_string(), n.seq], |r| r.get(0))
+        .query_row([id.to_string()], |r| r.get(0))
         .optional()?;
-    Ok(id.map(|s| s.parse()).transpose()?)
+    Ok(next.map(|s| s.parse()).transpose()?)
 }
 
 /// Records a failed attempt that will be retried at `next`.

@@ -70,8 +70,8 @@ impl TestApp {
             .expect("application builds");
         let addr = app.local_addr();
         let token = app.dev_token().map(str::to_owned);
-        let pool = app.pool().clone();
-        let writer = app.writer().clone();
+        let pool = app.sqlite().pool().clone();
+        let writer = app.sqlite().writer().clone();
         let network = app.simulated_network();
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(app.run_until(async {

@@ -1,0 +1,248 @@
+//! The storage port, in domain terms. The domain decides and the store applies: a change of a
+//! session is a decision over the session as the store read it for writing, and the store
+//! commits it with the events, notifications and jobs it implies, in one transaction. A write
+//! whose session is not the revision the store read is refused (`StaleRevision`), never
+//! silently dropped. Implementations: SQLite (`super::sqlite`); every one must pass the
+//! conformance suite (`tests/store_conformance.rs`).
+
+use std::any::Any;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{ClaimedRow, Depth, ForDelivery, Notification};
+use crate::domain::{ClientId, GrantState, QosStatus, Session, SessionId};
+use crate::lifecycle::{Effects, ScheduledJob};
+
+/// What a decision does to the session it read.
+#[derive(Debug)]
+pub enum Write {
+    Nothing,
+    /// Store this new state; its revision must be past the one read.
+    Update(Box<Session>),
+    /// Remove the session (purged).
+    Delete,
+}
+
+impl Write {
+    pub fn update(session: Session) -> Self {
+        Self::Update(Box::new(session))
+    }
+}
+
+/// A decision over the session as read inside the write (None: there is no such session). It
+/// records what it implies in the effects and returns a value for its caller.
+pub type Decide = Box<
+    dyn FnOnce(Option<Session>, &mut Effects) -> anyhow::Result<(Write, Box<dyn Any + Send>)>
+        + Send,
+>;
+
+/// The write of a decision was not based on the revision the store holds.
+#[derive(Debug, thiserror::Error)]
+#[error("session {id}: write based on revision {written} but the store holds {stored}")]
+pub struct StaleRevision {
+    pub id: SessionId,
+    pub written: i64,
+    pub stored: i64,
+}
+
+/// What became of a create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    Stored,
+    /// The flow overlaps a live session of the same device.
+    Conflict,
+    /// The owner holds its maximum of live sessions.
+    QuotaExceeded,
+}
+
+/// What a worker reports about a job it was handed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// Finished (succeeded, gave up or could not be decoded): delete the row.
+    Done(i64),
+    /// Run it again as attempt `attempt` at `due_at_ms`.
+    Retry {
+        id: i64,
+        attempt: u32,
+        due_at_ms: i64,
+    },
+}
+
+/// One queue's claim in a dispatcher round.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub queue: &'static str,
+    pub limit: usize,
+}
+
+/// What a round claimed for one queue, and the earliest due time of its jobs still waiting
+/// (`now` when the claim was full).
+#[derive(Debug)]
+pub struct Claimed {
+    pub queue: &'static str,
+    pub rows: Vec<ClaimedRow>,
+    pub next_due_ms: Option<i64>,
+}
+
+/// A delivery attempt's end: the event's final state.
+#[derive(Debug, Clone)]
+pub struct Settled {
+    pub id: Uuid,
+    pub final_state: &'static str,
+    pub attempts: u32,
+    pub error: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// Which notifications an operator lists.
+#[derive(Debug, Clone, Default)]
+pub struct NotificationFilter {
+    pub state: Option<&'static str>,
+    pub session: Option<SessionId>,
+    pub limit: i64,
+}
+
+/// Stored state counted for the gauges of `/metrics`.
+#[derive(Debug, Default)]
+pub struct Census {
+    pub sessions: Vec<(QosStatus, GrantState, i64)>,
+    pub dead_notifications: i64,
+    pub queues: Vec<Depth>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The store answers (readiness).
+    async fn ping(&self) -> anyhow::Result<()>;
+
+    /// A session as stored (also deleted ones, which the service hides).
+    async fn session(&self, id: SessionId) -> anyhow::Result<Option<Session>>;
+
+    /// An owner's visible sessions of a device, oldest first.
+    async fn visible_sessions(
+        &self,
+        owner: &ClientId,
+        device_key: &str,
+    ) -> anyhow::Result<Vec<Session>>;
+
+    /// Stores a new session with its effects unless its flow overlaps a live session of the
+    /// same device or its owner holds `quota` live sessions (0: no cap), atomically with
+    /// those checks.
+    async fn create_session(
+        &self,
+        session: Session,
+        quota: u64,
+        fx: Effects,
+    ) -> anyhow::Result<(Created, Effects)>;
+
+    /// Reads the session for writing, lets `decide` decide, and commits the write with the
+    /// effects. Returns the decision's value and the effects as written.
+    async fn change_session(
+        &self,
+        id: SessionId,
+        decide: Decide,
+    ) -> anyhow::Result<(Box<dyn Any + Send>, Effects)>;
+
+    /// Commits effects that change no session (a job put back for later).
+    async fn commit(&self, fx: Effects) -> anyhow::Result<Effects>;
+
+    /// One dispatcher round in one transaction: writes the settlements, then claims up to
+    /// each limit of due jobs for `owner`, earliest first. A job is handed to one claim only.
+    async fn queue_round(
+        &self,
+        owner: &str,
+        settlements: Arc<Vec<Settlement>>,
+        claims: Vec<Claim>,
+        now_ms: i64,
+    ) -> anyhow::Result<Vec<Claimed>>;
+
+    /// Hands every claimed job back to the queue. Only when no live worker holds one.
+    async fn release_all_claims(&self) -> anyhow::Result<usize>;
+
+    /// Moves jobs an earlier version's queue left behind into the queue.
+    async fn adopt_legacy_jobs(&self) -> anyhow::Result<usize>;
+
+    /// An event about to be sent, with what decides whether it may go now.
+    async fn notification_for_delivery(&self, id: Uuid) -> anyhow::Result<Option<ForDelivery>>;
+
+    /// Records a failed delivery attempt and commits its retry job.
+    async fn retry_notification(
+        &self,
+        id: Uuid,
+        attempts: u32,
+        error: String,
+        next: DateTime<Utc>,
+        job: ScheduledJob,
+    ) -> anyhow::Result<Effects>;
+
+    /// Ends an event's delivery and, if it was still pending, schedules `next` for the
+    /// session's next waiting event.
+    async fn settle_notification(
+        &self,
+        settled: Settled,
+        next: fn(Uuid, DateTime<Utc>) -> ScheduledJob,
+    ) -> anyhow::Result<Effects>;
+
+    /// Remembers that a sink answered 410 Gone.
+    async fn mark_sink_gone(&self, sink: String, at: DateTime<Utc>) -> anyhow::Result<()>;
+
+    /// Puts a dead letter back to pending (its sink vouched for again) with `job`; false when
+    /// it is no dead letter.
+    async fn revive_notification(&self, id: Uuid, job: ScheduledJob) -> anyhow::Result<bool>;
+
+    /// Notifications for an operator, oldest first.
+    async fn notifications(&self, filter: NotificationFilter) -> anyhow::Result<Vec<Notification>>;
+
+    /// What the gauges show.
+    async fn census(&self, now_ms: i64) -> anyhow::Result<Census>;
+
+    /// Lets go of connections (end of the process).
+    async fn close(&self);
+}
+
+pub type SharedStore = Arc<dyn Store>;
+
+/// The simulated network's memory of its grants: the network's state, not ours, kept in the
+/// same database only so that tests can count what it holds.
+#[async_trait]
+pub trait GrantLedger: Send + Sync + 'static {
+    /// The session's grant: the existing one, or `fresh_id` recorded now (unless `refuse`).
+    async fn provision(
+        &self,
+        session: SessionId,
+        fresh_id: String,
+        refuse: bool,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> anyhow::Result<Provisioned>;
+
+    /// Extends an active grant (found by id, or by session); its id, or None if none is active.
+    async fn extend(
+        &self,
+        session: SessionId,
+        grant_id: Option<String>,
+        until: DateTime<Utc>,
+    ) -> anyhow::Result<Option<String>>;
+
+    /// Releases the grant (found by id, or by session); unknown grants count as released.
+    async fn release(
+        &self,
+        session: SessionId,
+        grant_id: Option<String>,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()>;
+
+    /// Grants held now.
+    async fn active(&self) -> anyhow::Result<i64>;
+}
+
+/// What the ledger said to a provisioning call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Provisioned {
+    Granted(String),
+    AlreadyReleased,
+    Refused,
+}

@@ -1,0 +1,795 @@
+//! The store conformance suite: one set of tests that every implementation of the storage
+//! port must pass, the concurrent cases included. Each backend instantiates the whole suite
+//! with `suite!`; a new backend adds one line and one constructor.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use qod::domain::session::Transition;
+use qod::domain::{
+    ApiVersion, ApplicationServer, ClientId, Device, Flow, GrantState, PhoneNumber, QosStatus,
+    Session, SessionId, StatusInfo,
+};
+use qod::jobs::{ExpireSession, JobKind, PurgeSession};
+use qod::lifecycle::{Effects, ScheduledJob};
+use qod::store::{
+    Claim, Created, GrantLedger, NotificationFilter, Provisioned, Settled, Settlement, SharedStore,
+    StaleRevision, Write, state,
+};
+
+struct Backend {
+    store: SharedStore,
+    ledger: Arc<dyn GrantLedger>,
+    _dir: tempfile::TempDir,
+}
+
+async fn sqlite() -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("qod.db").display());
+    let settings = qod::Settings::for_database(url).unwrap();
+    let store = qod::store::open_sqlite(&settings).await.unwrap();
+    Backend {
+        store: store.clone(),
+        ledger: store,
+        _dir: dir,
+    }
+}
+
+macro_rules! suite {
+    ($backend:ident: $($test:ident),+ $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let backend = super::$backend().await;
+                    super::$test(&backend).await;
+                }
+            )+
+        }
+    };
+}
+
+suite!(sqlite:
+    a_created_session_reads_back_as_it_was_stored,
+    only_one_of_concurrent_overlapping_creates_is_stored,
+    the_quota_counts_live_sessions_of_the_owner_only,
+    a_decided_change_is_stored_with_its_events_and_jobs,
+    a_write_at_a_stale_revision_is_refused_and_changes_nothing,
+    a_write_that_does_not_move_the_revision_on_is_refused,
+    concurrent_changes_of_one_session_all_apply_in_turn,
+    a_deleted_session_is_gone_and_a_change_sees_nothing,
+    concurrent_claims_never_hand_out_a_job_twice,
+    a_job_is_claimed_only_when_due_and_retries_wait_for_their_time,
+    claims_of_a_stopped_process_can_be_handed_back,
+    events_of_a_session_are_delivered_one_after_another,
+    delivery_state_is_recorded_and_dead_letters_can_be_revived,
+    the_census_counts_what_is_stored,
+    the_grant_ledger_keeps_one_grant_per_session,
+);
+
+fn t0() -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(1_900_000_000_000).unwrap()
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn session(phone: &str, server: &str, owner: &str) -> Session {
+    Session {
+        id: SessionId(uuid::Uuid::new_v4()),
+        revision: 1,
+        status: QosStatus::Requested,
+        status_info: None,
+        device: Device::PhoneNumber(PhoneNumber::parse(phone).unwrap()),
+        flow: Flow {
+            application_server: ApplicationServer::parse(Some(server), None).unwrap(),
+            device_ports: None,
+            application_server_ports: None,
+        },
+        qos_profile: "QOS_E".into(),
+        duration_secs: 60,
+        sink: None,
+        sink_credential: None,
+        created_at: t0(),
+        started_at: None,
+        expires_at: None,
+        grant_state: GrantState::None,
+        grant_id: None,
+        lease_until: None,
+        deleted: false,
+        api: ApiVersion::V1,
+        owner: ClientId(owner.into()),
+        stray_grant_possible: false,
+    }
+}
+
+fn with_sink(mut s: Session) -> Session {
+    s.sink = Some("https://sink.example/notify".into());
+    s
+}
+
+fn created(s: &Session) -> Effects {
+    let mut fx = Effects::default();
+    fx.record(
+        s,
+        Transition {
+            from: None,
+            to: "REQUESTED",
+            reason: "CREATED",
+        },
+        s.created_at,
+    );
+    fx
+}
+
+async fn create(b: &Backend, s: &Session) -> Created {
+    b.store
+        .create_session(s.clone(), 0, created(s))
+        .await
+        .unwrap()
+        .0
+}
+
+/// A change whose decision is `f` over the session as read; returns the store's answer.
+async fn change(
+    b: &Backend,
+    id: SessionId,
+    f: impl FnOnce(Option<Session>, &mut Effects) -> Write + Send + 'static,
+) -> anyhow::Result<Effects> {
+    let decide: qod::store::Decide = Box::new(move |s, fx| {
+        let write = f(s, fx);
+        Ok((write, Box::new(()) as Box<dyn std::any::Any + Send>))
+    });
+    b.store.change_session(id, decide).await.map(|(_, fx)| fx)
+}
+
+/// Makes a session AVAILABLE with a grant, as provisioning does.
+async fn make_available(b: &Backend, id: SessionId) {
+    change(b, id, |s, fx| {
+        let mut s = s.unwrap();
+        let t = s.make_available(t0(), "g-1".into());
+        fx.record(&s, t, t0());
+        Write::update(s)
+    })
+    .await
+    .unwrap();
+}
+
+/// Claims everything due at `now` for `queue`, as one owner, in rounds of `limit`.
+async fn claim_all(b: &Backend, queue: &'static str, now: DateTime<Utc>) -> Vec<i64> {
+    let mut ids = Vec::new();
+    loop {
+        let round = b
+            .store
+            .queue_round(
+                "test",
+                Arc::new(Vec::new()),
+                vec![Claim { queue, limit: 50 }],
+                ms(now),
+            )
+            .await
+            .unwrap();
+        let rows: Vec<i64> = round
+            .into_iter()
+            .flat_map(|c| c.rows)
+            .map(|r| r.id)
+            .collect();
+        if rows.is_empty() {
+            return ids;
+        }
+        ids.extend(rows);
+    }
+}
+
+async fn a_created_session_reads_back_as_it_was_stored(b: &Backend) {
+    let s = session("+33612345678", "198.51.100.10", "shop");
+    assert_eq!(create(b, &s).await, Created::Stored);
+    let read = b.store.session(s.id).await.unwrap().expect("stored");
+    assert_eq!(format!("{read:?}"), format!("{s:?}"));
+    let key = s.device.key();
+    let mine = b
+        .store
+        .visible_sessions(&ClientId("shop".into()), &key)
+        .await
+        .unwrap();
+    assert_eq!(mine.iter().map(|s| s.id).collect::<Vec<_>>(), vec![s.id]);
+    let theirs = b
+        .store
+        .visible_sessions(&ClientId("other".into()), &key)
+        .await
+        .unwrap();
+    assert!(theirs.is_empty(), "another owner sees nothing");
+    assert!(
+        b.store
+            .session(SessionId(uuid::Uuid::new_v4()))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn only_one_of_concurrent_overlapping_creates_is_stored(b: &Backend) {
+    let creates = (0..20).map(|i| {
+        let store = b.store.clone();
+        // Every owner differs: the overlap check spans owners.
+        let s = session("+33612345678", "198.51.100.10", &format!("client-{i}"));
+        tokio::spawn(async move { store.create_session(s.clone(), 0, created(&s)).await })
+    });
+    let outcomes: Vec<Created> = futures::future::join_all(creates)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().unwrap().0)
+        .collect();
+    let stored = outcomes.iter().filter(|c| **c == Created::Stored).count();
+    let conflicts = outcomes.iter().filter(|c| **c == Created::Conflict).count();
+    assert_eq!((stored, conflicts), (1, 19), "{outcomes:?}");
+    // Another application server of the same device does not overlap.
+    let other = session("+33612345678", "198.51.100.11", "client-0");
+    assert_eq!(create(b, &other).await, Created::Stored);
+}
+
+async fn the_quota_counts_live_sessions_of_the_owner_only(b: &Backend) {
+    let first = session("+33600000001", "198.51.100.10", "shop");
+    let second = session("+33600000002", "198.51.100.10", "shop");
+    let third = session("+33600000003", "198.51.100.10", "shop");
+    let elsewhere = session("+33600000004", "198.51.100.10", "other");
+    for s in [&first, &second, &elsewhere] {
+        let (c, _) = b
+            .store
+            .create_session(s.clone(), 2, created(s))
+            .await
+            .unwrap();
+        assert_eq!(c, Created::Stored);
+    }
+    let (c, fx) = b
+        .store
+        .create_session(third.clone(), 2, created(&third))
+        .await
+        .unwrap();
+    assert_eq!(c, Created::QuotaExceeded);
+    assert_eq!(
+        fx.transitions().count(),
+        0,
+        "a refused create writes nothing"
+    );
+    assert!(b.store.session(third.id).await.unwrap().is_none());
+    // Once one has ended, there is room again.
+    change(b, first.id, |s, fx| {
+        let mut s = s.unwrap();
+        let t = s.make_unavailable(t0(), StatusInfo::NetworkTerminated);
+        fx.record(&s, t, t0());
+        Write::update(s)
+    })
+    .await
+    .unwrap();
+    let (c, _) = b
+        .store
+        .create_session(third.clone(), 2, created(&third))
+        .await
+        .unwrap();
+    assert_eq!(c, Created::Stored);
+}
+
+async fn a_decided_change_is_stored_with_its_events_and_jobs(b: &Backend) {
+    let s = session("+33612345678", "198.51.100.10", "shop");
+    create(b, &s).await;
+    let expires = t0() + chrono::Duration::seconds(60);
+    let fx = change(b, s.id, move |read, fx| {
+        let mut read = read.expect("the session is read for the decision");
+        let t = read.make_available(t0(), "g-1".into());
+        fx.record(&read, t, t0());
+        fx.schedule(ScheduledJob::new(
+            ExpireSession {
+                session_id: read.id,
+            },
+            expires,
+        ));
+        Write::update(read)
+    })
+    .await
+    .unwrap();
+    assert_eq!(fx.jobs().len(), 1);
+    let stored = b.store.session(s.id).await.unwrap().unwrap();
+    assert_eq!(stored.status, QosStatus::Available);
+    assert_eq!(stored.revision, 2);
+    assert_eq!(stored.grant_id.as_deref(), Some("g-1"));
+    assert_eq!(stored.expires_at, Some(expires));
+    // The job committed with the change: not before it is due, then exactly once.
+    assert!(
+        claim_all(
+            b,
+            ExpireSession::QUEUE,
+            expires - chrono::Duration::milliseconds(1)
+        )
+        .await
+        .is_empty()
+    );
+    assert_eq!(claim_all(b, ExpireSession::QUEUE, expires).await.len(), 1);
+}
+
+async fn a_write_at_a_stale_revision_is_refused_and_changes_nothing(b: &Backend) {
+    let s = session("+33612345678", "198.51.100.10", "shop");
+    create(b, &s).await;
+    let stale = b.store.session(s.id).await.unwrap().unwrap();
+    make_available(b, s.id).await;
+    // A decision that writes a copy read before the last change.
+    let error = change(b, s.id, move |_, fx| {
+        let mut copy = stale;
+        let t = copy.make_unavailable(t0(), StatusInfo::NetworkTerminated);
+        fx.record(&copy, t, t0());
+        fx.schedule(ScheduledJob::new(
+            PurgeSession {
+                session_id: copy.id,
+            },
+            t0(),
+        ));
+        Write::update(copy)
+    })
+    .await
+    .expect_err("a stale write is an error");
+    let stale = error
+        .downcast_ref::<StaleRevision>()
+        .expect("StaleRevision");
+    assert_eq!((stale.written, stale.stored), (2, 2));
+    let stored = b.store.session(s.id).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.revision), (QosStatus::Available, 2));
+    assert!(
+        claim_all(b, PurgeSession::QUEUE, t0()).await.is_empty(),
+        "the refused change's jobs were not written"
+    );
+}
+
+async fn a_write_that_does_not_move_the_revision_on_is_refused(b: &Backend) {
+    let s = session("+33612345678", "198.51.100.10", "shop");
+    create(b, &s).await;
+    let error = change(b, s.id, |read, _| {
+        let mut read = read.unwrap();
+        read.duration_secs = 999;
+        Write::update(read)
+    })
+    .await
+    .expect_err("an unversioned write is an error");
+    assert!(error.downcast_ref::<StaleRevision>().is_some(), "{error:#}");
+    assert_eq!(
+        b.store.session(s.id).await.unwrap().unwrap().duration_secs,
+        60
+    );
+}
+
+async fn concurrent_changes_of_one_session_all_apply_in_turn(b: &Backend) {
+    let s = session("+33612345678", "198.51.100.10", "shop");
+    create(b, &s).await;
+    make_available(b, s.id).await;
+    let changes = (0..40).map(|_| {
+        let store = b.store.clone();
+        let id = s.id;
+        tokio::spawn(async move {
+            let decide: qod::store::Decide = Box::new(|read, fx| {
+                let mut read = read.unwrap();
+                let t = read.note_available("QOS_GUARANTEED");
+                fx.record(&read, t, t0());
+                Ok((
+                    Write::update(read),
+                    Box::new(()) as Box<dyn std::any::Any + Send>,
+                ))
+            });
+            store.change_session(id, decide).await
+        })
+    });
+    for r in futures::future::join_all(changes).await {
+        r.unwrap().expect("each change reads the one before it");
+    }
+    assert_eq!(b.store.session(s.id).await.unwrap().unwrap().revision, 42);
+}
+
+async fn a_deleted_session_is_gone_and_a_change_sees_nothing(b: &Backend) {
+    let s = session("+33612345678", "198.51.100.10", "shop");
+    create(b, &s).await;
+    change(b, s.id, |read, _| {
+        assert!(read.is_some());
+        Write::Delete
+    })
+    .await
+    .unwrap();
+    assert!(b.store.session(s.id).await.unwrap().is_none());
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let saw = seen.clone();
+    change(b, s.id, move |read, _| {
+        *saw.lock().unwrap() = Some(read.is_none());
+        Write::Nothing
+    })
+    .await
+    .unwrap();
+    assert_eq!(*seen.lock().unwrap(), Some(true));
+    // A decision that writes a session that is not there is an error.
+    assert!(change(b, s.id, |_, _| Write::Delete).await.is_err());
+}
+
+async fn enqueue(b: &Backend, jobs: impl IntoIterator<Item = ScheduledJob>) {
+    let mut fx = Effects::default();
+    for job in jobs {
+        fx.schedule(job);
+    }
+    b.store.commit(fx).await.unwrap();
+}
+
+fn expiry(due: DateTime<Utc>) -> ScheduledJob {
+    ScheduledJob::new(
+        ExpireSession {
+            session_id: SessionId(uuid::Uuid::new_v4()),
+        },
+        due,
+    )
+}
+
+async fn concurrent_claims_never_hand_out_a_job_twice(b: &Backend) {
+    enqueue(b, (0..300).map(|_| expiry(t0()))).await;
+    let claimers = (0..4).map(|n| {
+        let store = b.store.clone();
+        tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let round = store
+                    .queue_round(
+                        &format!("node-{n}"),
+                        Arc::new(Vec::new()),
+                        vec![Claim {
+                            queue: ExpireSession::QUEUE,
+                            limit: 17,
+                        }],
+                        ms(t0()),
+                    )
+                    .await
+                    .unwrap();
+                let rows: Vec<i64> = round
+                    .into_iter()
+                    .flat_map(|c| c.rows)
+                    .map(|r| r.id)
+                    .collect();
+                if rows.is_empty() {
+                    return mine;
+                }
+                mine.extend(rows);
+            }
+        })
+    });
+    let all: Vec<i64> = futures::future::join_all(claimers)
+        .await
+        .into_iter()
+        .flat_map(|r| r.unwrap())
+        .collect();
+    let distinct: HashSet<i64> = all.iter().copied().collect();
+    assert_eq!(all.len(), 300, "every job claimed");
+    assert_eq!(distinct.len(), 300, "no job claimed twice");
+}
+
+async fn a_job_is_claimed_only_when_due_and_retries_wait_for_their_time(b: &Backend) {
+    let later = t0() + chrono::Duration::seconds(10);
+    enqueue(b, [expiry(t0()), expiry(later)]).await;
+    let round = b
+        .store
+        .queue_round(
+            "test",
+            Arc::new(Vec::new()),
+            vec![Claim {
+                queue: ExpireSession::QUEUE,
+                limit: 10,
+            }],
+            ms(t0()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(round.len(), 1);
+    assert_eq!(round[0].rows.len(), 1, "only the due job");
+    assert_eq!(
+        round[0].next_due_ms,
+        Some(ms(later)),
+        "and when the next one is due"
+    );
+    let first = round[0].rows[0].clone();
+    assert_eq!(first.attempt, 0);
+    // Retried for 5 s later: not claimable before, claimable then, with its attempt count.
+    let retry_at = t0() + chrono::Duration::seconds(5);
+    let retry = Settlement::Retry {
+        id: first.id,
+        attempt: 1,
+        due_at_ms: ms(retry_at),
+    };
+    b.store
+        .queue_round("test", Arc::new(vec![retry]), Vec::new(), 0)
+        .await
+        .unwrap();
+    assert!(claim_all(b, ExpireSession::QUEUE, t0()).await.is_empty());
+    let round = b
+        .store
+        .queue_round(
+            "test",
+            Arc::new(Vec::new()),
+            vec![Claim {
+                queue: ExpireSession::QUEUE,
+                limit: 10,
+            }],
+            ms(retry_at),
+        )
+        .await
+        .unwrap();
+    let again = &round[0].rows;
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].id, again[0].attempt), (first.id, 1));
+    // Done: deleted, never handed out again.
+    b.store
+        .queue_round(
+            "test",
+            Arc::new(vec![Settlement::Done(first.id)]),
+            Vec::new(),
+            0,
+        )
+        .await
+        .unwrap();
+    let rest = claim_all(b, ExpireSession::QUEUE, later).await;
+    assert_eq!(rest.len(), 1);
+    assert_ne!(rest[0], first.id);
+}
+
+async fn claims_of_a_stopped_process_can_be_handed_back(b: &Backend) {
+    enqueue(b, (0..5).map(|_| expiry(t0()))).await;
+    assert_eq!(claim_all(b, ExpireSession::QUEUE, t0()).await.len(), 5);
+    assert!(claim_all(b, ExpireSession::QUEUE, t0()).await.is_empty());
+    assert_eq!(b.store.release_all_claims().await.unwrap(), 5);
+    assert_eq!(claim_all(b, ExpireSession::QUEUE, t0()).await.len(), 5);
+}
+
+/// Records two transitions of `s` that each owe its sink an event: AVAILABLE, UNAVAILABLE.
+async fn two_events(b: &Backend, s: &Session) -> Vec<uuid::Uuid> {
+    create(b, s).await;
+    make_available(b, s.id).await;
+    change(b, s.id, |read, fx| {
+        let mut read = read.unwrap();
+        let t = read.make_unavailable(t0(), StatusInfo::DurationExpired);
+        fx.record(&read, t, t0());
+        Write::update(read)
+    })
+    .await
+    .unwrap();
+    let filter = NotificationFilter {
+        session: Some(s.id),
+        limit: 10,
+        ..Default::default()
+    };
+    let listed = b.store.notifications(filter).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    listed.iter().map(|n| n.id).collect()
+}
+
+fn delivery(id: uuid::Uuid, at: DateTime<Utc>) -> ScheduledJob {
+    ScheduledJob::new(
+        qod::jobs::DeliverNotification {
+            notification_id: id,
+        },
+        at,
+    )
+}
+
+async fn events_of_a_session_are_delivered_one_after_another(b: &Backend) {
+    let s = with_sink(session("+33612345678", "198.51.100.10", "shop"));
+    let ids = two_events(b, &s).await;
+    let queue = qod::jobs::DeliverNotification::QUEUE;
+    assert_eq!(
+        claim_all(b, queue, t0()).await.len(),
+        1,
+        "only the first event has a job"
+    );
+    let first = b
+        .store
+        .notification_for_delivery(ids[0])
+        .await
+        .unwrap()
+        .unwrap();
+    let second = b
+        .store
+        .notification_for_delivery(ids[1])
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!first.behind_earlier && second.behind_earlier);
+    assert_eq!(first.notification.state, state::PENDING);
+    let settled = Settled {
+        id: ids[0],
+        final_state: state::DELIVERED,
+        attempts: 1,
+        error: None,
+        at: t0(),
+    };
+    let fx = b
+        .store
+        .settle_notification(settled.clone(), delivery)
+        .await
+        .unwrap();
+    assert_eq!(fx.jobs().len(), 1, "the settlement starts the next event");
+    let second = b
+        .store
+        .notification_for_delivery(ids[1])
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!second.behind_earlier);
+    assert_eq!(claim_all(b, queue, t0()).await.len(), 1);
+    // Settling again changes nothing and starts nothing.
+    let again = b
+        .store
+        .settle_notification(settled, delivery)
+        .await
+        .unwrap();
+    assert!(again.jobs().is_empty());
+}
+
+async fn delivery_state_is_recorded_and_dead_letters_can_be_revived(b: &Backend) {
+    let s = with_sink(session("+33612345678", "198.51.100.10", "shop"));
+    let ids = two_events(b, &s).await;
+    let next = t0() + chrono::Duration::seconds(2);
+    let fx = b
+        .store
+        .retry_notification(ids[0], 1, "503".into(), next, delivery(ids[0], next))
+        .await
+        .unwrap();
+    assert_eq!(fx.jobs().len(), 1);
+    let n = b
+        .store
+        .notification_for_delivery(ids[0])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            n.notification.attempts,
+            n.notification.last_error.as_deref()
+        ),
+        (1, Some("503"))
+    );
+    assert_eq!(n.notification.next_attempt_at, Some(next));
+
+    let sink = s.sink.clone().unwrap();
+    b.store.mark_sink_gone(sink.clone(), t0()).await.unwrap();
+    assert!(
+        b.store
+            .notification_for_delivery(ids[0])
+            .await
+            .unwrap()
+            .unwrap()
+            .sink_gone
+    );
+    let dead = Settled {
+        id: ids[0],
+        final_state: state::DEAD,
+        attempts: 2,
+        error: Some("410".into()),
+        at: t0(),
+    };
+    b.store.settle_notification(dead, delivery).await.unwrap();
+    let only_dead = NotificationFilter {
+        state: Some(state::DEAD),
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(
+        b.store
+            .notifications(only_dead.clone())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        !b.store
+            .revive_notification(ids[1], delivery(ids[1], t0()))
+            .await
+            .unwrap(),
+        "a pending event is no dead letter"
+    );
+    assert!(
+        b.store
+            .revive_notification(ids[0], delivery(ids[0], t0()))
+            .await
+            .unwrap()
+    );
+    let revived = b
+        .store
+        .notification_for_delivery(ids[0])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(revived.notification.state, state::PENDING);
+    assert!(!revived.sink_gone, "reviving vouches for the sink again");
+    assert!(b.store.notifications(only_dead).await.unwrap().is_empty());
+}
+
+async fn the_census_counts_what_is_stored(b: &Backend) {
+    let a = session("+33600000001", "198.51.100.10", "shop");
+    let c = session("+33600000002", "198.51.100.10", "shop");
+    create(b, &a).await;
+    create(b, &c).await;
+    make_available(b, c.id).await;
+    enqueue(
+        b,
+        [expiry(t0()), expiry(t0() + chrono::Duration::seconds(9))],
+    )
+    .await;
+    let census = b.store.census(ms(t0())).await.unwrap();
+    let count = |status, grant| {
+        census
+            .sessions
+            .iter()
+            .filter(|(s, g, _)| *s == status && *g == grant)
+            .map(|c| c.2)
+            .sum::<i64>()
+    };
+    assert_eq!(count(QosStatus::Requested, GrantState::None), 1);
+    assert_eq!(count(QosStatus::Available, GrantState::Granted), 1);
+    assert_eq!(census.dead_notifications, 0);
+    let expiries = census
+        .queues
+        .iter()
+        .find(|d| d.queue == ExpireSession::QUEUE)
+        .expect("the expiry queue is counted");
+    assert_eq!(
+        (expiries.due, expiries.scheduled, expiries.claimed),
+        (1, 1, 0)
+    );
+    b.store.ping().await.unwrap();
+}
+
+async fn the_grant_ledger_keeps_one_grant_per_session(b: &Backend) {
+    let (s, other) = (
+        SessionId(uuid::Uuid::new_v4()),
+        SessionId(uuid::Uuid::new_v4()),
+    );
+    let until = t0() + chrono::Duration::seconds(60);
+    let first = b
+        .ledger
+        .provision(s, "g-1".into(), false, t0(), until)
+        .await
+        .unwrap();
+    assert_eq!(first, Provisioned::Granted("g-1".into()));
+    let again = b
+        .ledger
+        .provision(s, "g-2".into(), false, t0(), until)
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        Provisioned::Granted("g-1".into()),
+        "asking twice returns the grant"
+    );
+    let refused = b
+        .ledger
+        .provision(other, "g-3".into(), true, t0(), until)
+        .await
+        .unwrap();
+    assert_eq!(refused, Provisioned::Refused);
+    assert_eq!(b.ledger.active().await.unwrap(), 1);
+    let later = until + chrono::Duration::seconds(60);
+    assert_eq!(
+        b.ledger.extend(s, None, later).await.unwrap().as_deref(),
+        Some("g-1")
+    );
+    assert_eq!(b.ledger.extend(other, None, later).await.unwrap(), None);
+    b.ledger.release(s, None, t0()).await.unwrap();
+    b.ledger
+        .release(other, Some("unknown".into()), t0())
+        .await
+        .unwrap();
+    assert_eq!(b.ledger.active().await.unwrap(), 0);
+    assert_eq!(
+        b.ledger
+            .provision(s, "g-4".into(), false, t0(), until)
+            .await
+            .unwrap(),
+        Provisioned::AlreadyReleased
+    );
+    assert_eq!(
+        b.ledger.extend(s, Some("g-1".into()), later).await.unwrap(),
+        None
+    );
+}
