@@ -1,8 +1,8 @@
 //! Prometheus metrics, registered once. Labels are bounded: states, reasons, queue names.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 #[derive(Clone)]
@@ -22,6 +22,8 @@ pub struct Metrics {
     pub auth_refusals: IntCounterVec,
     pub client_limited: IntCounterVec,
     pub network_events: IntCounterVec,
+    pub store_commits: IntCounter,
+    pub store_writes: IntCounter,
 }
 
 /// Job outcomes counted per queue.
@@ -162,6 +164,21 @@ impl Metrics {
             &["event"],
         )
         .expect("valid metric");
+        let store_commits = IntCounter::new(
+            "qod_store_commits_total",
+            "Write transactions this process committed to its store.",
+        )
+        .expect("valid metric");
+        let store_writes = IntCounter::new(
+            "qod_store_writes_total",
+            "Writes (state changes, job settlements, enqueues) carried by those commits.",
+        )
+        .expect("valid metric");
+        for c in [&store_commits, &store_writes] {
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+        }
         registry
             .register(Box::new(notification_attempts.clone()))
             .expect("unique metric");
@@ -209,6 +226,8 @@ impl Metrics {
             auth_refusals,
             client_limited,
             network_events,
+            store_commits,
+            store_writes,
         }
     }
 

@@ -64,6 +64,13 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
     }
     let core = state.service.core();
     let now_ms = core.clock.now().timestamp_millis();
+    let counts = core.store.write_counts();
+    for (counter, total) in [
+        (&core.metrics.store_commits, counts.commits),
+        (&core.metrics.store_writes, counts.writes),
+    ] {
+        counter.inc_by(total.saturating_sub(counter.get()));
+    }
     match core.store.census(now_ms).await {
         Ok(census) => show(core, &census),
         Err(e) => tracing::warn!(error = %format!("{e:#}"), "metrics: stored state not counted"),

@@ -84,6 +84,15 @@ pub struct Report {
     pub errors: BTreeMap<String, u64>,
     pub server_rss_bytes: Option<u64>,
     pub server_cpu_percent: Option<f64>,
+    /// The server's CPU time per completed lifecycle, in milliseconds.
+    pub server_cpu_ms_per_lifecycle: Option<f64>,
+    /// The server's CPU time in the run by thread name (`main` for the main thread), seconds.
+    pub server_cpu_by_thread: BTreeMap<String, f64>,
+    /// The server's store commits and writes per completed lifecycle (from its `/metrics`).
+    pub server_commits_per_lifecycle: Option<f64>,
+    pub server_writes_per_lifecycle: Option<f64>,
+    /// This bench's own CPU time per completed lifecycle, in milliseconds.
+    pub bench_cpu_ms_per_lifecycle: Option<f64>,
     pub baselines: Option<baselines::Baselines>,
 }
 
@@ -144,7 +153,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         wait_until_provisioned(&client, &target).await;
     }
     let jobs_before = scrape_jobs(&client, &target).await;
+    let writes_before = scrape_writes(&client, &target).await;
     let cpu_before = server_pid.and_then(process::cpu_seconds);
+    let threads_before = server_pid.and_then(process::cpu_by_thread);
+    let own_before = process::cpu_seconds(std::process::id());
 
     let shared = Arc::new(Shared::default());
     let counter = Arc::new(AtomicU64::new(0));
@@ -212,7 +224,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     progress.abort();
 
     let jobs_after = scrape_jobs(&client, &target).await;
+    let writes_after = scrape_writes(&client, &target).await;
     let cpu_after = server_pid.and_then(process::cpu_seconds);
+    let threads_after = server_pid.and_then(process::cpu_by_thread);
+    let own_after = process::cpu_seconds(std::process::id());
     let total_time = started.elapsed().as_secs_f64();
     let arrivals = recorder.snapshot();
     let starts = shared
@@ -267,6 +282,28 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         server_cpu_percent: cpu_before
             .zip(cpu_after)
             .map(|(b, a)| (a - b) / total_time * 100.0),
+        server_cpu_ms_per_lifecycle: cpu_before
+            .zip(cpu_after)
+            .and_then(|(b, a)| per_lifecycle(a - b, lateness.len())),
+        server_cpu_by_thread: match (threads_before, threads_after) {
+            (Some(before), Some(after)) => after
+                .into_iter()
+                .map(|(name, t)| {
+                    let spent = t - before.get(&name).copied().unwrap_or(0.0);
+                    (name, spent)
+                })
+                .collect(),
+            _ => BTreeMap::new(),
+        },
+        server_commits_per_lifecycle: writes_before
+            .zip(writes_after)
+            .and_then(|(b, a)| per_lifecycle(a.0 - b.0, lateness.len()).map(|x| x / 1000.0)),
+        server_writes_per_lifecycle: writes_before
+            .zip(writes_after)
+            .and_then(|(b, a)| per_lifecycle(a.1 - b.1, lateness.len()).map(|x| x / 1000.0)),
+        bench_cpu_ms_per_lifecycle: own_before
+            .zip(own_after)
+            .and_then(|(b, a)| per_lifecycle(a - b, lateness.len())),
         baselines,
     };
     if args.json {
@@ -275,6 +312,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         print_table(&report);
     }
     Ok(())
+}
+
+/// CPU seconds spent over `lifecycles`, in milliseconds each.
+fn per_lifecycle(cpu_seconds: f64, lifecycles: usize) -> Option<f64> {
+    (lifecycles > 0).then(|| cpu_seconds * 1000.0 / lifecycles as f64)
 }
 
 async fn create_one(
@@ -430,6 +472,13 @@ async fn scrape_jobs(client: &reqwest::Client, target: &str) -> Option<f64> {
     scrape_sum(client, target, "qod_jobs_total{", "outcome=\"succeeded\"").await
 }
 
+/// The server's store commits and writes so far.
+async fn scrape_writes(client: &reqwest::Client, target: &str) -> Option<(f64, f64)> {
+    let commits = scrape_sum(client, target, "qod_store_commits_total ", "").await?;
+    let writes = scrape_sum(client, target, "qod_store_writes_total ", "").await?;
+    Some((commits, writes))
+}
+
 fn print_table(r: &Report) {
     let row = |name: &str, s: &Summary| {
         println!(
@@ -474,6 +523,45 @@ fn print_table(r: &Report) {
     if let Some(cpu) = r.server_cpu_percent {
         println!("{:<34} {:>10.1}", "server CPU (% of one core)", cpu);
     }
+    if let Some(ms) = r.server_cpu_ms_per_lifecycle {
+        println!("{:<34} {:>10.3}", "server CPU per lifecycle (ms)", ms);
+    }
+    let total: f64 = r.server_cpu_by_thread.values().sum();
+    if total > 0.0 {
+        let share = |name: &str| {
+            r.server_cpu_by_thread
+                .iter()
+                .filter(|(n, _)| n.starts_with(name))
+                .map(|(_, t)| t)
+                .sum::<f64>()
+                / total
+                * 100.0
+        };
+        println!(
+            "{:<34} {:>10}",
+            "server CPU share (%)",
+            format!(
+                "main {:.1} / writer {:.1} / tokio {:.1} / sqlx {:.1}",
+                share("main"),
+                share("qod-writer"),
+                share("tokio"),
+                share("sqlx")
+            )
+        );
+    }
+    if let (Some(c), Some(w)) = (
+        r.server_commits_per_lifecycle,
+        r.server_writes_per_lifecycle,
+    ) {
+        println!(
+            "{:<34} {:>10}",
+            "server commits / writes per cycle",
+            format!("{c:.2} / {w:.2}")
+        );
+    }
+    if let Some(ms) = r.bench_cpu_ms_per_lifecycle {
+        println!("{:<34} {:>10.3}", "bench CPU per lifecycle (ms)", ms);
+    }
     if let Some(b) = &r.baselines {
         println!();
         println!(
@@ -484,6 +572,13 @@ fn print_table(r: &Report) {
             "{:<34} {:>10.0}",
             "baseline: job queue drain jobs/s", b.queue_drain_jobs_per_s
         );
+        if let Some(ms) = r.server_cpu_ms_per_lifecycle {
+            println!(
+                "{:<34} {:>10.1}",
+                "server CPU per lifecycle / commit",
+                ms / 1000.0 * b.sqlite_commits_per_s
+            );
+        }
         if let Some(j) = r.server_jobs_per_s {
             println!(
                 "{:<34} {:>10.2}",

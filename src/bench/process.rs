@@ -67,7 +67,34 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
 
 /// User plus system CPU time consumed so far, in seconds.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu_seconds(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU time of each thread of `pid` so far, in seconds, summed by thread name; the main
+/// thread (whose id is the process's) is named `main`.
+pub fn cpu_by_thread(pid: u32) -> Option<std::collections::BTreeMap<String, f64>> {
+    let mut by_name = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let path = entry.path();
+        let name = if entry.file_name().to_str() == Some(&pid.to_string()) {
+            "main".to_owned()
+        } else {
+            std::fs::read_to_string(path.join("comm"))
+                .map(|c| c.trim().to_owned())
+                .unwrap_or_default()
+        };
+        if let Some(cpu) = stat_cpu_seconds(&path.join("stat").to_string_lossy()) {
+            *by_name.entry(name).or_insert(0.0) += cpu;
+        }
+    }
+    Some(by_name)
+}
+
+fn stat_cpu_seconds(path: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // Fields after the command name, which is in parentheses and may contain spaces.
     let rest = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -87,5 +114,7 @@ mod tests {
         assert_eq!(pid_listening_on(port), Some(std::process::id()));
         assert!(rss_bytes(std::process::id()).unwrap() > 1024 * 1024);
         assert!(cpu_seconds(std::process::id()).is_some());
+        let threads = cpu_by_thread(std::process::id()).unwrap();
+        assert!(threads.contains_key("main"), "{threads:?}");
     }
 }

@@ -2,9 +2,7 @@
 //! in batches, acknowledge finished ones in batches, hand back what a stopped process held.
 
 use rusqlite::{OptionalExtension, params};
-use sqlx::SqliteConnection;
 
-use super::Columns;
 use super::writer::Tx;
 
 /// A job handed to this process: its row, its payload still encoded.
@@ -30,7 +28,16 @@ pub fn push(
     Ok(())
 }
 
+const CLAIM: &str = "UPDATE job_queue SET claimed_by = ?1, claimed_at_ms = ?2 WHERE id IN ( \
+         SELECT id FROM job_queue WHERE queue = ?3 AND claimed_by IS NULL AND due_at_ms <= ?2 \
+         ORDER BY due_at_ms LIMIT ?4 + 0) \
+     RETURNING id, payload, attempt, due_at_ms";
+
 /// Claims up to `limit` jobs of `queue` due by `now_ms`, earliest first.
+///
+/// `LIMIT ?4 + 0`, not `LIMIT ?4`: SQLite's planner reads a bare parameter's value, and a
+/// statement whose plan used a value expires at its next binding; the claim, run a thousand
+/// times a second, was parsed and planned again every time.
 pub fn claim(
     tx: &Tx,
     queue: &str,
@@ -38,12 +45,7 @@ pub fn claim(
     now_ms: i64,
     limit: usize,
 ) -> anyhow::Result<Vec<ClaimedRow>> {
-    let mut stmt = tx.prepare_cached(
-        "UPDATE job_queue SET claimed_by = ?1, claimed_at_ms = ?2 WHERE id IN ( \
-             SELECT id FROM job_queue WHERE queue = ?3 AND claimed_by IS NULL AND due_at_ms <= ?2 \
-             ORDER BY due_at_ms LIMIT ?4) \
-         RETURNING id, payload, attempt, due_at_ms",
-    )?;
+    let mut stmt = tx.prepare_cached(CLAIM)?;
     let rows = stmt.query_map(params![owner, now_ms, queue, limit as i64], |r| {
         Ok(ClaimedRow {
             id: r.get(0)?,
@@ -106,27 +108,23 @@ pub struct Depth {
     pub claimed: i64,
 }
 
-pub async fn depth(conn: &mut SqliteConnection, now_ms: i64) -> anyhow::Result<Vec<Depth>> {
-    let rows = sqlx::query(
+pub fn depth(conn: &Tx, now_ms: i64) -> anyhow::Result<Vec<Depth>> {
+    let mut stmt = conn.prepare_cached(
         "SELECT queue, \
-         SUM(claimed_by IS NULL AND due_at_ms <= ?1) AS due, \
-         SUM(claimed_by IS NULL AND due_at_ms > ?1) AS scheduled, \
-         SUM(claimed_by IS NOT NULL) AS claimed \
+         SUM(claimed_by IS NULL AND due_at_ms <= ?1), \
+         SUM(claimed_by IS NULL AND due_at_ms > ?1), \
+         SUM(claimed_by IS NOT NULL) \
          FROM job_queue GROUP BY queue",
-    )
-    .bind(now_ms)
-    .fetch_all(conn)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(Depth {
-                queue: r.text("queue")?,
-                due: r.int("due")?,
-                scheduled: r.int("scheduled")?,
-                claimed: r.int("claimed")?,
-            })
+    )?;
+    let rows = stmt.query_map([now_ms], |r| {
+        Ok(Depth {
+            queue: r.get(0)?,
+            due: r.get(1)?,
+            scheduled: r.get(2)?,
+            claimed: r.get(3)?,
         })
-        .collect()
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
 /// Moves the jobs an earlier version left in apalis-sqlite's `Jobs` table (payload: the job's
@@ -153,4 +151,34 @@ pub fn adopt_apalis_jobs(tx: &Tx) -> anyhow::Result<usize> {
     )?;
     tx.execute_batch("DROP TABLE Jobs")?;
     Ok(adopted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_reuse_their_prepared_statement() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch(include_str!(
+            "../../migrations/sqlite/20261127000001_job_queue.sql"
+        ))
+        .unwrap();
+        for n in 0..100 {
+            push(&conn, "q", "{}", 0, n).unwrap();
+        }
+        for (n, limit) in (0..20).zip([1, 5, 2, 7].into_iter().cycle()) {
+            claim(&conn, "q", "me", n * 5, limit).unwrap();
+        }
+        let stmt = conn.prepare_cached(CLAIM).unwrap();
+        assert_eq!(
+            stmt.get_status(rusqlite::StatementStatus::RePrepare),
+            0,
+            "a claim must not parse and plan its statement again"
+        );
+        assert!(
+            stmt.get_status(rusqlite::StatementStatus::VmStep) > 0,
+            "it ran"
+        );
+    }
 }

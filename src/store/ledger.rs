@@ -3,7 +3,6 @@
 
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
-use sqlx::SqliteConnection;
 
 use super::millis;
 use super::writer::Tx;
@@ -66,10 +65,8 @@ pub fn release(tx: &Tx, grant_id: &str, now: DateTime<Utc>) -> anyhow::Result<bo
     Ok(done == 1)
 }
 
-pub async fn active_count(conn: &mut SqliteConnection) -> anyhow::Result<i64> {
-    Ok(
-        sqlx::query_scalar("SELECT COUNT(*) FROM sim_grants WHERE released_at_ms IS NULL")
-            .fetch_one(conn)
-            .await?,
-    )
+pub fn active_count(conn: &Tx) -> anyhow::Result<i64> {
+    Ok(conn
+        .prepare_cached("SELECT COUNT(*) FROM sim_grants WHERE released_at_ms IS NULL")?
+        .query_row([], |r| r.get(0))?)
 }

@@ -8,6 +8,7 @@ mod jobs;
 mod ledger;
 mod notifications;
 mod port;
+mod readers;
 mod sessions;
 mod sqlite;
 pub mod writer;
@@ -16,7 +17,7 @@ pub use jobs::{ClaimedRow, Depth};
 pub use notifications::{ForDelivery, NewNotification, Notification, state};
 pub use port::{
     Census, Claim, Claimed, Created, Decide, GrantLedger, NotificationFilter, Provisioned, Settled,
-    Settlement, SharedStore, StaleRevision, Store, Write,
+    Settlement, SharedStore, StaleRevision, Store, Write, WriteCounts,
 };
 pub use sqlite::SqliteStore;
 
@@ -102,7 +103,8 @@ fn open_writer(settings: &Settings) -> anyhow::Result<writer::Writer> {
 pub async fn open_sqlite(settings: &Settings) -> anyhow::Result<std::sync::Arc<SqliteStore>> {
     let pool = open(settings).await?;
     let writer = open_writer(settings)?;
-    Ok(SqliteStore::new(pool, writer))
+    let readers = readers::Readers::new(&database_file(settings)?, settings.busy_timeout);
+    Ok(SqliteStore::new(pool, writer, readers))
 }
 
 /// The server keeps its data in a file (the writer, the key and the lock live beside it).
@@ -155,28 +157,12 @@ pub fn from_millis(ms: i64) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
-/// Reading a row by column name, whichever driver produced it: sqlx for the read path,
-/// rusqlite inside the writer (`writer`). Lets one `decode` serve both.
+/// Reading a row by column name (rusqlite rows; the indirection keeps `decode`s short).
 pub trait Columns {
     fn text(&self, col: &str) -> anyhow::Result<String>;
     fn opt_text(&self, col: &str) -> anyhow::Result<Option<String>>;
     fn int(&self, col: &str) -> anyhow::Result<i64>;
     fn opt_int(&self, col: &str) -> anyhow::Result<Option<i64>>;
-}
-
-impl Columns for sqlx::sqlite::SqliteRow {
-    fn text(&self, col: &str) -> anyhow::Result<String> {
-        Ok(sqlx::Row::try_get(self, col)?)
-    }
-    fn opt_text(&self, col: &str) -> anyhow::Result<Option<String>> {
-        Ok(sqlx::Row::try_get(self, col)?)
-    }
-    fn int(&self, col: &str) -> anyhow::Result<i64> {
-        Ok(sqlx::Row::try_get(self, col)?)
-    }
-    fn opt_int(&self, col: &str) -> anyhow::Result<Option<i64>> {
-        Ok(sqlx::Row::try_get(self, col)?)
-    }
 }
 
 impl Columns for rusqlite::Row<'_> {

@@ -2,7 +2,6 @@
 
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
-use sqlx::SqliteConnection;
 use uuid::Uuid;
 
 use super::writer::Tx;
@@ -94,29 +93,26 @@ pub struct ForDelivery {
     pub sink_gone: bool,
 }
 
-pub async fn find_for_delivery(
-    conn: &mut SqliteConnection,
-    id: Uuid,
-) -> anyhow::Result<Option<ForDelivery>> {
-    let sql = format!(
+pub fn find_for_delivery(conn: &Tx, id: Uuid) -> anyhow::Result<Option<ForDelivery>> {
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS}, \
          EXISTS (SELECT 1 FROM notifications AS e WHERE e.session_id = n.session_id \
                  AND e.seq < n.seq AND e.state = 'pending') AS behind_earlier, \
          EXISTS (SELECT 1 FROM gone_sinks AS g WHERE g.sink = n.sink) AS sink_gone \
          FROM notifications AS n WHERE n.id = ?"
-    );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(id.to_string())
-        .fetch_optional(conn)
-        .await?;
-    row.map(|r| {
-        Ok(ForDelivery {
-            notification: decode(&r)?,
-            behind_earlier: r.int("behind_earlier")? != 0,
-            sink_gone: r.int("sink_gone")? != 0,
+    ))?;
+    let found = stmt
+        .query_row([id.to_string()], |r| {
+            Ok(decode(r).and_then(|notification| {
+                Ok(ForDelivery {
+                    notification,
+                    behind_earlier: r.int("behind_earlier")? != 0,
+                    sink_gone: r.int("sink_gone")? != 0,
+                })
+            }))
         })
-    })
-    .transpose()
+        .optional()?;
+    found.transpose()
 }
 
 /// Whether an event of the same session older than `id` is still pending.
@@ -189,31 +185,27 @@ pub fn revive(tx: &Tx, id: Uuid) -> anyhow::Result<Option<String>> {
         .optional()?)
 }
 
-pub async fn list(
-    conn: &mut SqliteConnection,
+pub fn list(
+    conn: &Tx,
     only_state: Option<&str>,
     session: Option<SessionId>,
     limit: i64,
 ) -> anyhow::Result<Vec<Notification>> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM notifications WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR session_id = ?2) \
-         ORDER BY created_at_ms, seq LIMIT ?3"
-    );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(only_state)
-        .bind(session.map(|s| s.to_string()))
-        .bind(limit)
-        .fetch_all(conn)
-        .await?;
-    rows.iter().map(decode).collect()
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM notifications WHERE (?1 IS NULL OR state = ?1) \
+         AND (?2 IS NULL OR session_id = ?2) ORDER BY created_at_ms, seq LIMIT ?3 + 0"
+    ))?;
+    let rows = stmt.query_map(
+        params![only_state, session.map(|s| s.to_string()), limit],
+        |r| Ok(decode(r)),
+    )?;
+    rows.map(|r| r?).collect()
 }
 
-pub async fn dead_count(conn: &mut SqliteConnection) -> anyhow::Result<i64> {
-    Ok(
-        sqlx::query_scalar("SELECT COUNT(*) FROM notifications WHERE state = 'dead'")
-            .fetch_one(conn)
-            .await?,
-    )
+pub fn dead_count(conn: &Tx) -> anyhow::Result<i64> {
+    Ok(conn
+        .prepare_cached("SELECT COUNT(*) FROM notifications WHERE state = 'dead'")?
+        .query_row([], |r| r.get(0))?)
 }
 
 pub fn mark_gone(tx: &Tx, sink: &str, at: DateTime<Utc>) -> anyhow::Result<()> {

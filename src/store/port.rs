@@ -105,6 +105,13 @@ pub struct NotificationFilter {
     pub limit: i64,
 }
 
+/// Commits and writes of this process's store so far (monotonic).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteCounts {
+    pub commits: u64,
+    pub writes: u64,
+}
+
 /// Stored state counted for the gauges of `/metrics`.
 #[derive(Debug, Default)]
 pub struct Census {
@@ -198,6 +205,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// What the gauges show.
     async fn census(&self, now_ms: i64) -> anyhow::Result<Census>;
+
+    /// Write transactions committed by this process so far, and the writes they carried.
+    fn write_counts(&self) -> WriteCounts;
 
     /// Lets go of connections (end of the process).
     async fn close(&self);

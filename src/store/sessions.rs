@@ -1,8 +1,7 @@
 //! SQL for the `sessions` table: writes (and the reads that decide them) run in the writer,
-//! plain reads on the pool.
+//! plain reads on a read connection.
 
 use rusqlite::{OptionalExtension, params};
-use sqlx::SqliteConnection;
 
 use super::writer::Tx;
 use super::{Columns, from_millis, millis};
@@ -136,7 +135,7 @@ pub fn live_count_for_owner(tx: &Tx, owner: &ClientId, limit: u64) -> anyhow::Re
     let n: i64 = tx
         .prepare_cached(
             "SELECT COUNT(*) FROM (SELECT 1 FROM sessions WHERE owner = ? \
-             AND status <> 'UNAVAILABLE' AND deleted = 0 LIMIT ?)",
+             AND status <> 'UNAVAILABLE' AND deleted = 0 LIMIT ? + 0)",
         )?
         .query_row(
             params![owner.as_str(), i64::try_from(limit).unwrap_or(i64::MAX)],
@@ -153,49 +152,39 @@ pub fn delete(tx: &Tx, id: SessionId, expected_revision: i64) -> anyhow::Result<
 }
 
 /// A session read outside any write (API reads, checks that may avoid a write altogether).
-pub async fn fetch(conn: &mut SqliteConnection, id: SessionId) -> anyhow::Result<Option<Session>> {
-    let sql = format!("SELECT {COLUMNS} FROM sessions WHERE id = ?");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(id.to_string())
-        .fetch_optional(conn)
-        .await?;
-    row.as_ref().map(decode).transpose()
+pub fn fetch(conn: &Tx, id: SessionId) -> anyhow::Result<Option<Session>> {
+    find(conn, id)
 }
 
 /// Every visible session of a device, oldest first.
-pub async fn visible_for_device(
-    conn: &mut SqliteConnection,
+pub fn visible_for_device(
+    conn: &Tx,
     owner: &ClientId,
     device_key: &str,
 ) -> anyhow::Result<Vec<Session>> {
-    let sql = format!(
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM sessions WHERE device_key = ? AND owner = ? AND deleted = 0 \
          ORDER BY created_at_ms, id"
-    );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(device_key)
-        .bind(owner.as_str())
-        .fetch_all(conn)
-        .await?;
-    rows.iter().map(decode).collect()
+    ))?;
+    let rows = stmt.query_map(params![device_key, owner.as_str()], |r| Ok(decode(r)))?;
+    rows.map(|r| r?).collect()
 }
 
 /// Stored sessions counted by QoS status and grant state, in one scan (for `/metrics`).
-pub async fn census(
-    conn: &mut SqliteConnection,
-) -> anyhow::Result<Vec<(QosStatus, GrantState, i64)>> {
-    let rows = sqlx::query(
-        "SELECT status, grant_state, COUNT(*) AS n FROM sessions GROUP BY status, grant_state",
-    )
-    .fetch_all(conn)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok((
-                r.text("status")?.parse()?,
-                r.text("grant_state")?.parse()?,
-                r.int("n")?,
-            ))
-        })
-        .collect()
+pub fn census(conn: &Tx) -> anyhow::Result<Vec<(QosStatus, GrantState, i64)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT status, grant_state, COUNT(*) FROM sessions GROUP BY status, grant_state",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })?;
+    rows.map(|r| {
+        let (status, grant, n) = r?;
+        Ok((status.parse()?, grant.parse()?, n))
+    })
+    .collect()
 }

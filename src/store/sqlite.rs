@@ -1,5 +1,6 @@
 //! The SQLite store: one writer thread runs every write transaction (batched, see `writer`);
-//! plain reads go to the sqlx pool.
+//! plain reads run on read connections (`readers`). The sqlx pool migrates the schema and
+//! serves tests that look at the file.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -12,8 +13,9 @@ use uuid::Uuid;
 use super::notifications::{self, ForDelivery, Notification};
 use super::port::{
     Census, Claim, Claimed, Created, Decide, GrantLedger, NotificationFilter, Provisioned, Settled,
-    Settlement, StaleRevision, Store, Write,
+    Settlement, StaleRevision, Store, Write, WriteCounts,
 };
+use super::readers::Readers;
 use super::writer::{Tx, Writer};
 use super::{events, jobs, ledger, sessions};
 use crate::domain::{ClientId, Session, SessionId};
@@ -23,11 +25,16 @@ use crate::lifecycle::{Effects, ScheduledJob};
 pub struct SqliteStore {
     pool: SqlitePool,
     writer: Writer,
+    readers: Readers,
 }
 
 impl SqliteStore {
-    pub fn new(pool: SqlitePool, writer: Writer) -> Arc<Self> {
-        Arc::new(Self { pool, writer })
+    pub fn new(pool: SqlitePool, writer: Writer, readers: Readers) -> Arc<Self> {
+        Arc::new(Self {
+            pool,
+            writer,
+            readers,
+        })
     }
 
     /// The read pool, for tests that look at the file directly.
@@ -134,12 +141,12 @@ fn settlements(tx: &Tx, settlements: &[Settlement]) -> anyhow::Result<()> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> anyhow::Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        self.readers
+            .read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
     }
 
     async fn session(&self, id: SessionId) -> anyhow::Result<Option<Session>> {
-        sessions::fetch(&mut *self.pool.acquire().await?, id).await
+        self.readers.read(|conn| sessions::fetch(conn, id))
     }
 
     async fn visible_sessions(
@@ -147,7 +154,8 @@ impl Store for SqliteStore {
         owner: &ClientId,
         device_key: &str,
     ) -> anyhow::Result<Vec<Session>> {
-        sessions::visible_for_device(&mut *self.pool.acquire().await?, owner, device_key).await
+        self.readers
+            .read(|conn| sessions::visible_for_device(conn, owner, device_key))
     }
 
     async fn create_session(
@@ -238,7 +246,8 @@ impl Store for SqliteStore {
     }
 
     async fn notification_for_delivery(&self, id: Uuid) -> anyhow::Result<Option<ForDelivery>> {
-        notifications::find_for_delivery(&mut *self.pool.acquire().await?, id).await
+        self.readers
+            .read(|conn| notifications::find_for_delivery(conn, id))
     }
 
     async fn retry_notification(
@@ -303,22 +312,26 @@ impl Store for SqliteStore {
     }
 
     async fn notifications(&self, filter: NotificationFilter) -> anyhow::Result<Vec<Notification>> {
-        notifications::list(
-            &mut *self.pool.acquire().await?,
-            filter.state,
-            filter.session,
-            filter.limit,
-        )
-        .await
+        self.readers
+            .scan(move |conn| notifications::list(conn, filter.state, filter.session, filter.limit))
+            .await
     }
 
     async fn census(&self, now_ms: i64) -> anyhow::Result<Census> {
-        let mut conn = self.pool.acquire().await?;
-        Ok(Census {
-            sessions: sessions::census(&mut conn).await?,
-            dead_notifications: notifications::dead_count(&mut conn).await?,
-            queues: jobs::depth(&mut conn, now_ms).await?,
-        })
+        self.readers
+            .scan(move |conn| {
+                Ok(Census {
+                    sessions: sessions::census(conn)?,
+                    dead_notifications: notifications::dead_count(conn)?,
+                    queues: jobs::depth(conn, now_ms)?,
+                })
+            })
+            .await
+    }
+
+    fn write_counts(&self) -> WriteCounts {
+        let (commits, writes) = self.writer.counts().get();
+        WriteCounts { commits, writes }
     }
 
     async fn close(&self) {
@@ -392,6 +405,6 @@ impl GrantLedger for SqliteStore {
     }
 
     async fn active(&self) -> anyhow::Result<i64> {
-        ledger::active_count(&mut *self.pool.acquire().await?).await
+        self.readers.read(ledger::active_count)
     }
 }

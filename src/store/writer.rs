@@ -10,8 +10,9 @@
 
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::sync::oneshot;
@@ -39,6 +40,7 @@ struct Ran {
 #[derive(Clone)]
 pub struct Writer {
     queue: mpsc::Sender<Work>,
+    counts: Arc<Counts>,
 }
 
 impl Writer {
@@ -61,10 +63,17 @@ impl Writer {
         ))?;
         conn.set_prepared_statement_cache_capacity(64);
         let (queue, inbox) = mpsc::channel::<Work>();
+        let counts = Arc::new(Counts::default());
+        let served = counts.clone();
         std::thread::Builder::new()
             .name("qod-writer".into())
-            .spawn(move || serve(conn, inbox))?;
-        Ok(Self { queue })
+            .spawn(move || serve(conn, inbox, served))?;
+        Ok(Self { queue, counts })
+    }
+
+    /// What this writer committed so far.
+    pub fn counts(&self) -> &Counts {
+        &self.counts
     }
 
     /// Runs `f` in a write transaction; returns its result once the transaction committed.
@@ -118,50 +127,109 @@ fn run_cached(conn: &Tx, sql: &str) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn serve(conn: Tx, inbox: mpsc::Receiver<Work>) {
+/// How long an open batch waits for more closures before it commits, while writes are
+/// frequent. At a few thousand closures a second, one commit then carries several of them,
+/// and commits (WAL frames, the lock, the wake-ups) are most of the writer's cost.
+const LINGER: Duration = Duration::from_micros(1000);
+
+/// Writes count as frequent when the previous batch began less than this before.
+const BUSY: Duration = Duration::from_millis(5);
+
+/// What the writer committed so far: transactions, and the writes (closures) they carried.
+#[derive(Debug, Default)]
+pub struct Counts {
+    commits: AtomicU64,
+    writes: AtomicU64,
+}
+
+impl Counts {
+    /// (commits, writes) so far.
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.commits.load(Ordering::Relaxed),
+            self.writes.load(Ordering::Relaxed),
+        )
+    }
+}
+
+fn serve(conn: Tx, inbox: mpsc::Receiver<Work>, counts: Arc<Counts>) {
+    let mut previous: Option<Instant> = None;
     while let Ok(first) = inbox.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match inbox.try_recv() {
-                Ok(w) => batch.push(w),
-                Err(_) => break,
-            }
-        }
+        let began = Instant::now();
+        let linger = previous.is_some_and(|p| began - p < BUSY);
+        previous = Some(began);
         if let Err(e) = run_cached(&conn, "BEGIN IMMEDIATE") {
             let e = e.to_string();
-            for work in batch {
+            first(Err(&e));
+            while let Ok(work) = inbox.try_recv() {
                 work(Err(&e));
             }
             continue;
         }
-        let mut finishes = Vec::with_capacity(batch.len());
-        let mut broken: Option<String> = None;
-        for work in batch {
-            if let Some(e) = &broken {
-                work(Err(e));
-                continue;
-            }
-            if let Err(e) = run_cached(&conn, "SAVEPOINT work") {
-                broken = Some(e.to_string());
-                work(Err(&e.to_string()));
-                continue;
-            }
-            let ran = work(Ok(&conn));
-            let ended = if ran.ok {
-                run_cached(&conn, "RELEASE work")
-            } else {
-                run_cached(&conn, "ROLLBACK TO work")
-                    .and_then(|()| run_cached(&conn, "RELEASE work"))
-            };
-            if let Err(e) = ended {
-                // The batch can no longer be trusted: fail everyone in it.
-                broken = Some(e.to_string());
-            }
-            finishes.push(ran.finish);
+        let mut batch = Batch {
+            conn: &conn,
+            finishes: Vec::new(),
+            broken: None,
+        };
+        batch.run(first);
+        if linger {
+            // Asleep, the writer is not woken by each closure that arrives meanwhile: one
+            // wake-up per batch instead of one per closure.
+            std::thread::sleep((began + LINGER).saturating_duration_since(Instant::now()));
         }
-        let committed = match &broken {
+        while batch.finishes.len() < MAX_BATCH {
+            match inbox.try_recv() {
+                Ok(work) => batch.run(work),
+                Err(_) => break,
+            }
+        }
+        let writes = batch.finishes.len() as u64;
+        if batch.commit() {
+            counts.commits.fetch_add(1, Ordering::Relaxed);
+            counts.writes.fetch_add(writes, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One write transaction of several closures, each in its own savepoint.
+struct Batch<'c> {
+    conn: &'c Tx,
+    finishes: Vec<Finish>,
+    /// Set when the transaction can no longer be trusted: everyone in it fails.
+    broken: Option<String>,
+}
+
+impl Batch<'_> {
+    fn run(&mut self, work: Work) {
+        if let Some(e) = &self.broken {
+            work(Err(e));
+            return;
+        }
+        if let Err(e) = run_cached(self.conn, "SAVEPOINT work") {
+            let e = e.to_string();
+            work(Err(&e));
+            self.broken = Some(e);
+            return;
+        }
+        let ran = work(Ok(self.conn));
+        let ended = if ran.ok {
+            run_cached(self.conn, "RELEASE work")
+        } else {
+            run_cached(self.conn, "ROLLBACK TO work")
+                .and_then(|()| run_cached(self.conn, "RELEASE work"))
+        };
+        if let Err(e) = ended {
+            self.broken = Some(e.to_string());
+        }
+        self.finishes.push(ran.finish);
+    }
+
+    /// Commits (or rolls back a broken batch) and answers everyone; true if it committed.
+    fn commit(self) -> bool {
+        let conn = self.conn;
+        let committed = match &self.broken {
             Some(e) => Err(e.clone()),
-            None => run_cached(&conn, "COMMIT").map_err(|e| e.to_string()),
+            None => run_cached(conn, "COMMIT").map_err(|e| e.to_string()),
         };
         if committed.is_err() && !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
@@ -169,9 +237,10 @@ fn serve(conn: Tx, inbox: mpsc::Receiver<Work>) {
         if let Err(e) = &committed {
             tracing::error!(error = %e, "write transaction failed");
         }
-        for finish in finishes {
+        for finish in self.finishes {
             finish(committed.as_ref().map(|_| ()).map_err(String::as_str));
         }
+        committed.is_ok()
     }
 }
 
