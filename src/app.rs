@@ -13,8 +13,8 @@ use crate::api::auth::Guard;
 use crate::api::{self, AppState};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Settings;
-use crate::core::Core;
-use crate::jobs::{self, DeliverNotification, JobKind};
+use crate::core::{Core, Timings};
+use crate::jobs::{self, DeliverNotification, Delivery, JobContext, JobKind};
 use crate::metrics::Metrics;
 use crate::network::Network;
 use crate::network::nef::NefNetwork;
@@ -48,6 +48,9 @@ impl Ports {
 pub struct Application {
     listener: tokio::net::TcpListener,
     core: Arc<Core>,
+    service: Service,
+    jobs: Arc<JobContext>,
+    callbacks: CallbackUrls,
     sqlite: Arc<SqliteStore>,
     network: Arc<SimulatedNetwork>,
     settings: Settings,
@@ -118,32 +121,45 @@ impl Application {
             store,
             clock: clock.clone(),
             random: random.clone(),
-            network: network_port,
-            catalogue: settings.catalogue.clone(),
-            pools: settings.pools.clone(),
             metrics: Metrics::new(),
-            secrets,
-            queue: JobQueue::new(&instance, &jobs::QUEUES, &settings.pools),
-            provision_timeout: settings.provision_timeout,
-            grant_lifetime: settings.grant_lifetime,
-            retention: settings.retention,
-            max_active_sessions: settings.auth.max_active_sessions,
-            notify: settings.notify.clone(),
-            public_url,
-            sinks: SinkClient::new(&settings.notify)?,
-            callbacks,
-            sink_limiter: SinkLimiter::new(
-                settings.notify.per_sink_concurrency,
-                // A sink may hold at most a quarter of the delivery workers waiting in line.
-                (settings.pools.get(DeliverNotification::QUEUE).concurrency / 4)
-                    .min(settings.notify.per_sink_concurrency * 8),
-                clock.clone(),
-            ),
+            queue: JobQueue::new(&instance, jobs::QUEUES, &settings.pools),
         });
+        let secrets = Arc::new(secrets);
+        let timings = Timings::from_settings(&settings);
+        let jobs = Arc::new(JobContext {
+            core: core.clone(),
+            network: network_port,
+            timings,
+            pools: settings.pools.clone(),
+            delivery: Delivery {
+                sinks: SinkClient::new(&settings.notify)?,
+                limiter: SinkLimiter::new(
+                    settings.notify.per_sink_concurrency,
+                    // A sink may hold at most a quarter of the delivery workers waiting in line.
+                    (settings.pools.get(DeliverNotification::QUEUE).concurrency / 4)
+                        .min(settings.notify.per_sink_concurrency * 8),
+                    clock.clone(),
+                ),
+                secrets: secrets.clone(),
+                timeout: settings.notify.timeout,
+                public_url,
+            },
+        });
+        let service = Service::new(
+            core.clone(),
+            settings.catalogue.clone(),
+            secrets,
+            timings,
+            settings.auth.max_active_sessions,
+            settings.notify.allow_insecure_sinks,
+        );
         let (guard, dev_token) = Guard::from_settings(&settings, core.clock.clone()).await?;
         Ok(Self {
             listener,
             core,
+            service,
+            jobs,
+            callbacks,
             sqlite,
             network,
             settings,
@@ -190,8 +206,9 @@ impl Application {
         };
 
         let state = AppState {
-            service: Service::new(self.core.clone()),
+            service: self.service,
             guard: self.guard.clone(),
+            callbacks: self.callbacks,
         };
         let server = axum::serve(
             self.listener,
@@ -199,12 +216,12 @@ impl Application {
         )
         .with_graceful_shutdown(stopped(stop_rx.clone()));
 
-        let monitor = jobs::runner::register_all(
+        let monitor = jobs::register_all(
             Monitor::new().should_restart(|ctx, err| {
                 tracing::warn!(worker = ctx.name(), error = %err, "worker stopped; restarting");
                 true
             }),
-            &self.core,
+            &self.jobs,
             &self.instance,
         )
         .shutdown_timeout(self.settings.shutdown_timeout);

@@ -1,40 +1,42 @@
-//! What the service and the workers share: storage, queue, ports, catalogue, metrics.
+//! What every part of the server shares: the ports (storage, time, randomness), the metrics
+//! and the queue's wake-ups. A state change needs exactly these; each part adds what only it
+//! needs (`Service`, `jobs::JobContext`, the API's state).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::SharedClock;
-use crate::config::NotifySettings;
-use crate::domain::Catalogue;
+use crate::config::Settings;
 use crate::metrics::Metrics;
-use crate::network::Network;
-use crate::notify::limiter::SinkLimiter;
-use crate::notify::sink_client::SinkClient;
-use crate::pools::Pools;
 use crate::queue::JobQueue;
-use crate::secrets::SecretBox;
+use crate::random::SharedRandom;
 use crate::store::SharedStore;
 
 pub struct Core {
     pub store: SharedStore,
     pub clock: SharedClock,
-    pub random: crate::random::SharedRandom,
-    pub network: Arc<dyn Network>,
-    pub catalogue: Catalogue,
-    pub pools: Pools,
+    pub random: SharedRandom,
     pub metrics: Metrics,
     pub queue: Arc<JobQueue>,
-    pub secrets: SecretBox,
+}
+
+/// The lifecycle's timings, from the settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Timings {
+    /// REQUESTED longer than this ends NETWORK_TERMINATED.
     pub provision_timeout: Duration,
+    /// The longest grant asked of the network; longer sessions renew theirs.
     pub grant_lifetime: Duration,
+    /// How long an expired session stays readable.
     pub retention: Duration,
-    /// Active sessions one client may hold; 0 for no cap.
-    pub max_active_sessions: u64,
-    pub notify: NotifySettings,
-    /// The configured public URL, or `http://` and the address actually bound.
-    pub public_url: String,
-    pub sinks: Arc<SinkClient>,
-    pub sink_limiter: SinkLimiter,
-    /// This server's callback URLs for network notifications (and their check).
-    pub callbacks: crate::network::nef::callback::CallbackUrls,
+}
+
+impl Timings {
+    pub fn from_settings(settings: &Settings) -> Self {
+        Self {
+            provision_timeout: settings.provision_timeout,
+            grant_lifetime: settings.grant_lifetime,
+            retention: settings.retention,
+        }
+    }
 }

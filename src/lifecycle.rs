@@ -166,11 +166,11 @@ pub fn terminate(
 /// publishes what follows; nothing happens when the session is gone or `decide` says no.
 pub async fn end_session_if(
     core: &Core,
+    retention: std::time::Duration,
     id: SessionId,
     now: DateTime<Utc>,
     decide: impl FnOnce(&Session) -> Option<StatusInfo> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let retention = core.retention;
     change(core, id, move |current, fx| {
         let Some(mut s) = current else {
             return Ok((Write::Nothing, ()));

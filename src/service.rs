@@ -5,14 +5,15 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::auth::Caller;
-use crate::core::Core;
+use crate::core::{Core, Timings};
 use crate::domain::session::Transition;
 use crate::domain::{
-    ApiVersion, ClientId, Device, Flow, GrantState, PlainCredential, ProfileStatus, QosStatus,
-    Session, SessionId, SinkCredential, StatusInfo,
+    ApiVersion, Catalogue, ClientId, Device, Flow, GrantState, PlainCredential, ProfileStatus,
+    QosStatus, Session, SessionId, SinkCredential, StatusInfo,
 };
 use crate::jobs;
 use crate::lifecycle::{self, Effects, ScheduledJob};
+use crate::secrets::SecretBox;
 use crate::store::{Created, Write};
 
 /// A create request after parsing: every value already valid on its own.
@@ -68,18 +69,50 @@ pub enum ServiceError {
 
 pub type Result<T> = std::result::Result<T, ServiceError>;
 
+/// The use cases: the shared core, and what only they need.
 #[derive(Clone)]
 pub struct Service {
     core: Arc<Core>,
+    catalogue: Catalogue,
+    /// Seals sink tokens before they are stored.
+    secrets: Arc<SecretBox>,
+    timings: Timings,
+    /// Active sessions one client may hold; 0 for no cap.
+    max_active_sessions: u64,
+    allow_insecure_sinks: bool,
 }
 
 impl Service {
-    pub fn new(core: Arc<Core>) -> Self {
-        Self { core }
+    pub fn new(
+        core: Arc<Core>,
+        catalogue: Catalogue,
+        secrets: Arc<SecretBox>,
+        timings: Timings,
+        max_active_sessions: u64,
+        allow_insecure_sinks: bool,
+    ) -> Self {
+        Self {
+            core,
+            catalogue,
+            secrets,
+            timings,
+            max_active_sessions,
+            allow_insecure_sinks,
+        }
     }
 
     pub fn core(&self) -> &Core {
         &self.core
+    }
+
+    /// The QoS profiles on offer.
+    pub fn catalogue(&self) -> &Catalogue {
+        &self.catalogue
+    }
+
+    /// Whether `http://` sinks are accepted.
+    pub fn allow_insecure_sinks(&self) -> bool {
+        self.allow_insecure_sinks
     }
 
     fn now(&self) -> DateTime<Utc> {
@@ -88,7 +121,6 @@ impl Service {
 
     pub async fn create(&self, req: NewSession) -> Result<Session> {
         let profile = self
-            .core
             .catalogue
             .get(&req.qos_profile)
             .ok_or_else(|| ServiceError::UnknownProfile(req.qos_profile.clone()))?;
@@ -116,7 +148,7 @@ impl Service {
             duration_secs: req.duration_secs,
             sink: req.sink,
             sink_credential: req.sink_credential.map(|c| SinkCredential {
-                access_token: self.core.secrets.seal(&c.access_token),
+                access_token: self.secrets.seal(&c.access_token),
                 access_token_expires_utc: c.access_token_expires_utc,
             }),
             created_at: now,
@@ -141,7 +173,7 @@ impl Service {
             now,
         );
         let deadline =
-            now + chrono::Duration::from_std(self.core.provision_timeout).unwrap_or_default();
+            now + chrono::Duration::from_std(self.timings.provision_timeout).unwrap_or_default();
         fx.schedule(ScheduledJob::new(
             jobs::ProvisionSession {
                 session_id: session.id,
@@ -153,7 +185,7 @@ impl Service {
         let (created, written) = self
             .core
             .store
-            .create_session(session.clone(), self.core.max_active_sessions, fx)
+            .create_session(session.clone(), self.max_active_sessions, fx)
             .await?;
         written.publish(&self.core);
         match created {
@@ -165,7 +197,7 @@ impl Service {
                     .client_limited
                     .with_label_values(&["quota"])
                     .inc();
-                Err(ServiceError::QuotaExceeded(self.core.max_active_sessions))
+                Err(ServiceError::QuotaExceeded(self.max_active_sessions))
             }
         }
     }
@@ -190,7 +222,7 @@ impl Service {
     /// released and its row purged by jobs.
     pub async fn delete(&self, id: SessionId, caller: &Caller) -> Result<()> {
         let now = self.now();
-        let retention = self.core.retention;
+        let retention = self.timings.retention;
         let caller = caller.clone();
         lifecycle::change(&self.core, id, move |current, fx| {
             let mut session = match visible(current, &caller) {
@@ -233,8 +265,8 @@ impl Service {
     ) -> Result<Session> {
         let now = self.now();
         let caller = caller.clone();
-        let catalogue = self.core.catalogue.clone();
-        let lifetime = self.core.grant_lifetime;
+        let catalogue = self.catalogue.clone();
+        let lifetime = self.timings.grant_lifetime;
         lifecycle::change(&self.core, id, move |current, fx| {
             let mut session = match visible(current, &caller) {
                 Ok(s) => s,

@@ -27,6 +27,8 @@ use error::ApiError;
 pub struct AppState {
     pub service: Service,
     pub guard: Arc<auth::Guard>,
+    /// This server's callback URLs for network notifications, and their check.
+    pub callbacks: crate::network::nef::callback::CallbackUrls,
 }
 
 pub fn router(state: AppState, v0_prefix: Option<&str>) -> Router {

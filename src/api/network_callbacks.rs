@@ -40,7 +40,7 @@ async fn receive(
         .parse()
         .ok()
         .map(SessionId)
-        .filter(|s| core.callbacks.verify(*s, &secret))
+        .filter(|s| state.callbacks.verify(*s, &secret))
     else {
         count("REFUSED");
         return StatusCode::NOT_FOUND.into_response();

@@ -124,7 +124,7 @@ fn show(core: &crate::core::Core, census: &Census) {
         .notifications_dead
         .set(census.dead_notifications);
     // Queues that emptied read 0, not their last value.
-    for queue in crate::jobs::QUEUES {
+    for &queue in crate::jobs::QUEUES {
         let d = census.queues.iter().find(|d| d.queue == queue);
         for (state, n) in [
             ("due", d.map_or(0, |d| d.due)),

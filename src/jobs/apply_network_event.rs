@@ -7,9 +7,9 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use super::JobContext;
 use super::JobKind;
 use super::provision_session::{grant_ask, grant_session};
-use crate::core::Core;
 use crate::domain::{QosStatus, SessionId, StatusInfo};
 use crate::lifecycle;
 use crate::store::Write;
@@ -44,14 +44,18 @@ pub fn known_event(event: &str) -> Option<&'static str> {
 impl JobKind for ApplyNetworkEvent {
     const QUEUE: &'static str = "apply_network_event";
 
-    async fn run(&self, core: &Core) -> anyhow::Result<()> {
+    async fn run(&self, ctx: &JobContext) -> anyhow::Result<()> {
         let (id, events, subscription) = (
             self.session_id,
             self.events.clone(),
             self.subscription.clone(),
         );
-        let (now, retention, lifetime) = (core.clock.now(), core.retention, core.grant_lifetime);
-        lifecycle::change(core, id, move |current, fx| {
+        let (now, retention, lifetime) = (
+            ctx.clock.now(),
+            ctx.timings.retention,
+            ctx.timings.grant_lifetime,
+        );
+        lifecycle::change(ctx, id, move |current, fx| {
             let Some(mut s) = current else {
                 return Ok((Write::Nothing, ()));
             };

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::JobContext;
 use super::JobKind;
-use crate::core::Core;
 use crate::lifecycle::{self, ScheduledJob};
 use crate::metrics::delivery;
 use crate::notify::sink_client::{Outcome, SinkClient};
@@ -30,9 +30,9 @@ pub struct DeliverNotification {
 impl JobKind for DeliverNotification {
     const QUEUE: &'static str = "deliver_notification";
 
-    async fn run(&self, core: &Core) -> anyhow::Result<()> {
+    async fn run(&self, ctx: &JobContext) -> anyhow::Result<()> {
         let n = {
-            let Some(found) = core
+            let Some(found) = ctx
                 .store
                 .notification_for_delivery(self.notification_id)
                 .await?
@@ -46,7 +46,7 @@ impl JobKind for DeliverNotification {
             }
             if found.sink_gone {
                 return settle(
-                    core,
+                    ctx,
                     &n,
                     state::DEAD,
                     Some("sink answered 410 Gone earlier; not sent"),
@@ -56,12 +56,12 @@ impl JobKind for DeliverNotification {
             }
             n
         };
-        let now = core.clock.now();
+        let now = ctx.clock.now();
         if let Some(cred) = &n.credential
             && cred.access_token_expires_utc <= now
         {
             return settle(
-                core,
+                ctx,
                 &n,
                 state::DEAD,
                 Some("sink access token expired; not sent"),
@@ -70,23 +70,28 @@ impl JobKind for DeliverNotification {
             .await;
         }
         let key = SinkClient::sink_key(&n.sink);
-        let Some(_permit) = core.sink_limiter.acquire(&key, core.notify.timeout).await else {
+        let Some(_permit) = ctx
+            .delivery
+            .limiter
+            .acquire(&key, ctx.delivery.timeout)
+            .await
+        else {
             let later = ScheduledJob::retry(self.clone(), n.attempts, now + SINK_BUSY_DELAY);
-            return lifecycle::enqueue(core, later).await;
+            return lifecycle::enqueue(ctx, later).await;
         };
 
-        let body = with_source(n.event.clone(), &core.public_url);
+        let body = with_source(n.event.clone(), &ctx.delivery.public_url);
         let token = match n
             .credential
             .as_ref()
-            .map(|c| core.secrets.open(&c.access_token))
+            .map(|c| ctx.delivery.secrets.open(&c.access_token))
         {
             None => None,
             Some(Ok(token)) => Some(token),
             Some(Err(e)) => {
                 tracing::error!(notification = %n.id, error = %e, "sink token cannot be opened; is this the key it was sealed with?");
                 return settle(
-                    core,
+                    ctx,
                     &n,
                     state::DEAD,
                     Some("sink token cannot be opened with this server's key"),
@@ -96,15 +101,15 @@ impl JobKind for DeliverNotification {
             }
         };
         let token = token.as_deref();
-        let outcome = core.sinks.post(&n.sink, body, token, now).await;
+        let outcome = ctx.delivery.sinks.post(&n.sink, body, token, now).await;
         let attempts = n.attempts + 1;
         match outcome {
             Outcome::Delivered => {
                 let latency =
-                    (core.clock.now() - n.created_at).num_milliseconds().max(0) as f64 / 1000.0;
-                core.metrics.notification_latency.observe(latency);
+                    (ctx.clock.now() - n.created_at).num_milliseconds().max(0) as f64 / 1000.0;
+                ctx.metrics.notification_latency.observe(latency);
                 settle_after(
-                    core,
+                    ctx,
                     &n,
                     attempts,
                     state::DELIVERED,
@@ -114,12 +119,12 @@ impl JobKind for DeliverNotification {
                 .await
             }
             Outcome::Gone => {
-                core.store
-                    .mark_sink_gone(n.sink.clone(), core.clock.now())
+                ctx.store
+                    .mark_sink_gone(n.sink.clone(), ctx.clock.now())
                     .await?;
                 tracing::info!(notification = %n.id, "sink answered 410 Gone; no more deliveries to it");
                 settle_after(
-                    core,
+                    ctx,
                     &n,
                     attempts,
                     state::DEAD,
@@ -134,10 +139,10 @@ impl JobKind for DeliverNotification {
                 } else {
                     delivery::DEAD
                 };
-                settle_after(core, &n, attempts, state::DEAD, Some(&error), outcome).await
+                settle_after(ctx, &n, attempts, state::DEAD, Some(&error), outcome).await
             }
             Outcome::Retry { error, retry_after } => {
-                self.retry(core, &n, attempts, error, retry_after).await
+                self.retry(ctx, &n, attempts, error, retry_after).await
             }
         }
     }
@@ -146,31 +151,30 @@ impl JobKind for DeliverNotification {
 impl DeliverNotification {
     async fn retry(
         &self,
-        core: &Core,
+        ctx: &JobContext,
         n: &Notification,
         attempts: u32,
         error: String,
         retry_after: Option<Duration>,
     ) -> anyhow::Result<()> {
-        let policy = &core.pools.get(Self::QUEUE).retry;
-        let now = core.clock.now();
+        let policy = &ctx.pools.get(Self::QUEUE).retry;
+        let now = ctx.clock.now();
         let age = (now - n.created_at).to_std().unwrap_or_default();
         if policy.exhausted(attempts) || policy.too_old(age) {
             tracing::warn!(notification = %n.id, attempts, %error, "notification dead-lettered");
             let error = format!("{error} (gave up after {attempts} attempts)");
-            return settle_after(core, n, attempts, state::DEAD, Some(&error), delivery::DEAD)
-                .await;
+            return settle_after(ctx, n, attempts, state::DEAD, Some(&error), delivery::DEAD).await;
         }
         let delay = policy
-            .delay(attempts, &core.random)
+            .delay(attempts, &ctx.random)
             .max(retry_after.unwrap_or_default());
         let next = now + chrono::Duration::from_std(delay)?;
         let job = ScheduledJob::retry(self.clone(), attempts, next);
-        core.store
+        ctx.store
             .retry_notification(n.id, attempts, error.clone(), next, job)
             .await?
-            .publish(core);
-        core.metrics
+            .publish(ctx);
+        ctx.metrics
             .notification_attempts
             .with_label_values(&[delivery::RETRIED])
             .inc();
@@ -180,18 +184,18 @@ impl DeliverNotification {
 }
 
 async fn settle(
-    core: &Core,
+    ctx: &JobContext,
     n: &Notification,
     final_state: &'static str,
     error: Option<&str>,
     outcome: &str,
 ) -> anyhow::Result<()> {
-    settle_after(core, n, n.attempts, final_state, error, outcome).await
+    settle_after(ctx, n, n.attempts, final_state, error, outcome).await
 }
 
 /// Ends the event's delivery and starts the session's next waiting event.
 async fn settle_after(
-    core: &Core,
+    ctx: &JobContext,
     n: &Notification,
     attempts: u32,
     final_state: &'static str,
@@ -203,9 +207,9 @@ async fn settle_after(
         final_state,
         attempts,
         error: error.map(str::to_owned),
-        at: core.clock.now(),
+        at: ctx.clock.now(),
     };
-    core.store
+    ctx.store
         .settle_notification(settled, |next, at| {
             ScheduledJob::new(
                 DeliverNotification {
@@ -215,8 +219,8 @@ async fn settle_after(
             )
         })
         .await?
-        .publish(core);
-    core.metrics
+        .publish(ctx);
+    ctx.metrics
         .notification_attempts
         .with_label_values(&[outcome])
         .inc();

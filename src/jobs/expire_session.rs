@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::JobContext;
 use super::JobKind;
-use crate::core::Core;
 use crate::domain::{QosStatus, Session, SessionId, StatusInfo};
 use crate::lifecycle;
 
@@ -20,12 +20,13 @@ pub struct ExpireSession {
 impl JobKind for ExpireSession {
     const QUEUE: &'static str = "expire_session";
 
-    async fn run(&self, core: &Core) -> anyhow::Result<()> {
-        let now = core.clock.now();
-        let deadline = chrono::Duration::from_std(core.provision_timeout).unwrap_or_default();
+    async fn run(&self, ctx: &JobContext) -> anyhow::Result<()> {
+        let now = ctx.clock.now();
+        let deadline =
+            chrono::Duration::from_std(ctx.timings.provision_timeout).unwrap_or_default();
         // Most expiry jobs end their session: decided where it is read for writing, with no
         // read before it.
-        lifecycle::end_session_if(core, self.session_id, now, move |s| {
+        lifecycle::end_session_if(ctx, ctx.timings.retention, self.session_id, now, move |s| {
             ending(s, now, deadline)
         })
         .await

@@ -3,6 +3,7 @@
 //! whose acknowledgement was lost in a crash runs again).
 
 pub mod apply_network_event;
+mod context;
 mod deliver_notification;
 mod expire_session;
 mod provision_session;
@@ -14,9 +15,8 @@ pub mod runner;
 use async_trait::async_trait;
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::core::Core;
-
 pub use apply_network_event::ApplyNetworkEvent;
+pub use context::{Delivery, JobContext};
 pub use deliver_notification::DeliverNotification;
 pub use expire_session::ExpireSession;
 pub use provision_session::ProvisionSession;
@@ -24,23 +24,40 @@ pub use purge_session::PurgeSession;
 pub use release_grant::ReleaseGrant;
 pub use renew_grant::RenewGrant;
 
-/// Queue names are stable data: renaming a Rust type must never orphan a queue.
-pub const QUEUES: [&str; 7] = [
-    ProvisionSession::QUEUE,
-    ExpireSession::QUEUE,
-    ReleaseGrant::QUEUE,
-    RenewGrant::QUEUE,
-    PurgeSession::QUEUE,
-    DeliverNotification::QUEUE,
-    ApplyNetworkEvent::QUEUE,
-];
+/// Every job kind, one line each: its queue joins `QUEUES` and its worker is registered.
+macro_rules! job_kinds {
+    ($($kind:ty),+ $(,)?) => {
+        /// Queue names are stable data: renaming a Rust type must never orphan a queue.
+        pub const QUEUES: &[&str] = &[$(<$kind as JobKind>::QUEUE),+];
+
+        /// Registers one worker per job kind. `instance` makes worker names unique per process.
+        pub fn register_all(
+            monitor: apalis::prelude::Monitor,
+            ctx: &std::sync::Arc<JobContext>,
+            instance: &str,
+        ) -> apalis::prelude::Monitor {
+            $(let monitor = runner::register::<$kind>(monitor, ctx, instance);)+
+            monitor
+        }
+    };
+}
+
+job_kinds!(
+    ProvisionSession,
+    ExpireSession,
+    ReleaseGrant,
+    RenewGrant,
+    PurgeSession,
+    DeliverNotification,
+    ApplyNetworkEvent,
+);
 
 #[async_trait]
 pub trait JobKind: Serialize + DeserializeOwned + Clone + Send + Sync + Unpin + 'static {
     const QUEUE: &'static str;
 
     /// Does the work. An error is retried with the queue's backoff policy.
-    async fn run(&self, core: &Core) -> anyhow::Result<()>;
+    async fn run(&self, ctx: &JobContext) -> anyhow::Result<()>;
 
     /// No retry is scheduled later than this (a deadline the job keeps).
     fn retry_by(&self) -> Option<chrono::DateTime<chrono::Utc>> {
@@ -48,7 +65,7 @@ pub trait JobKind: Serialize + DeserializeOwned + Clone + Send + Sync + Unpin + 
     }
 
     /// Called once the retry policy is exhausted.
-    async fn give_up(&self, _core: &Core, _last_error: &str) -> anyhow::Result<()> {
+    async fn give_up(&self, _ctx: &JobContext, _last_error: &str) -> anyhow::Result<()> {
         Ok(())
     }
 }

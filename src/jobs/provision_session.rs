@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::JobContext;
 use super::{ExpireSession, JobKind, ReleaseGrant};
-use crate::core::Core;
 use crate::domain::{GrantState, QosStatus, SessionId, StatusInfo};
 use crate::lifecycle::{self, ScheduledJob};
 use crate::network::{Grant, NetworkError, ProvisionRequest};
@@ -26,24 +26,24 @@ pub struct ProvisionSession {
 impl JobKind for ProvisionSession {
     const QUEUE: &'static str = "provision_session";
 
-    async fn run(&self, core: &Core) -> anyhow::Result<()> {
+    async fn run(&self, ctx: &JobContext) -> anyhow::Result<()> {
         let deadline = self.deadline_ms.map(from_millis);
-        if deadline.is_some_and(|d| core.clock.now() >= d) {
-            return self.refused(core).await;
+        if deadline.is_some_and(|d| ctx.clock.now() >= d) {
+            return self.refused(ctx).await;
         }
-        let Some(request) = self.mark_intent(core).await? else {
+        let Some(request) = self.mark_intent(ctx).await? else {
             return Ok(());
         };
-        let call = core.network.provision(&request);
+        let call = ctx.network.provision(&request);
         let answer = match deadline {
             None => call.await,
             Some(deadline) => {
                 tokio::pin!(call);
                 tokio::select! {
                     answer = &mut call => answer,
-                    () = core.clock.sleep_until(deadline) => {
+                    () = ctx.clock.sleep_until(deadline) => {
                         tracing::info!(session = %self.session_id, "the network did not confirm in time");
-                        self.refused(core).await?;
+                        self.refused(ctx).await?;
                         // Still take the answer: a grant made late is released by `granted`.
                         call.await
                     }
@@ -51,10 +51,10 @@ impl JobKind for ProvisionSession {
             }
         };
         match answer {
-            Ok(grant) => self.granted(core, grant, &request).await,
+            Ok(grant) => self.granted(ctx, grant, &request).await,
             Err(NetworkError::Refused(reason)) => {
                 tracing::info!(session = %self.session_id, %reason, "network refused the session");
-                self.refused(core).await
+                self.refused(ctx).await
             }
             Err(e) => Err(e.into()),
         }
@@ -64,17 +64,17 @@ impl JobKind for ProvisionSession {
         self.deadline_ms.map(from_millis)
     }
 
-    async fn give_up(&self, core: &Core, last_error: &str) -> anyhow::Result<()> {
+    async fn give_up(&self, ctx: &JobContext, last_error: &str) -> anyhow::Result<()> {
         tracing::warn!(session = %self.session_id, last_error, "provisioning gave up");
-        self.refused(core).await
+        self.refused(ctx).await
     }
 }
 
 impl ProvisionSession {
     /// Commits "provisioning" before calling the network, so a crash mid-call leaves a trace
     /// that the release path follows. Returns None when there is nothing to provision.
-    async fn mark_intent(&self, core: &Core) -> anyhow::Result<Option<ProvisionRequest>> {
-        let session = lifecycle::change(core, self.session_id, move |current, _| {
+    async fn mark_intent(&self, ctx: &JobContext) -> anyhow::Result<Option<ProvisionRequest>> {
+        let session = lifecycle::change(ctx, self.session_id, move |current, _| {
             let Some(mut s) = current.filter(|s| s.status == QosStatus::Requested && !s.deleted)
             else {
                 return Ok((Write::Nothing, None));
@@ -98,7 +98,7 @@ impl ProvisionSession {
         Ok(session.map(|(s, uncertain)| ProvisionRequest {
             uncertain,
             session: s.id,
-            until: grant_ask(s.duration_secs, core.grant_lifetime, core.clock.now()),
+            until: grant_ask(s.duration_secs, ctx.timings.grant_lifetime, ctx.clock.now()),
             device: s.device,
             flow: s.flow,
             qos_profile: s.qos_profile,
@@ -107,20 +107,20 @@ impl ProvisionSession {
 
     async fn granted(
         &self,
-        core: &Core,
+        ctx: &JobContext,
         grant: Grant,
         asked: &ProvisionRequest,
     ) -> anyhow::Result<()> {
-        let now = core.clock.now();
+        let now = ctx.clock.now();
         let id = self.session_id;
-        let lifetime = core.grant_lifetime;
+        let lifetime = ctx.timings.grant_lifetime;
         let provision_timeout =
-            chrono::Duration::from_std(core.provision_timeout).unwrap_or_default();
+            chrono::Duration::from_std(ctx.timings.provision_timeout).unwrap_or_default();
         // A grant for all that was asked covers the session if the whole session was asked for
         // (its end is counted from now, a moment after the request); a shorter one is renewed.
         let asked_until = asked.until;
         let cut_short = grant.lease_until.filter(|l| *l < asked_until);
-        lifecycle::change(core, id, move |current, fx| {
+        lifecycle::change(ctx, id, move |current, fx| {
             let write = match current {
                 Some(mut s) if s.status == QosStatus::Requested && !s.deleted => {
                     if grant.confirmed {
@@ -166,10 +166,14 @@ impl ProvisionSession {
         .await
     }
 
-    async fn refused(&self, core: &Core) -> anyhow::Result<()> {
-        lifecycle::end_session_if(core, self.session_id, core.clock.now(), |s| {
-            (s.status == QosStatus::Requested).then_some(StatusInfo::NetworkTerminated)
-        })
+    async fn refused(&self, ctx: &JobContext) -> anyhow::Result<()> {
+        lifecycle::end_session_if(
+            ctx,
+            ctx.timings.retention,
+            self.session_id,
+            ctx.clock.now(),
+            |s| (s.status == QosStatus::Requested).then_some(StatusInfo::NetworkTerminated),
+        )
         .await
     }
 }

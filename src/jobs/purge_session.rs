@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use super::JobContext;
 use super::JobKind;
-use crate::core::Core;
 use crate::domain::session::{PURGED, Transition};
 use crate::domain::{QosStatus, SessionId};
 use crate::lifecycle;
@@ -19,9 +19,9 @@ pub struct PurgeSession {
 impl JobKind for PurgeSession {
     const QUEUE: &'static str = "purge_session";
 
-    async fn run(&self, core: &Core) -> anyhow::Result<()> {
-        let now = core.clock.now();
-        lifecycle::change(core, self.session_id, move |current, fx| {
+    async fn run(&self, ctx: &JobContext) -> anyhow::Result<()> {
+        let now = ctx.clock.now();
+        lifecycle::change(ctx, self.session_id, move |current, fx| {
             let Some(s) = current.filter(|s| s.status == QosStatus::Unavailable) else {
                 return Ok((Write::Nothing, ()));
             };

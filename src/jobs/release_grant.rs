@@ -4,8 +4,8 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use super::JobContext;
 use super::JobKind;
-use crate::core::Core;
 use crate::domain::{QosStatus, SessionId};
 use crate::lifecycle;
 use crate::network::GrantRef;
@@ -22,8 +22,8 @@ pub struct ReleaseGrant {
 impl JobKind for ReleaseGrant {
     const QUEUE: &'static str = "release_grant";
 
-    async fn run(&self, core: &Core) -> anyhow::Result<()> {
-        let current = core.store.session(self.session_id).await?;
+    async fn run(&self, ctx: &JobContext) -> anyhow::Result<()> {
+        let current = ctx.store.session(self.session_id).await?;
         // Never take QoS away from a session that still has it.
         if current
             .as_ref()
@@ -38,10 +38,10 @@ impl JobKind for ReleaseGrant {
                 || current.as_ref().is_none_or(|s| s.stray_grant_possible),
             device: current.map(|s| s.device),
         };
-        core.network.release(&grant).await?;
+        ctx.network.release(&grant).await?;
 
         let grant_id = self.grant_id.clone();
-        lifecycle::change(core, self.session_id, move |current, _| {
+        lifecycle::change(ctx, self.session_id, move |current, _| {
             let write = match current {
                 Some(mut s)
                     if s.needs_release() && (grant_id.is_none() || s.grant_id == grant_id) =>

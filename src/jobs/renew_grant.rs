@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::JobContext;
 use super::JobKind;
-use crate::core::Core;
 use crate::domain::{QosStatus, SessionId, StatusInfo};
 use crate::lifecycle;
 use crate::network::{GrantRef, NetworkError};
@@ -24,9 +24,9 @@ pub struct RenewGrant {
 impl JobKind for RenewGrant {
     const QUEUE: &'static str = "renew_grant";
 
-    async fn run(&self, core: &Core) -> anyhow::Result<()> {
-        let now = core.clock.now();
-        let Some(s) = core.store.session(self.session_id).await? else {
+    async fn run(&self, ctx: &JobContext) -> anyhow::Result<()> {
+        let now = ctx.clock.now();
+        let Some(s) = ctx.store.session(self.session_id).await? else {
             return Ok(());
         };
         let (Some(lease), Some(expires)) = (s.lease_until, s.expires_at) else {
@@ -37,26 +37,26 @@ impl JobKind for RenewGrant {
         }
         if now >= lease {
             tracing::warn!(session = %s.id, "grant lease lapsed before it was renewed");
-            return self.end(core, lease).await;
+            return self.end(ctx, lease).await;
         }
-        let until =
-            expires.min(now + chrono::Duration::from_std(core.grant_lifetime).unwrap_or_default());
+        let until = expires
+            .min(now + chrono::Duration::from_std(ctx.timings.grant_lifetime).unwrap_or_default());
         let grant = GrantRef {
             session: s.id,
             grant_id: s.grant_id.clone(),
             device: Some(s.device.clone()),
             search: false,
         };
-        let renewed = match core.network.renew(&grant, until).await {
+        let renewed = match ctx.network.renew(&grant, until).await {
             Ok(g) => g.lease_until.unwrap_or(until).min(until),
             Err(NetworkError::Refused(reason)) => {
                 tracing::info!(session = %s.id, %reason, "network refused to renew the grant");
-                return self.end(core, lease).await;
+                return self.end(ctx, lease).await;
             }
             Err(e) => return Err(e.into()),
         };
-        let (id, grant_id, lifetime) = (s.id, s.grant_id, core.grant_lifetime);
-        lifecycle::change(core, id, move |current, fx| {
+        let (id, grant_id, lifetime) = (s.id, s.grant_id, ctx.timings.grant_lifetime);
+        lifecycle::change(ctx, id, move |current, fx| {
             let Some(mut s) =
                 current.filter(|s| s.status == QosStatus::Available && s.grant_id == grant_id)
             else {
@@ -74,18 +74,24 @@ impl JobKind for RenewGrant {
         Some(from_millis(self.lease_until_ms))
     }
 
-    async fn give_up(&self, core: &Core, _last_error: &str) -> anyhow::Result<()> {
-        self.end(core, from_millis(self.lease_until_ms)).await
+    async fn give_up(&self, ctx: &JobContext, _last_error: &str) -> anyhow::Result<()> {
+        self.end(ctx, from_millis(self.lease_until_ms)).await
     }
 }
 
 impl RenewGrant {
     /// Ends the session if it still lives on the lease this job was about.
-    async fn end(&self, core: &Core, lease: DateTime<Utc>) -> anyhow::Result<()> {
-        lifecycle::end_session_if(core, self.session_id, core.clock.now(), move |s| {
-            (s.status == QosStatus::Available && s.lease_until.is_some_and(|l| l <= lease))
-                .then_some(StatusInfo::NetworkTerminated)
-        })
+    async fn end(&self, ctx: &JobContext, lease: DateTime<Utc>) -> anyhow::Result<()> {
+        lifecycle::end_session_if(
+            ctx,
+            ctx.timings.retention,
+            self.session_id,
+            ctx.clock.now(),
+            move |s| {
+                (s.status == QosStatus::Available && s.lease_until.is_some_and(|l| l <= lease))
+                    .then_some(StatusInfo::NetworkTerminated)
+            },
+        )
         .await
     }
 }

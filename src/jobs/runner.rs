@@ -11,11 +11,7 @@ use std::time::{Duration, Instant};
 use apalis::prelude::*;
 use futures::FutureExt;
 
-use super::{
-    ApplyNetworkEvent, Claimed, DeliverNotification, ExpireSession, JobKind, ProvisionSession,
-    PurgeSession, ReleaseGrant, RenewGrant,
-};
-use crate::core::Core;
+use super::{Claimed, JobContext, JobKind};
 use crate::metrics::outcome;
 use crate::queue::{LaneBackend, Settlement};
 use crate::store::from_millis;
@@ -23,25 +19,19 @@ use crate::store::from_millis;
 /// When giving up itself failed (the database is down), the job is tried again this much later.
 const AFTER_FAILED_GIVE_UP: Duration = Duration::from_secs(1);
 
-/// Registers one worker per job kind. `instance` makes worker names unique per process.
-pub fn register_all(monitor: Monitor, core: &Arc<Core>, instance: &str) -> Monitor {
-    let monitor = register::<ProvisionSession>(monitor, core, instance);
-    let monitor = register::<ExpireSession>(monitor, core, instance);
-    let monitor = register::<ReleaseGrant>(monitor, core, instance);
-    let monitor = register::<RenewGrant>(monitor, core, instance);
-    let monitor = register::<PurgeSession>(monitor, core, instance);
-    let monitor = register::<DeliverNotification>(monitor, core, instance);
-    register::<ApplyNetworkEvent>(monitor, core, instance)
-}
-
-fn register<J: JobKind>(monitor: Monitor, core: &Arc<Core>, instance: &str) -> Monitor {
-    let core = core.clone();
+/// Registers the worker of job kind `J`. `instance` makes worker names unique per process.
+pub(super) fn register<J: JobKind>(
+    monitor: Monitor,
+    ctx: &Arc<JobContext>,
+    instance: &str,
+) -> Monitor {
+    let ctx = ctx.clone();
     let instance = instance.to_owned();
     monitor.register(move |restarts| {
-        let concurrency = core.pools.get(J::QUEUE).concurrency;
+        let concurrency = ctx.pools.get(J::QUEUE).concurrency;
         WorkerBuilder::new(format!("{}@{instance}#{restarts}", J::QUEUE))
-            .backend(LaneBackend::<J>::new(core.queue.clone()))
-            .data(core.clone())
+            .backend(LaneBackend::<J>::new(ctx.queue.clone()))
+            .data(ctx.clone())
             .concurrency(concurrency)
             .build(handle::<J>)
     })
@@ -49,9 +39,12 @@ fn register<J: JobKind>(monitor: Monitor, core: &Arc<Core>, instance: &str) -> M
 
 /// apalis polls every worker's handlers inside one task; the job itself runs as a task of
 /// its own so that jobs spread over every core of the runtime.
-async fn handle<J: JobKind>(claimed: Claimed<J>, core: Data<Arc<Core>>) -> Result<(), BoxDynError> {
-    let core: Arc<Core> = (*core).clone();
-    let task = tokio::spawn(run_claimed(claimed, core));
+async fn handle<J: JobKind>(
+    claimed: Claimed<J>,
+    ctx: Data<Arc<JobContext>>,
+) -> Result<(), BoxDynError> {
+    let ctx: Arc<JobContext> = (*ctx).clone();
+    let task = tokio::spawn(run_claimed(claimed, ctx));
     // A handler the monitor drops (shutdown timeout) takes its job down with it, as before.
     let _abort = AbortOnDrop(task.abort_handle());
     task.await?;
@@ -66,20 +59,20 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn run_claimed<J: JobKind>(claimed: Claimed<J>, core: Arc<Core>) {
-    let core: &Core = &core;
+async fn run_claimed<J: JobKind>(claimed: Claimed<J>, ctx: Arc<JobContext>) {
+    let ctx: &JobContext = &ctx;
     let due = from_millis(claimed.due_at_ms);
     // Claims compare due times to the millisecond; this only covers a clock read a moment
     // apart from the dispatcher's.
-    core.clock.sleep_until(due).await;
-    let lateness = (core.clock.now() - due).num_milliseconds().max(0) as f64 / 1000.0;
-    core.metrics
+    ctx.clock.sleep_until(due).await;
+    let lateness = (ctx.clock.now() - due).num_milliseconds().max(0) as f64 / 1000.0;
+    ctx.metrics
         .job_lateness
         .with_label_values(&[J::QUEUE])
         .observe(lateness);
 
     let started = Instant::now();
-    let result = AssertUnwindSafe(claimed.job.run(core))
+    let result = AssertUnwindSafe(claimed.job.run(ctx))
         .catch_unwind()
         .await
         .unwrap_or_else(|panic| {
@@ -88,29 +81,29 @@ async fn run_claimed<J: JobKind>(claimed: Claimed<J>, core: Arc<Core>) {
                 crate::panics::message(&*panic)
             ))
         });
-    core.metrics
+    ctx.metrics
         .job_duration
         .with_label_values(&[J::QUEUE])
         .observe(started.elapsed().as_secs_f64());
 
     let error = match result {
         Ok(()) => {
-            core.metrics.job(J::QUEUE, outcome::SUCCEEDED);
-            core.queue.settle(Settlement::Done(claimed.id));
+            ctx.metrics.job(J::QUEUE, outcome::SUCCEEDED);
+            ctx.queue.settle(Settlement::Done(claimed.id));
             return;
         }
         Err(e) => e,
     };
-    core.metrics.job(J::QUEUE, outcome::FAILED);
+    ctx.metrics.job(J::QUEUE, outcome::FAILED);
     let attempt = claimed.attempt + 1;
-    let policy = &core.pools.get(J::QUEUE).retry;
+    let policy = &ctx.pools.get(J::QUEUE).retry;
     let message = format!("{error:#}");
     let (delay, settled_outcome) = if policy.exhausted(attempt) {
         tracing::warn!(queue = J::QUEUE, attempt, error = %message, "job ran out of attempts");
-        match claimed.job.give_up(core, &message).await {
+        match claimed.job.give_up(ctx, &message).await {
             Ok(()) => {
-                core.metrics.job(J::QUEUE, outcome::DEAD);
-                core.queue.settle(Settlement::Done(claimed.id));
+                ctx.metrics.job(J::QUEUE, outcome::DEAD);
+                ctx.queue.settle(Settlement::Done(claimed.id));
                 return;
             }
             Err(e) => {
@@ -124,18 +117,18 @@ async fn run_claimed<J: JobKind>(claimed: Claimed<J>, core: Arc<Core>) {
             .downcast_ref::<crate::network::NetworkError>()
             .and_then(crate::network::NetworkError::retry_after);
         let delay = policy
-            .delay(attempt, &core.random)
+            .delay(attempt, &ctx.random)
             .max(asked.unwrap_or_default());
         tracing::info!(queue = J::QUEUE, attempt, delay_ms = delay.as_millis() as u64, error = %message, "job failed; retrying");
         (delay, outcome::RETRIED)
     };
-    core.metrics.job(J::QUEUE, settled_outcome);
-    let due = core.clock.now() + chrono::Duration::from_std(delay).unwrap_or_default();
+    ctx.metrics.job(J::QUEUE, settled_outcome);
+    let due = ctx.clock.now() + chrono::Duration::from_std(delay).unwrap_or_default();
     let due = claimed.job.retry_by().map_or(due, |by| due.min(by));
-    core.queue.settle(Settlement::Retry {
+    ctx.queue.settle(Settlement::Retry {
         id: claimed.id,
         attempt,
         due_at_ms: due.timestamp_millis(),
     });
-    core.queue.pushed(J::QUEUE, due.timestamp_millis());
+    ctx.queue.pushed(J::QUEUE, due.timestamp_millis());
 }

@@ -49,8 +49,7 @@ async fn list(
         .transpose()?;
     let profiles = state
         .service
-        .core()
-        .catalogue
+        .catalogue()
         .matching(filter.name.as_deref(), status);
     if profiles.is_empty() {
         return Err(V0Error::not_found("No QoS profile matches the criteria."));
@@ -65,8 +64,7 @@ async fn read(
     check_profile_name(&name).map_err(|e| V0Error::bad_request(bad::URL_PARAMETER, e.message))?;
     state
         .service
-        .core()
-        .catalogue
+        .catalogue()
         .get(&name)
         .cloned()
         .map(Json)

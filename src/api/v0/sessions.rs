@@ -123,10 +123,8 @@ async fn create(
         body.device_ports,
         body.application_server_ports,
     )?;
-    let (sink, sink_credential) = parse_webhook(
-        body.webhook,
-        state.service.core().notify.allow_insecure_sinks,
-    )?;
+    let (sink, sink_credential) =
+        parse_webhook(body.webhook, state.service.allow_insecure_sinks())?;
     let device = device.into_device()?;
     // v0 always names the device; a three-legged token may only name its own.
     if caller.device.as_ref().is_some_and(|bound| *bound != device) {

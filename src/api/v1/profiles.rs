@@ -45,8 +45,7 @@ async fn retrieve(
     }
     let profiles = state
         .service
-        .core()
-        .catalogue
+        .catalogue()
         .matching(body.name.as_deref(), body.status);
     Ok(Json(profiles))
 }
@@ -60,8 +59,7 @@ async fn read(
     check_profile_name(&name)?;
     state
         .service
-        .core()
-        .catalogue
+        .catalogue()
         .get(&name)
         .cloned()
         .map(Json)

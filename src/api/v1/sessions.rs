@@ -168,11 +168,7 @@ async fn create(
     ApiJson(body): ApiJson<CreateSessionBody>,
 ) -> Result<Response, ApiError> {
     require_v1(&caller, scopes::V1_CREATE)?;
-    let request = parse_create(
-        body,
-        &caller,
-        state.service.core().notify.allow_insecure_sinks,
-    )?;
+    let request = parse_create(body, &caller, state.service.allow_insecure_sinks())?;
     let session = state.service.create(request).await?;
     let info = SessionInfo::for_caller(&session, &caller);
     Ok((StatusCode::CREATED, Json(info)).into_response())
