@@ -6,11 +6,17 @@ Creates COUNT sessions one after another (each its own device), waits for them t
 reads the recorded transition times from the server's SQLite file. Standard library only.
 """
 import json
+import os
 import sqlite3
 import statistics
 import sys
 import time
 import urllib.request
+
+# The server's access token (its development token is the last line it prints), if it wants one.
+HEADERS = {"content-type": "application/json"}
+if os.environ.get("QOD_TOKEN"):
+    HEADERS["authorization"] = "Bearer " + os.environ["QOD_TOKEN"]
 
 
 def create(url, i, duration):
@@ -20,7 +26,7 @@ def create(url, i, duration):
         "qosProfile": "QOS_E",
         "duration": duration,
     }).encode()
-    req = urllib.request.Request(f"{url}/quality-on-demand/v1/sessions", body, {"content-type": "application/json"})
+    req = urllib.request.Request(f"{url}/quality-on-demand/v1/sessions", body, HEADERS)
     with urllib.request.urlopen(req) as r:
         return json.load(r)["sessionId"]
 

@@ -7,10 +7,16 @@ listens on loopback over http. Each session produces two events (AVAILABLE, then
 at expiry); latency is the arrival time minus the event's `time`. Standard library only.
 """
 import json
+import os
 import sys
 import threading
 import time
 import urllib.request
+
+# The server's access token (its development token is the last line it prints), if it wants one.
+HEADERS = {"content-type": "application/json"}
+if os.environ.get("QOD_TOKEN"):
+    HEADERS["authorization"] = "Bearer " + os.environ["QOD_TOKEN"]
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -50,7 +56,7 @@ def main():
             "applicationServer": {"ipv4Address": f"198.51.{n // 250}.{n % 250 + 1}"},
             "qosProfile": "QOS_E", "duration": duration, "sink": sink,
         }).encode()
-        req = urllib.request.Request(f"{url}/quality-on-demand/v1/sessions", body, {"content-type": "application/json"})
+        req = urllib.request.Request(f"{url}/quality-on-demand/v1/sessions", body, HEADERS)
         urllib.request.urlopen(req).read()
         if n % 50 == 0:
             print(f"created {n + 1}/{count}", file=sys.stderr)

@@ -132,6 +132,9 @@ fn run_cached(conn: &Tx, sql: &str) -> rusqlite::Result<()> {
 /// and commits (WAL frames, the lock, the wake-ups) are most of the writer's cost.
 const LINGER: Duration = Duration::from_micros(1000);
 
+/// A batch with fewer closures than this waits for more (while writes are frequent).
+const LINGER_BELOW: usize = 16;
+
 /// Writes count as frequent when the previous batch began less than this before.
 const BUSY: Duration = Duration::from_millis(5);
 
@@ -172,16 +175,13 @@ fn serve(conn: Tx, inbox: mpsc::Receiver<Work>, counts: Arc<Counts>) {
             broken: None,
         };
         batch.run(first);
-        if linger {
+        batch.take_waiting(&inbox);
+        if linger && batch.finishes.len() < LINGER_BELOW {
             // Asleep, the writer is not woken by each closure that arrives meanwhile: one
-            // wake-up per batch instead of one per closure.
+            // wake-up per batch instead of one per closure. A batch that is already large
+            // commits at once: under heavy load the sleep would only idle the writer.
             std::thread::sleep((began + LINGER).saturating_duration_since(Instant::now()));
-        }
-        while batch.finishes.len() < MAX_BATCH {
-            match inbox.try_recv() {
-                Ok(work) => batch.run(work),
-                Err(_) => break,
-            }
+            batch.take_waiting(&inbox);
         }
         let writes = batch.finishes.len() as u64;
         if batch.commit() {
@@ -200,6 +200,16 @@ struct Batch<'c> {
 }
 
 impl Batch<'_> {
+    /// Runs the closures waiting in the inbox, up to the batch's size.
+    fn take_waiting(&mut self, inbox: &mpsc::Receiver<Work>) {
+        while self.finishes.len() < MAX_BATCH {
+            match inbox.try_recv() {
+                Ok(work) => self.run(work),
+                Err(_) => break,
+            }
+        }
+    }
+
     fn run(&mut self, work: Work) {
         if let Some(e) = &self.broken {
             work(Err(e));
