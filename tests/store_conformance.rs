@@ -157,20 +157,48 @@ async fn make_available(b: &Backend, id: SessionId) {
     .unwrap();
 }
 
-/// Claims everything due at `now` for `queue`, as one owner, in rounds of `limit`.
-async fn claim_all(b: &Backend, queue: &'static str, now: DateTime<Utc>) -> Vec<i64> {
+/// One dispatcher round of `owner` claiming up to `limit` jobs of `queue` due at `now`.
+async fn claim_once(
+    store: &SharedStore,
+    owner: &str,
+    queue: &'static str,
+    limit: usize,
+    now: DateTime<Utc>,
+) -> Vec<qod::store::Claimed> {
+    store
+        .queue_round(
+            owner,
+            Arc::new(Vec::new()),
+            vec![Claim { queue, limit }],
+            ms(now),
+        )
+        .await
+        .unwrap()
+}
+
+/// Makes a session UNAVAILABLE for `why`, as a termination does.
+async fn end(b: &Backend, id: SessionId, why: StatusInfo) {
+    change(b, id, move |s, fx| {
+        let mut s = s.unwrap();
+        let t = s.make_unavailable(t0(), why);
+        fx.record(&s, t, t0());
+        Write::update(s)
+    })
+    .await
+    .unwrap();
+}
+
+/// Claims everything due at `now` for `queue` as `owner`, in rounds of `limit`.
+async fn claim_rounds(
+    store: &SharedStore,
+    owner: &str,
+    queue: &'static str,
+    limit: usize,
+    now: DateTime<Utc>,
+) -> Vec<i64> {
     let mut ids = Vec::new();
     loop {
-        let round = b
-            .store
-            .queue_round(
-                "test",
-                Arc::new(Vec::new()),
-                vec![Claim { queue, limit: 50 }],
-                ms(now),
-            )
-            .await
-            .unwrap();
+        let round = claim_once(store, owner, queue, limit, now).await;
         let rows: Vec<i64> = round
             .into_iter()
             .flat_map(|c| c.rows)
@@ -181,6 +209,10 @@ async fn claim_all(b: &Backend, queue: &'static str, now: DateTime<Utc>) -> Vec<
         }
         ids.extend(rows);
     }
+}
+
+async fn claim_all(b: &Backend, queue: &'static str, now: DateTime<Utc>) -> Vec<i64> {
+    claim_rounds(&b.store, "test", queue, 50, now).await
 }
 
 async fn a_created_session_reads_back_as_it_was_stored(b: &Backend) {
@@ -256,14 +288,7 @@ async fn the_quota_counts_live_sessions_of_the_owner_only(b: &Backend) {
     );
     assert!(b.store.session(third.id).await.unwrap().is_none());
     // Once one has ended, there is room again.
-    change(b, first.id, |s, fx| {
-        let mut s = s.unwrap();
-        let t = s.make_unavailable(t0(), StatusInfo::NetworkTerminated);
-        fx.record(&s, t, t0());
-        Write::update(s)
-    })
-    .await
-    .unwrap();
+    end(b, first.id, StatusInfo::NetworkTerminated).await;
     let (c, _) = b
         .store
         .create_session(third.clone(), 2, created(&third))
@@ -429,30 +454,7 @@ async fn concurrent_claims_never_hand_out_a_job_twice(b: &Backend) {
     let claimers = (0..4).map(|n| {
         let store = b.store.clone();
         tokio::spawn(async move {
-            let mut mine = Vec::new();
-            loop {
-                let round = store
-                    .queue_round(
-                        &format!("node-{n}"),
-                        Arc::new(Vec::new()),
-                        vec![Claim {
-                            queue: ExpireSession::QUEUE,
-                            limit: 17,
-                        }],
-                        ms(t0()),
-                    )
-                    .await
-                    .unwrap();
-                let rows: Vec<i64> = round
-                    .into_iter()
-                    .flat_map(|c| c.rows)
-                    .map(|r| r.id)
-                    .collect();
-                if rows.is_empty() {
-                    return mine;
-                }
-                mine.extend(rows);
-            }
+            claim_rounds(&store, &format!("node-{n}"), ExpireSession::QUEUE, 17, t0()).await
         })
     });
     let all: Vec<i64> = futures::future::join_all(claimers)
@@ -468,19 +470,7 @@ async fn concurrent_claims_never_hand_out_a_job_twice(b: &Backend) {
 async fn a_job_is_claimed_only_when_due_and_retries_wait_for_their_time(b: &Backend) {
     let later = t0() + chrono::Duration::seconds(10);
     enqueue(b, [expiry(t0()), expiry(later)]).await;
-    let round = b
-        .store
-        .queue_round(
-            "test",
-            Arc::new(Vec::new()),
-            vec![Claim {
-                queue: ExpireSession::QUEUE,
-                limit: 10,
-            }],
-            ms(t0()),
-        )
-        .await
-        .unwrap();
+    let round = claim_once(&b.store, "test", ExpireSession::QUEUE, 10, t0()).await;
     assert_eq!(round.len(), 1);
     assert_eq!(round[0].rows.len(), 1, "only the due job");
     assert_eq!(
@@ -502,19 +492,7 @@ async fn a_job_is_claimed_only_when_due_and_retries_wait_for_their_time(b: &Back
         .await
         .unwrap();
     assert!(claim_all(b, ExpireSession::QUEUE, t0()).await.is_empty());
-    let round = b
-        .store
-        .queue_round(
-            "test",
-            Arc::new(Vec::new()),
-            vec![Claim {
-                queue: ExpireSession::QUEUE,
-                limit: 10,
-            }],
-            ms(retry_at),
-        )
-        .await
-        .unwrap();
+    let round = claim_once(&b.store, "test", ExpireSession::QUEUE, 10, retry_at).await;
     let again = &round[0].rows;
     assert_eq!(again.len(), 1);
     assert_eq!((again[0].id, again[0].attempt), (first.id, 1));
@@ -545,14 +523,7 @@ async fn claims_of_a_stopped_process_can_be_handed_back(b: &Backend) {
 async fn two_events(b: &Backend, s: &Session) -> Vec<uuid::Uuid> {
     create(b, s).await;
     make_available(b, s.id).await;
-    change(b, s.id, |read, fx| {
-        let mut read = read.unwrap();
-        let t = read.make_unavailable(t0(), StatusInfo::DurationExpired);
-        fx.record(&read, t, t0());
-        Write::update(read)
-    })
-    .await
-    .unwrap();
+    end(b, s.id, StatusInfo::DurationExpired).await;
     let filter = NotificationFilter {
         session: Some(s.id),
         limit: 10,

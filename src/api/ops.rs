@@ -87,17 +87,20 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
 
 /// Sets the gauges that mirror stored state.
 fn show(core: &crate::core::Core, census: &Census) {
+    let count = |matches: &dyn Fn(QosStatus, GrantState) -> bool| {
+        census
+            .sessions
+            .iter()
+            .filter(|(status, grant, _)| matches(*status, *grant))
+            .map(|c| c.2)
+            .sum()
+    };
     for status in [
         QosStatus::Requested,
         QosStatus::Available,
         QosStatus::Unavailable,
     ] {
-        let n = census
-            .sessions
-            .iter()
-            .filter(|c| c.0 == status)
-            .map(|c| c.2)
-            .sum();
+        let n = count(&|s, _| s == status);
         core.metrics
             .sessions
             .with_label_values(&[status.as_str()])
@@ -109,12 +112,7 @@ fn show(core: &crate::core::Core, census: &Census) {
         GrantState::Granted,
         GrantState::Releasing,
     ] {
-        let n = census
-            .sessions
-            .iter()
-            .filter(|c| c.1 == state)
-            .map(|c| c.2)
-            .sum();
+        let n = count(&|_, g| g == state);
         core.metrics
             .network_grants
             .with_label_values(&[state.as_str()])
