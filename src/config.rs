@@ -7,15 +7,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use clap::builder::BoolishValueParser;
 use clap::{Args, ValueEnum};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::auth::verifier::ClaimRules;
 use crate::domain::{Catalogue, QosProfile};
 use crate::network::nef::NefSettings;
 use crate::pools::{PoolOverride, Pools};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Durability {
     /// synchronous=NORMAL in WAL mode: a power loss may drop the last commits, a crash never.
@@ -24,7 +25,11 @@ pub enum Durability {
     Full,
 }
 
-#[derive(Debug, Clone, Args, Default)]
+/// Every setting of `qod serve`, defined once: its flag, its `QOD_*` variable and its key in the
+/// `--config` file (the same name, and the file alone holds the tables at the end). Everything
+/// is optional here; `Settings::load` lays flags over the file and fills in the defaults.
+#[derive(Debug, Clone, Args, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "QOD_LISTEN")]
@@ -34,6 +39,7 @@ pub struct ServeArgs {
     pub database_url: Option<String>,
     /// TOML file with settings, the QoS profile catalogue and worker pool overrides.
     #[arg(long, env = "QOD_CONFIG")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// Commit durability of the SQLite file.
     #[arg(long, env = "QOD_DURABILITY", value_enum)]
@@ -43,8 +49,8 @@ pub struct ServeArgs {
     pub provision_timeout_secs: Option<u64>,
     /// Longest grant the network is asked for (e.g. 15m, 900s); longer sessions renew their
     /// grant before it ends.
-    #[arg(long, env = "QOD_GRANT_LIFETIME", value_parser = crate::span::parse_positive)]
-    pub grant_lifetime: Option<Duration>,
+    #[arg(long, env = "QOD_GRANT_LIFETIME")]
+    pub grant_lifetime: Option<Span>,
     /// Seconds an expired session stays readable before it is purged.
     #[arg(long, env = "QOD_RETENTION_SECS")]
     pub retention_secs: Option<u64>,
@@ -61,11 +67,11 @@ pub struct ServeArgs {
     #[arg(long, env = "QOD_SHUTDOWN_TIMEOUT_SECS")]
     pub shutdown_timeout_secs: Option<u64>,
     /// Accept `http://` sinks, not only `https://` (development and tests).
-    #[arg(long, env = "QOD_ALLOW_INSECURE_SINKS")]
-    pub allow_insecure_sinks: bool,
+    #[arg(long, env = "QOD_ALLOW_INSECURE_SINKS", num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub allow_insecure_sinks: Option<bool>,
     /// Deliver to sinks on loopback, private, link-local and other non-public addresses.
-    #[arg(long, env = "QOD_ALLOW_PRIVATE_SINKS")]
-    pub allow_private_sinks: bool,
+    #[arg(long, env = "QOD_ALLOW_PRIVATE_SINKS", num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub allow_private_sinks: Option<bool>,
     /// PEM file of extra root certificates trusted for sinks (consumers behind a private CA).
     #[arg(long, env = "QOD_SINK_CA_FILE")]
     pub sink_ca_file: Option<PathBuf>,
@@ -85,102 +91,158 @@ pub struct ServeArgs {
     /// `/camara/quality-on-demand/orange-lab` (then `.../qod/v0/sessions`).
     #[arg(long, env = "QOD_V0_PREFIX")]
     pub v0_prefix: Option<String>,
-    #[command(flatten)]
-    pub auth: AuthArgs,
-    #[command(flatten)]
-    pub nef: NefArgs,
-}
-
-/// Which network provisions QoS, and how to reach a NEF.
-#[derive(Debug, Clone, Args, Default)]
-pub struct NefArgs {
     /// `simulated` (in-process, the default) or `nef` (a 3GPP AsSessionWithQoS API).
-    #[arg(long, env = "QOD_NETWORK", value_enum)]
+    #[arg(help_heading = "Network", long, env = "QOD_NETWORK", value_enum)]
     pub network: Option<NetworkKind>,
     /// Base URL of the NEF's API, e.g. `https://nef.example/3gpp-as-session-with-qos/v1`.
-    #[arg(long, env = "QOD_NEF_URL")]
+    #[arg(help_heading = "Network", long, env = "QOD_NEF_URL")]
     pub nef_url: Option<String>,
     /// The SCS/AS id path segment (omit it for NEFs without one).
-    #[arg(long, env = "QOD_NEF_SCS_AS_ID")]
+    #[arg(help_heading = "Network", long, env = "QOD_NEF_SCS_AS_ID")]
     pub nef_scs_as_id: Option<String>,
     /// Milliseconds a NEF call may take.
-    #[arg(long, env = "QOD_NEF_TIMEOUT_MS")]
+    #[arg(help_heading = "Network", long, env = "QOD_NEF_TIMEOUT_MS")]
     pub nef_timeout_ms: Option<u64>,
     /// OAuth2 token URL for client credentials towards the NEF.
-    #[arg(long, env = "QOD_NEF_TOKEN_URL")]
+    #[arg(help_heading = "Network", long, env = "QOD_NEF_TOKEN_URL")]
     pub nef_token_url: Option<String>,
-    #[arg(long, env = "QOD_NEF_CLIENT_ID")]
+    #[arg(help_heading = "Network", long, env = "QOD_NEF_CLIENT_ID")]
     pub nef_client_id: Option<String>,
     /// File holding the OAuth2 client secret.
-    #[arg(long, env = "QOD_NEF_CLIENT_SECRET_FILE")]
+    #[arg(help_heading = "Network", long, env = "QOD_NEF_CLIENT_SECRET_FILE")]
     pub nef_client_secret_file: Option<PathBuf>,
-    #[arg(long, env = "QOD_NEF_SCOPE")]
+    #[arg(help_heading = "Network", long, env = "QOD_NEF_SCOPE")]
     pub nef_scope: Option<String>,
     /// PEM file of extra root certificates trusted for the NEF and its token endpoint.
-    #[arg(long, env = "QOD_NEF_CA_FILE")]
+    #[arg(help_heading = "Network", long, env = "QOD_NEF_CA_FILE")]
     pub nef_ca_file: Option<PathBuf>,
     /// The NEF's 201 only means "accepted": sessions become AVAILABLE on its
     /// SUCCESSFUL_RESOURCES_ALLOCATION event (or end at the provisioning timeout).
-    #[arg(long, env = "QOD_NEF_AWAIT_ALLOCATION")]
-    pub nef_await_allocation: bool,
+    #[arg(help_heading = "Network", long, env = "QOD_NEF_AWAIT_ALLOCATION", num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub nef_await_allocation: Option<bool>,
     /// Ask the NEF for a TestNotification on every new subscription.
-    #[arg(long, env = "QOD_NEF_REQUEST_TEST_NOTIFICATION")]
-    pub nef_request_test_notification: bool,
+    #[arg(help_heading = "Network", long, env = "QOD_NEF_REQUEST_TEST_NOTIFICATION", num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub nef_request_test_notification: Option<bool>,
+    /// `jwt` (keys below), `dev` (a signing key in the data folder; the default when no keys
+    /// are configured) or `none` (no authentication at all: never on a shared network).
+    #[arg(
+        help_heading = "Authentication and limits",
+        long = "auth",
+        env = "QOD_AUTH",
+        value_enum
+    )]
+    #[serde(rename = "auth")]
+    pub mode: Option<AuthMode>,
+    /// JWKS file with the RS256/ES256 public keys that sign access tokens.
+    #[arg(
+        help_heading = "Authentication and limits",
+        long,
+        env = "QOD_AUTH_JWKS_FILE"
+    )]
+    pub auth_jwks_file: Option<PathBuf>,
+    /// JWKS URL of the identity provider (fetched, cached, refetched on key rotation).
+    #[arg(
+        help_heading = "Authentication and limits",
+        long,
+        env = "QOD_AUTH_JWKS_URL"
+    )]
+    pub auth_jwks_url: Option<String>,
+    /// File holding an HS256 shared secret (at least 32 bytes); for development set-ups.
+    #[arg(
+        help_heading = "Authentication and limits",
+        long,
+        env = "QOD_AUTH_HS256_SECRET_FILE"
+    )]
+    pub auth_hs256_secret_file: Option<PathBuf>,
+    /// Required `iss` of tokens.
+    #[arg(
+        help_heading = "Authentication and limits",
+        long,
+        env = "QOD_AUTH_ISSUER"
+    )]
+    pub auth_issuer: Option<String>,
+    /// Required `aud` of tokens.
+    #[arg(
+        help_heading = "Authentication and limits",
+        long,
+        env = "QOD_AUTH_AUDIENCE"
+    )]
+    pub auth_audience: Option<String>,
+    /// Claim naming the API client that owns sessions (then `azp`, then `sub`).
+    #[arg(
+        help_heading = "Authentication and limits",
+        long,
+        env = "QOD_AUTH_CLIENT_CLAIM"
+    )]
+    pub auth_client_claim: Option<String>,
+    /// Claim carrying the device (E.164 phone number) of three-legged tokens.
+    #[arg(
+        help_heading = "Authentication and limits",
+        long,
+        env = "QOD_AUTH_DEVICE_CLAIM"
+    )]
+    pub auth_device_claim: Option<String>,
+    /// Seconds of clock skew tolerated on `exp` and `nbf`.
+    #[arg(
+        help_heading = "Authentication and limits",
+        long,
+        env = "QOD_AUTH_LEEWAY_SECS"
+    )]
+    pub auth_leeway_secs: Option<u64>,
+    /// File holding the bearer token `/metrics` requires (open when unset).
+    #[arg(
+        help_heading = "Authentication and limits",
+        long,
+        env = "QOD_METRICS_TOKEN_FILE"
+    )]
+    pub metrics_token_file: Option<PathBuf>,
+    /// Requests per second each client may make (token bucket; 0 = unlimited).
+    #[arg(
+        help_heading = "Authentication and limits",
+        long,
+        env = "QOD_CLIENT_RATE_LIMIT"
+    )]
+    pub client_rate_limit: Option<u32>,
+    /// Requests a client may make at once above its rate.
+    #[arg(
+        help_heading = "Authentication and limits",
+        long,
+        env = "QOD_CLIENT_BURST"
+    )]
+    pub client_burst: Option<u32>,
+    /// Sessions (REQUESTED or AVAILABLE) each client may hold (0 = unlimited).
+    #[arg(
+        help_heading = "Authentication and limits",
+        long,
+        env = "QOD_CLIENT_MAX_ACTIVE_SESSIONS"
+    )]
+    pub client_max_active_sessions: Option<u64>,
+    /// Fields added to every NEF subscription (`dnn`, `snssai`, `supportedFeatures`...); file only.
+    #[arg(skip)]
+    #[serde(skip_serializing)]
+    pub nef_subscription_fields: serde_json::Map<String, serde_json::Value>,
+    /// `qosProfile` name → `[qosReference, altQoSReferences...]`; file only.
+    #[arg(skip)]
+    #[serde(skip_serializing)]
+    pub nef_qos_references: BTreeMap<String, Vec<String>>,
+    /// The QoS profile catalogue (replaces the built-in one); file only.
+    #[arg(skip)]
+    #[serde(skip_serializing)]
+    pub qos_profiles: Option<Vec<QosProfile>>,
+    /// Worker pool overrides by queue; file only.
+    #[arg(skip)]
+    #[serde(skip_serializing)]
+    pub workers: BTreeMap<String, PoolOverride>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NetworkKind {
     Simulated,
     Nef,
 }
 
-/// How API callers are authenticated and limited.
-#[derive(Debug, Clone, Args, Default)]
-pub struct AuthArgs {
-    /// `jwt` (keys below), `dev` (a signing key in the data folder; the default when no keys
-    /// are configured) or `none` (no authentication at all: never on a shared network).
-    #[arg(long = "auth", env = "QOD_AUTH", value_enum)]
-    pub mode: Option<AuthMode>,
-    /// JWKS file with the RS256/ES256 public keys that sign access tokens.
-    #[arg(long, env = "QOD_AUTH_JWKS_FILE")]
-    pub auth_jwks_file: Option<PathBuf>,
-    /// JWKS URL of the identity provider (fetched, cached, refetched on key rotation).
-    #[arg(long, env = "QOD_AUTH_JWKS_URL")]
-    pub auth_jwks_url: Option<String>,
-    /// File holding an HS256 shared secret (at least 32 bytes); for development set-ups.
-    #[arg(long, env = "QOD_AUTH_HS256_SECRET_FILE")]
-    pub auth_hs256_secret_file: Option<PathBuf>,
-    /// Required `iss` of tokens.
-    #[arg(long, env = "QOD_AUTH_ISSUER")]
-    pub auth_issuer: Option<String>,
-    /// Required `aud` of tokens.
-    #[arg(long, env = "QOD_AUTH_AUDIENCE")]
-    pub auth_audience: Option<String>,
-    /// Claim naming the API client that owns sessions (then `azp`, then `sub`).
-    #[arg(long, env = "QOD_AUTH_CLIENT_CLAIM")]
-    pub auth_client_claim: Option<String>,
-    /// Claim carrying the device (E.164 phone number) of three-legged tokens.
-    #[arg(long, env = "QOD_AUTH_DEVICE_CLAIM")]
-    pub auth_device_claim: Option<String>,
-    /// Seconds of clock skew tolerated on `exp` and `nbf`.
-    #[arg(long, env = "QOD_AUTH_LEEWAY_SECS")]
-    pub auth_leeway_secs: Option<u64>,
-    /// File holding the bearer token `/metrics` requires (open when unset).
-    #[arg(long, env = "QOD_METRICS_TOKEN_FILE")]
-    pub metrics_token_file: Option<PathBuf>,
-    /// Requests per second each client may make (token bucket; 0 = unlimited).
-    #[arg(long, env = "QOD_CLIENT_RATE_LIMIT")]
-    pub client_rate_limit: Option<u32>,
-    /// Requests a client may make at once above its rate.
-    #[arg(long, env = "QOD_CLIENT_BURST")]
-    pub client_burst: Option<u32>,
-    /// Sessions (REQUESTED or AVAILABLE) each client may hold (0 = unlimited).
-    #[arg(long, env = "QOD_CLIENT_MAX_ACTIVE_SESSIONS")]
-    pub client_max_active_sessions: Option<u64>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthMode {
     Jwt,
@@ -220,64 +282,6 @@ pub struct AuthSettings {
     pub rate_per_second: u32,
     pub burst: u32,
     pub max_active_sessions: u64,
-}
-
-/// The `--config` file's layout; every field optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileSettings {
-    listen: Option<SocketAddr>,
-    database_url: Option<String>,
-    durability: Option<Durability>,
-    provision_timeout_secs: Option<u64>,
-    /// A span such as "15m".
-    grant_lifetime: Option<String>,
-    retention_secs: Option<u64>,
-    sim_latency_ms: Option<u64>,
-    sim_failure_rate: Option<f64>,
-    sim_refuse_rate: Option<f64>,
-    shutdown_timeout_secs: Option<u64>,
-    allow_insecure_sinks: Option<bool>,
-    allow_private_sinks: Option<bool>,
-    sink_ca_file: Option<PathBuf>,
-    sink_connect_timeout_ms: Option<u64>,
-    sink_timeout_ms: Option<u64>,
-    sink_concurrency: Option<usize>,
-    public_url: Option<String>,
-    v0_prefix: Option<String>,
-    auth: Option<AuthMode>,
-    auth_jwks_file: Option<PathBuf>,
-    auth_jwks_url: Option<String>,
-    auth_hs256_secret_file: Option<PathBuf>,
-    auth_issuer: Option<String>,
-    auth_audience: Option<String>,
-    auth_client_claim: Option<String>,
-    auth_device_claim: Option<String>,
-    auth_leeway_secs: Option<u64>,
-    metrics_token_file: Option<PathBuf>,
-    client_rate_limit: Option<u32>,
-    client_burst: Option<u32>,
-    client_max_active_sessions: Option<u64>,
-    network: Option<NetworkKind>,
-    nef_url: Option<String>,
-    nef_scs_as_id: Option<String>,
-    nef_timeout_ms: Option<u64>,
-    nef_token_url: Option<String>,
-    nef_client_id: Option<String>,
-    nef_client_secret_file: Option<PathBuf>,
-    nef_scope: Option<String>,
-    nef_ca_file: Option<PathBuf>,
-    nef_await_allocation: Option<bool>,
-    nef_request_test_notification: Option<bool>,
-    /// Fields added to every subscription (`dnn`, `snssai`, `supportedFeatures`...).
-    #[serde(default)]
-    nef_subscription_fields: serde_json::Map<String, serde_json::Value>,
-    /// `qosProfile` name → `[qosReference, altQoSReferences...]`.
-    #[serde(default)]
-    nef_qos_references: BTreeMap<String, Vec<String>>,
-    qos_profiles: Option<Vec<QosProfile>>,
-    #[serde(default)]
-    workers: BTreeMap<String, PoolOverride>,
 }
 
 #[derive(Debug, Clone)]
@@ -326,30 +330,30 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://./qod-data/qod.db";
 
 impl Settings {
     pub fn load(args: &ServeArgs) -> anyhow::Result<Self> {
-        let mut file = match &args.config {
+        let file = match &args.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading config file {}", path.display()))?;
-                toml::from_str::<FileSettings>(&text)
+                toml::from_str::<ServeArgs>(&text)
                     .with_context(|| format!("parsing config file {}", path.display()))?
             }
-            None => FileSettings::default(),
+            None => ServeArgs::default(),
         };
+        let mut v = overlay(args, file)?;
         let rate = |name: &str, v: f64| {
             anyhow::ensure!((0.0..=1.0).contains(&v), "{name} must be between 0 and 1");
             Ok(v)
         };
-        let auth = auth_settings(&args.auth, &file)?;
-        let nef = nef_settings(&args.nef, &mut file)?;
-        let catalogue = match file.qos_profiles {
+        let auth = auth_settings(&v)?;
+        let nef = nef_settings(&mut v)?;
+        let catalogue = match v.qos_profiles.take() {
             Some(profiles) => Catalogue::new(profiles).context("config: qos_profiles")?,
             None => Catalogue::builtin(),
         };
-        let listen = args
+        let listen = v
             .listen
-            .or(file.listen)
             .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid default"));
-        let public_url = args.public_url.clone().or(file.public_url);
+        let public_url = v.public_url.clone();
         if let Some(url) = &public_url {
             anyhow::ensure!(
                 url.starts_with("http://") || url.starts_with("https://"),
@@ -357,78 +361,35 @@ impl Settings {
             );
         }
         let notify = NotifySettings {
-            allow_insecure_sinks: args.allow_insecure_sinks
-                || file.allow_insecure_sinks.unwrap_or(false),
-            allow_private_sinks: args.allow_private_sinks
-                || file.allow_private_sinks.unwrap_or(false),
-            sink_ca_file: args.sink_ca_file.clone().or(file.sink_ca_file),
-            connect_timeout: Duration::from_millis(
-                args.sink_connect_timeout_ms
-                    .or(file.sink_connect_timeout_ms)
-                    .unwrap_or(2000),
-            ),
-            timeout: Duration::from_millis(
-                args.sink_timeout_ms
-                    .or(file.sink_timeout_ms)
-                    .unwrap_or(5000),
-            ),
-            per_sink_concurrency: args
-                .sink_concurrency
-                .or(file.sink_concurrency)
-                .unwrap_or(8)
-                .max(1),
+            allow_insecure_sinks: v.allow_insecure_sinks.unwrap_or(false),
+            allow_private_sinks: v.allow_private_sinks.unwrap_or(false),
+            sink_ca_file: v.sink_ca_file.clone(),
+            connect_timeout: Duration::from_millis(v.sink_connect_timeout_ms.unwrap_or(2000)),
+            timeout: Duration::from_millis(v.sink_timeout_ms.unwrap_or(5000)),
+            per_sink_concurrency: v.sink_concurrency.unwrap_or(8).max(1),
             public_url: public_url.map(|u| u.trim_end_matches('/').to_owned()),
         };
         Ok(Self {
             listen,
-            database_url: args
+            database_url: v
                 .database_url
                 .clone()
-                .or(file.database_url)
                 .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
-            durability: args
-                .durability
-                .or(file.durability)
-                .unwrap_or(Durability::Normal),
+            durability: v.durability.unwrap_or(Durability::Normal),
             busy_timeout: Duration::from_secs(30),
-            grant_lifetime: match (args.grant_lifetime, &file.grant_lifetime) {
-                (Some(span), _) => span,
-                (None, Some(raw)) => crate::span::parse_positive(raw)
-                    .map_err(|e| anyhow::anyhow!("grant_lifetime: {e}"))?,
-                (None, None) => Duration::from_secs(900),
-            },
-            provision_timeout: Duration::from_secs(
-                args.provision_timeout_secs
-                    .or(file.provision_timeout_secs)
-                    .unwrap_or(60),
-            ),
-            retention: Duration::from_secs(
-                args.retention_secs.or(file.retention_secs).unwrap_or(60),
-            ),
-            shutdown_timeout: Duration::from_secs(
-                args.shutdown_timeout_secs
-                    .or(file.shutdown_timeout_secs)
-                    .unwrap_or(10),
-            ),
+            grant_lifetime: v.grant_lifetime.map_or(Duration::from_secs(900), |s| s.0),
+            provision_timeout: Duration::from_secs(v.provision_timeout_secs.unwrap_or(60)),
+            retention: Duration::from_secs(v.retention_secs.unwrap_or(60)),
+            shutdown_timeout: Duration::from_secs(v.shutdown_timeout_secs.unwrap_or(10)),
             sim: SimSettings {
-                latency: Duration::from_millis(
-                    args.sim_latency_ms.or(file.sim_latency_ms).unwrap_or(0),
-                ),
-                failure_rate: rate(
-                    "sim failure rate",
-                    args.sim_failure_rate
-                        .or(file.sim_failure_rate)
-                        .unwrap_or(0.0),
-                )?,
-                refuse_rate: rate(
-                    "sim refuse rate",
-                    args.sim_refuse_rate.or(file.sim_refuse_rate).unwrap_or(0.0),
-                )?,
+                latency: Duration::from_millis(v.sim_latency_ms.unwrap_or(0)),
+                failure_rate: rate("sim failure rate", v.sim_failure_rate.unwrap_or(0.0))?,
+                refuse_rate: rate("sim refuse rate", v.sim_refuse_rate.unwrap_or(0.0))?,
             },
             notify,
             catalogue,
-            pools: Pools::builtin().with_overrides(&file.workers)?,
-            v0_prefix: v0_prefix(args.v0_prefix.clone().or(file.v0_prefix))?,
+            pools: Pools::builtin().with_overrides(&v.workers)?,
+            v0_prefix: v0_prefix(v.v0_prefix.clone())?,
             auth,
             nef,
         })
@@ -443,66 +404,45 @@ impl Settings {
     }
 }
 
-fn nef_settings(args: &NefArgs, file: &mut FileSettings) -> anyhow::Result<Option<NefSettings>> {
-    if args
-        .network
-        .or(file.network)
-        .unwrap_or(NetworkKind::Simulated)
-        == NetworkKind::Simulated
-    {
+fn nef_settings(v: &mut ServeArgs) -> anyhow::Result<Option<NefSettings>> {
+    if v.network.unwrap_or(NetworkKind::Simulated) == NetworkKind::Simulated {
         return Ok(None);
     }
-    let url = args
-        .nef_url
-        .clone()
-        .or_else(|| file.nef_url.clone())
-        .context("--network nef needs --nef-url")?;
+    let url = v.nef_url.clone().context("--network nef needs --nef-url")?;
     anyhow::ensure!(
         url.starts_with("http://") || url.starts_with("https://"),
         "the NEF URL must start with http:// or https://"
     );
-    let token_url = args
-        .nef_token_url
-        .clone()
-        .or_else(|| file.nef_token_url.clone());
+    let token_url = v.nef_token_url.clone();
     let oauth = match token_url {
         None => None,
         Some(token_url) => {
-            let id = args
+            let id = v
                 .nef_client_id
                 .clone()
-                .or_else(|| file.nef_client_id.clone())
                 .context("--nef-token-url needs --nef-client-id")?;
-            let path = args
+            let path = v
                 .nef_client_secret_file
                 .clone()
-                .or_else(|| file.nef_client_secret_file.clone())
                 .context("--nef-token-url needs --nef-client-secret-file")?;
             let secret = std::fs::read_to_string(&path)
                 .with_context(|| format!("reading {}", path.display()))?
                 .trim()
                 .to_owned();
-            let scope = args.nef_scope.clone().or_else(|| file.nef_scope.clone());
+            let scope = v.nef_scope.clone();
             Some((token_url, id, Redacted(secret), scope))
         }
     };
     Ok(Some(NefSettings {
         url,
-        scs_as_id: args
-            .nef_scs_as_id
-            .clone()
-            .or_else(|| file.nef_scs_as_id.clone()),
-        timeout: Duration::from_millis(args.nef_timeout_ms.or(file.nef_timeout_ms).unwrap_or(5000)),
+        scs_as_id: v.nef_scs_as_id.clone(),
+        timeout: Duration::from_millis(v.nef_timeout_ms.unwrap_or(5000)),
         oauth,
-        qos_references: std::mem::take(&mut file.nef_qos_references),
-        ca_file: args
-            .nef_ca_file
-            .clone()
-            .or_else(|| file.nef_ca_file.clone()),
-        await_allocation: args.nef_await_allocation || file.nef_await_allocation == Some(true),
-        request_test_notification: args.nef_request_test_notification
-            || file.nef_request_test_notification == Some(true),
-        extra_fields: nef_subscription_fields(std::mem::take(&mut file.nef_subscription_fields))?,
+        qos_references: std::mem::take(&mut v.nef_qos_references),
+        ca_file: v.nef_ca_file.clone(),
+        await_allocation: v.nef_await_allocation == Some(true),
+        request_test_notification: v.nef_request_test_notification == Some(true),
+        extra_fields: nef_subscription_fields(std::mem::take(&mut v.nef_subscription_fields))?,
     }))
 }
 
@@ -528,25 +468,16 @@ fn nef_subscription_fields(
     Ok(fields)
 }
 
-fn auth_settings(args: &AuthArgs, file: &FileSettings) -> anyhow::Result<AuthSettings> {
-    let jwks_file = args
-        .auth_jwks_file
-        .clone()
-        .or_else(|| file.auth_jwks_file.clone());
-    let jwks_url = args
-        .auth_jwks_url
-        .clone()
-        .or_else(|| file.auth_jwks_url.clone());
-    let secret_file = args
-        .auth_hs256_secret_file
-        .clone()
-        .or_else(|| file.auth_hs256_secret_file.clone());
+fn auth_settings(v: &ServeArgs) -> anyhow::Result<AuthSettings> {
+    let jwks_file = v.auth_jwks_file.clone();
+    let jwks_url = v.auth_jwks_url.clone();
+    let secret_file = v.auth_hs256_secret_file.clone();
     let has_keys = jwks_file.is_some() || jwks_url.is_some() || secret_file.is_some();
     anyhow::ensure!(
         secret_file.is_none() || (jwks_file.is_none() && jwks_url.is_none()),
         "configure either a JWKS or an HS256 secret, not both"
     );
-    let keys = match args.mode.or(file.auth) {
+    let keys = match v.mode {
         Some(AuthMode::None) => AuthKeys::Disabled,
         Some(AuthMode::Dev) => {
             anyhow::ensure!(
@@ -569,11 +500,7 @@ fn auth_settings(args: &AuthArgs, file: &FileSettings) -> anyhow::Result<AuthSet
         }
         None => AuthKeys::Development,
     };
-    let metrics_token = match args
-        .metrics_token_file
-        .as_ref()
-        .or(file.metrics_token_file.as_ref())
-    {
+    let metrics_token = match v.metrics_token_file.as_ref() {
         None => None,
         Some(path) => {
             let token = std::fs::read_to_string(path)
@@ -587,49 +514,73 @@ fn auth_settings(args: &AuthArgs, file: &FileSettings) -> anyhow::Result<AuthSet
             Some(Redacted(token))
         }
     };
-    let claim = |flag: &Option<String>, from_file: &Option<String>, default: &str| {
-        flag.clone()
-            .or_else(|| from_file.clone())
-            .unwrap_or_else(|| default.to_owned())
-    };
+    let claim =
+        |given: &Option<String>, default: &str| given.clone().unwrap_or_else(|| default.to_owned());
     Ok(AuthSettings {
         keys,
         rules: ClaimRules {
-            issuer: args
-                .auth_issuer
-                .clone()
-                .or_else(|| file.auth_issuer.clone()),
-            audience: args
-                .auth_audience
-                .clone()
-                .or_else(|| file.auth_audience.clone()),
-            leeway: Duration::from_secs(
-                args.auth_leeway_secs
-                    .or(file.auth_leeway_secs)
-                    .unwrap_or(30),
-            ),
-            client_claim: claim(
-                &args.auth_client_claim,
-                &file.auth_client_claim,
-                "client_id",
-            ),
-            device_claim: claim(
-                &args.auth_device_claim,
-                &file.auth_device_claim,
-                "phone_number",
-            ),
+            issuer: v.auth_issuer.clone(),
+            audience: v.auth_audience.clone(),
+            leeway: Duration::from_secs(v.auth_leeway_secs.unwrap_or(30)),
+            client_claim: claim(&v.auth_client_claim, "client_id"),
+            device_claim: claim(&v.auth_device_claim, "phone_number"),
         },
         metrics_token,
-        rate_per_second: args
-            .client_rate_limit
-            .or(file.client_rate_limit)
-            .unwrap_or(100),
-        burst: args.client_burst.or(file.client_burst).unwrap_or(200),
-        max_active_sessions: args
-            .client_max_active_sessions
-            .or(file.client_max_active_sessions)
-            .unwrap_or(10_000),
+        rate_per_second: v.client_rate_limit.unwrap_or(100),
+        burst: v.client_burst.unwrap_or(200),
+        max_active_sessions: v.client_max_active_sessions.unwrap_or(10_000),
     })
+}
+
+/// The settings the flags (and their variables) gave, laid over the file's: a flag wins where
+/// it was given. Done on the settings' serialized form, so that no setting is named here.
+fn overlay(flags: &ServeArgs, mut file: ServeArgs) -> anyhow::Result<ServeArgs> {
+    let tables = (
+        std::mem::take(&mut file.nef_subscription_fields),
+        std::mem::take(&mut file.nef_qos_references),
+        file.qos_profiles.take(),
+        std::mem::take(&mut file.workers),
+    );
+    let mut merged = serde_json::to_value(&file)?;
+    if let (serde_json::Value::Object(merged), serde_json::Value::Object(given)) =
+        (&mut merged, serde_json::to_value(flags)?)
+    {
+        merged.extend(given.into_iter().filter(|(_, value)| !value.is_null()));
+    }
+    let mut v: ServeArgs = serde_json::from_value(merged).context("merging the settings")?;
+    v.config = flags.config.clone();
+    (
+        v.nef_subscription_fields,
+        v.nef_qos_references,
+        v.qos_profiles,
+        v.workers,
+    ) = tables;
+    Ok(v)
+}
+
+/// A span of time (`15m`, `900s`) as a setting; never zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span(pub Duration);
+
+impl std::str::FromStr for Span {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, String> {
+        crate::span::parse_positive(raw).map(Self)
+    }
+}
+
+impl Serialize for Span {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}ms", self.0.as_millis()))
+    }
+}
+
+impl<'de> Deserialize<'de> for Span {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        raw.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// `/a/b`: a leading slash, none at the end, only path characters; empty means none.
@@ -674,6 +625,56 @@ mod tests {
         assert_eq!(s.grant_lifetime, Duration::from_secs(1200));
         assert_eq!(s.pools.get("purge_session").concurrency, 2);
         assert_eq!(s.database_url, DEFAULT_DATABASE_URL);
+    }
+
+    #[test]
+    fn every_setting_is_one_flag_and_one_file_key_and_a_given_flag_wins() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qod.toml");
+        std::fs::write(
+            &path,
+            "allow_insecure_sinks = true\nallow_private_sinks = true\n\
+             auth_client_claim = \"azp\"\nclient_burst = 7\nnetwork = \"nef\"\n\
+             nef_url = \"http://nef.example\"\nnef_await_allocation = true\n",
+        )
+        .unwrap();
+        let config = path.to_str().unwrap();
+        let load = |flags: &[&str]| {
+            let mut argv = vec!["qod", "--config", config];
+            argv.extend_from_slice(flags);
+            Settings::load(&Cli::try_parse_from(argv).unwrap().serve).unwrap()
+        };
+        let from_file = load(&[]);
+        assert!(from_file.notify.allow_insecure_sinks && from_file.notify.allow_private_sinks);
+        assert_eq!(from_file.auth.rules.client_claim, "azp");
+        assert_eq!(from_file.auth.burst, 7);
+        assert!(from_file.nef.as_ref().unwrap().await_allocation);
+        let flagged = load(&[
+            "--allow-insecure-sinks=no",
+            "--allow-private-sinks",
+            "--auth-client-claim",
+            "sub",
+            "--client-burst",
+            "9",
+            "--nef-await-allocation=false",
+        ]);
+        assert!(
+            !flagged.notify.allow_insecure_sinks,
+            "a flag can turn a file's true off"
+        );
+        assert!(flagged.notify.allow_private_sinks);
+        assert_eq!(flagged.auth.rules.client_claim, "sub");
+        assert_eq!(flagged.auth.burst, 9);
+        assert!(!flagged.nef.unwrap().await_allocation);
+        let defaults = Settings::load(&ServeArgs::default()).unwrap();
+        assert!(!defaults.notify.allow_insecure_sinks);
+        assert_eq!(defaults.auth.burst, 200);
     }
 
     #[test]
