@@ -371,10 +371,11 @@ impl Settings {
         };
         Ok(Self {
             listen,
-            database_url: v
-                .database_url
-                .clone()
-                .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
+            database_url: database_url(
+                v.database_url
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
+            )?,
             durability: v.durability.unwrap_or(Durability::Normal),
             busy_timeout: Duration::from_secs(30),
             grant_lifetime: v.grant_lifetime.map_or(Duration::from_secs(900), |s| s.0),
@@ -583,6 +584,29 @@ impl<'de> Deserialize<'de> for Span {
     }
 }
 
+/// The database URL, if this build can keep its data there: a SQLite file. Anything else would
+/// otherwise be taken for a file name (`postgres://host/db` became a folder `postgres:`), and an
+/// in-memory database loses every accepted request when the process ends.
+fn database_url(url: String) -> anyhow::Result<String> {
+    let lower = url.to_ascii_lowercase();
+    if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+        anyhow::bail!(
+            "database URL {url}: this build keeps its data in SQLite only; \
+             give --database-url sqlite://PATH (PostgreSQL support is planned)"
+        );
+    }
+    anyhow::ensure!(
+        lower.starts_with("sqlite:"),
+        "database URL {url}: expected sqlite://PATH, e.g. sqlite://./qod-data/qod.db"
+    );
+    anyhow::ensure!(
+        !lower.contains(":memory:") && !lower.contains("mode=memory"),
+        "database URL {url}: an in-memory database loses every accepted request when the \
+         server stops; give a file, e.g. sqlite://./qod-data/qod.db"
+    );
+    Ok(url)
+}
+
 /// `/a/b`: a leading slash, none at the end, only path characters; empty means none.
 fn v0_prefix(raw: Option<String>) -> anyhow::Result<Option<String>> {
     let Some(raw) = raw else { return Ok(None) };
@@ -746,6 +770,33 @@ maxDuration = { value = 2, unit = "Hours" }
         assert!(
             format!("{refused:#}").contains("qosReference"),
             "{refused:#}"
+        );
+    }
+
+    #[test]
+    fn a_database_url_this_build_cannot_keep_data_in_is_refused_with_a_sentence() {
+        let load = |url: &str| {
+            Settings::load(&ServeArgs {
+                database_url: Some(url.into()),
+                ..Default::default()
+            })
+            .map(|s| s.database_url)
+            .map_err(|e| format!("{e:#}"))
+        };
+        for (url, says) in [
+            ("postgres://localhost/qod", "SQLite only"),
+            ("postgresql://u@h/qod", "SQLite only"),
+            ("sqlite::memory:", "in-memory"),
+            ("sqlite://file:x?mode=memory", "in-memory"),
+            ("mysql://localhost/qod", "expected sqlite://PATH"),
+            ("./qod.db", "expected sqlite://PATH"),
+        ] {
+            let refused = load(url).expect_err(url);
+            assert!(refused.contains(says), "{url}: {refused}");
+        }
+        assert_eq!(
+            load("sqlite://./data/q.db").unwrap(),
+            "sqlite://./data/q.db"
         );
     }
 
