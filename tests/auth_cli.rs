@@ -144,6 +144,20 @@ async fn serve_prints_a_development_token_and_token_issue_mints_more_from_the_sa
     assert!(String::from_utf8_lossy(&out.stderr).contains("phoneNumber"));
 }
 
+#[test]
+fn token_issue_never_creates_a_key_and_names_the_database_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = issue(dir.path(), &["--client", "shop", "--scope", "all"]);
+    assert!(!out.status.success(), "a token from a key no server holds");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--database-url"), "{stderr}");
+    assert!(out.stdout.is_empty(), "no token printed");
+    assert!(
+        !dir.path().join("data").exists(),
+        "nothing created in the folder"
+    );
+}
+
 #[tokio::test]
 async fn auth_none_is_an_explicit_and_loudly_logged_choice() {
     let dir = tempfile::tempdir().unwrap();

@@ -45,9 +45,16 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
     let settings = Settings::load(&server)?;
     let secret = match &settings.auth.keys {
         AuthKeys::Development => {
+            // Never a new key: a token signed with a key no server holds is refused (401).
             let path = store::dev_signing_key_path(&settings)?;
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)?;
+            if !path.exists() {
+                anyhow::bail!(
+                    "no development signing key at {} (database {}): give the \
+                     --database-url of the running server, or start `qod serve` with this one \
+                     first; it creates the key",
+                    path.display(),
+                    settings.database_url
+                );
             }
             secrets::key_file(&path, "the development token-signing key")?
         }
