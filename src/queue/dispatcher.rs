@@ -28,8 +28,9 @@ pub async fn run_dispatcher(
     tokio::pin!(stop);
     let mut last_scan: HashMap<&'static str, DateTime<Utc>> = HashMap::new();
     loop {
-        let now_ms = clock.now().timestamp_millis();
-        let wanted = lanes_to_claim(&queue, &last_scan, clock.as_ref());
+        let now = clock.now();
+        let now_ms = now.timestamp_millis();
+        let wanted = lanes_to_claim(&queue, &last_scan, now);
         // Shared with the round's closure; kept here to hand back if the round fails.
         let settlements = Arc::new(queue.take_settlements());
         let pause = if wanted.is_empty() && settlements.is_empty() {
@@ -74,9 +75,8 @@ pub async fn run_dispatcher(
 fn lanes_to_claim(
     queue: &JobQueue,
     last_scan: &HashMap<&'static str, DateTime<Utc>>,
-    clock: &dyn crate::clock::Clock,
+    now: DateTime<Utc>,
 ) -> Vec<&'static str> {
-    let now = clock.now();
     let now_ms = now.timestamp_millis();
     queue
         .lanes

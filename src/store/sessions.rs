@@ -111,7 +111,7 @@ pub fn update(tx: &Tx, s: &Session, expected_revision: i64) -> anyhow::Result<bo
     Ok(changed == 1)
 }
 
-/// The session as the writer sees it: what a decision inside a write transaction reads.
+/// A session by id: what a decision inside a write transaction reads, and plain reads too.
 pub fn find(tx: &Tx, id: SessionId) -> anyhow::Result<Option<Session>> {
     let mut stmt = tx.prepare_cached(&format!("SELECT {COLUMNS} FROM sessions WHERE id = ?"))?;
     let row = stmt
@@ -149,11 +149,6 @@ pub fn delete(tx: &Tx, id: SessionId, expected_revision: i64) -> anyhow::Result<
         .prepare_cached("DELETE FROM sessions WHERE id = ? AND revision = ?")?
         .execute(params![id.to_string(), expected_revision])?;
     Ok(done == 1)
-}
-
-/// A session read outside any write (API reads, checks that may avoid a write altogether).
-pub fn fetch(conn: &Tx, id: SessionId) -> anyhow::Result<Option<Session>> {
-    find(conn, id)
 }
 
 /// Every visible session of a device, oldest first.

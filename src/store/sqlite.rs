@@ -146,7 +146,7 @@ impl Store for SqliteStore {
     }
 
     async fn session(&self, id: SessionId) -> anyhow::Result<Option<Session>> {
-        self.readers.read(|conn| sessions::fetch(conn, id))
+        self.readers.read(|conn| sessions::find(conn, id))
     }
 
     async fn visible_sessions(
