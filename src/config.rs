@@ -2,8 +2,9 @@
 //! environment variables and flags (clap reads both; a flag beats its variable).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -31,9 +32,9 @@ pub enum Durability {
 #[derive(Debug, Clone, Args, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServeArgs {
-    /// Address to listen on.
+    /// Address to listen on: HOST:PORT (a name or an IP address) or a bare PORT (on 127.0.0.1).
     #[arg(long, env = "QOD_LISTEN")]
-    pub listen: Option<SocketAddr>,
+    pub listen: Option<Listen>,
     /// Database URL; `sqlite://PATH` (the folder is created).
     #[arg(long, env = "QOD_DATABASE_URL")]
     pub database_url: Option<String>,
@@ -91,10 +92,12 @@ pub struct ServeArgs {
     /// `/camara/quality-on-demand/orange-lab` (then `.../qod/v0/sessions`).
     #[arg(long, env = "QOD_V0_PREFIX")]
     pub v0_prefix: Option<String>,
-    /// `simulated` (in-process, the default) or `nef` (a 3GPP AsSessionWithQoS API).
+    /// `simulated` (in-process; the default without `--nef-url`) or `nef` (a 3GPP
+    /// AsSessionWithQoS API).
     #[arg(help_heading = "Network", long, env = "QOD_NETWORK", value_enum)]
     pub network: Option<NetworkKind>,
-    /// Base URL of the NEF's API, e.g. `https://nef.example/3gpp-as-session-with-qos/v1`.
+    /// Base URL of the NEF's API, e.g. `https://nef.example/3gpp-as-session-with-qos/v1`;
+    /// implies `--network nef`.
     #[arg(help_heading = "Network", long, env = "QOD_NEF_URL")]
     pub nef_url: Option<String>,
     /// The SCS/AS id path segment (omit it for NEFs without one).
@@ -106,11 +109,13 @@ pub struct ServeArgs {
     /// OAuth2 token URL for client credentials towards the NEF.
     #[arg(help_heading = "Network", long, env = "QOD_NEF_TOKEN_URL")]
     pub nef_token_url: Option<String>,
+    /// OAuth2 client id of this server at the NEF's token endpoint.
     #[arg(help_heading = "Network", long, env = "QOD_NEF_CLIENT_ID")]
     pub nef_client_id: Option<String>,
     /// File holding the OAuth2 client secret.
     #[arg(help_heading = "Network", long, env = "QOD_NEF_CLIENT_SECRET_FILE")]
     pub nef_client_secret_file: Option<PathBuf>,
+    /// OAuth2 scope to ask the NEF's token endpoint for (none when unset).
     #[arg(help_heading = "Network", long, env = "QOD_NEF_SCOPE")]
     pub nef_scope: Option<String>,
     /// PEM file of extra root certificates trusted for the NEF and its token endpoint.
@@ -235,6 +240,29 @@ pub struct ServeArgs {
     pub workers: BTreeMap<String, PoolOverride>,
 }
 
+/// The flags that find a running server's data from beside it (the CLI's tools): its config
+/// file and its database, read as `qod serve` reads them.
+#[derive(Debug, Clone, Args, Default)]
+pub struct ServerLocation {
+    /// The server's config file (its `database_url` and auth settings count).
+    #[arg(long, env = "QOD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The server's database URL [default: the config file's, else sqlite://./qod-data/qod.db].
+    #[arg(long, env = "QOD_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+impl ServerLocation {
+    /// The server's settings: these flags over `more` over the config file's.
+    pub fn settings(&self, more: ServeArgs) -> anyhow::Result<Settings> {
+        Settings::load(&ServeArgs {
+            config: self.config.clone(),
+            database_url: self.database_url.clone().or(more.database_url.clone()),
+            ..more
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NetworkKind {
@@ -307,6 +335,8 @@ pub struct NotifySettings {
 
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The `--config` file these settings were read from, if any.
+    pub config_file: Option<PathBuf>,
     pub listen: SocketAddr,
     pub database_url: String,
     pub durability: Durability,
@@ -328,6 +358,63 @@ pub struct Settings {
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./qod-data/qod.db";
 
+impl ServeArgs {
+    /// The built-in value of every setting that has one; `qod serve --help` shows them.
+    /// Settings without one here are off (or, for `auth`, decided by the keys configured).
+    pub fn defaults() -> Self {
+        Self {
+            listen: Some(Listen::from_str("127.0.0.1:8080").expect("valid default")),
+            database_url: Some(DEFAULT_DATABASE_URL.to_owned()),
+            durability: Some(Durability::Normal),
+            provision_timeout_secs: Some(60),
+            grant_lifetime: Some(Span(Duration::from_secs(900))),
+            retention_secs: Some(60),
+            sim_latency_ms: Some(0),
+            sim_failure_rate: Some(0.0),
+            sim_refuse_rate: Some(0.0),
+            shutdown_timeout_secs: Some(10),
+            allow_insecure_sinks: Some(false),
+            allow_private_sinks: Some(false),
+            sink_connect_timeout_ms: Some(2000),
+            sink_timeout_ms: Some(5000),
+            sink_concurrency: Some(8),
+            nef_timeout_ms: Some(5000),
+            nef_await_allocation: Some(false),
+            nef_request_test_notification: Some(false),
+            auth_client_claim: Some("client_id".to_owned()),
+            auth_device_claim: Some("phone_number".to_owned()),
+            auth_leeway_secs: Some(30),
+            client_rate_limit: Some(100),
+            client_burst: Some(200),
+            client_max_active_sessions: Some(10_000),
+            ..Self::default()
+        }
+    }
+
+    /// Each default as its flag's help shows it, by long flag name.
+    pub fn defaults_for_help() -> BTreeMap<String, String> {
+        let Ok(serde_json::Value::Object(values)) = serde_json::to_value(Self::defaults()) else {
+            return BTreeMap::new();
+        };
+        values
+            .into_iter()
+            .filter_map(|(key, value)| {
+                let shown = match value {
+                    serde_json::Value::Null => return None,
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                Some((key.replace('_', "-"), shown))
+            })
+            .collect()
+    }
+}
+
+/// A default every `ServeArgs::defaults()` has; its absence is a defect caught by the tests.
+fn given<T>(value: Option<T>, name: &str) -> T {
+    value.unwrap_or_else(|| panic!("ServeArgs::defaults() has no {name}"))
+}
+
 impl Settings {
     pub fn load(args: &ServeArgs) -> anyhow::Result<Self> {
         let file = match &args.config {
@@ -339,9 +426,12 @@ impl Settings {
             }
             None => ServeArgs::default(),
         };
-        let mut v = overlay(args, file)?;
+        let mut v = lay_over(args, lay_over(&file, ServeArgs::defaults())?)?;
         let rate = |name: &str, v: f64| {
-            anyhow::ensure!((0.0..=1.0).contains(&v), "{name} must be between 0 and 1");
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&v),
+                "{name} must be between 0 and 1 (a share of calls), not {v}"
+            );
             Ok(v)
         };
         let auth = auth_settings(&v)?;
@@ -350,9 +440,6 @@ impl Settings {
             Some(profiles) => Catalogue::new(profiles).context("config: qos_profiles")?,
             None => Catalogue::builtin(),
         };
-        let listen = v
-            .listen
-            .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid default"));
         let public_url = v.public_url.clone();
         if let Some(url) = &public_url {
             anyhow::ensure!(
@@ -361,31 +448,43 @@ impl Settings {
             );
         }
         let notify = NotifySettings {
-            allow_insecure_sinks: v.allow_insecure_sinks.unwrap_or(false),
-            allow_private_sinks: v.allow_private_sinks.unwrap_or(false),
+            allow_insecure_sinks: given(v.allow_insecure_sinks, "allow_insecure_sinks"),
+            allow_private_sinks: given(v.allow_private_sinks, "allow_private_sinks"),
             sink_ca_file: v.sink_ca_file.clone(),
-            connect_timeout: Duration::from_millis(v.sink_connect_timeout_ms.unwrap_or(2000)),
-            timeout: Duration::from_millis(v.sink_timeout_ms.unwrap_or(5000)),
-            per_sink_concurrency: v.sink_concurrency.unwrap_or(8).max(1),
+            connect_timeout: Duration::from_millis(given(
+                v.sink_connect_timeout_ms,
+                "sink_connect_timeout_ms",
+            )),
+            timeout: Duration::from_millis(given(v.sink_timeout_ms, "sink_timeout_ms")),
+            per_sink_concurrency: given(v.sink_concurrency, "sink_concurrency").max(1),
             public_url: public_url.map(|u| u.trim_end_matches('/').to_owned()),
         };
         Ok(Self {
-            listen,
-            database_url: database_url(
-                v.database_url
-                    .clone()
-                    .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
-            )?,
-            durability: v.durability.unwrap_or(Durability::Normal),
+            config_file: v.config.clone(),
+            listen: given(v.listen.clone(), "listen").address()?,
+            database_url: database_url(given(v.database_url.clone(), "database_url"))?,
+            durability: given(v.durability, "durability"),
             busy_timeout: Duration::from_secs(30),
-            grant_lifetime: v.grant_lifetime.map_or(Duration::from_secs(900), |s| s.0),
-            provision_timeout: Duration::from_secs(v.provision_timeout_secs.unwrap_or(60)),
-            retention: Duration::from_secs(v.retention_secs.unwrap_or(60)),
-            shutdown_timeout: Duration::from_secs(v.shutdown_timeout_secs.unwrap_or(10)),
+            grant_lifetime: given(v.grant_lifetime, "grant_lifetime").0,
+            provision_timeout: Duration::from_secs(given(
+                v.provision_timeout_secs,
+                "provision_timeout_secs",
+            )),
+            retention: Duration::from_secs(given(v.retention_secs, "retention_secs")),
+            shutdown_timeout: Duration::from_secs(given(
+                v.shutdown_timeout_secs,
+                "shutdown_timeout_secs",
+            )),
             sim: SimSettings {
-                latency: Duration::from_millis(v.sim_latency_ms.unwrap_or(0)),
-                failure_rate: rate("sim failure rate", v.sim_failure_rate.unwrap_or(0.0))?,
-                refuse_rate: rate("sim refuse rate", v.sim_refuse_rate.unwrap_or(0.0))?,
+                latency: Duration::from_millis(given(v.sim_latency_ms, "sim_latency_ms")),
+                failure_rate: rate(
+                    "--sim-failure-rate",
+                    given(v.sim_failure_rate, "sim_failure_rate"),
+                )?,
+                refuse_rate: rate(
+                    "--sim-refuse-rate",
+                    given(v.sim_refuse_rate, "sim_refuse_rate"),
+                )?,
             },
             notify,
             catalogue,
@@ -394,6 +493,71 @@ impl Settings {
             auth,
             nef,
         })
+    }
+
+    /// What an operator wants to see at start, in one line: where the settings came from, the
+    /// database, the network, authentication, the profiles, the sink policy and what differs
+    /// from the built-in worker pools. Never a secret.
+    pub fn summary(&self) -> String {
+        let config = self
+            .config_file
+            .as_ref()
+            .map_or("none".to_owned(), |p| p.display().to_string());
+        let network = match &self.nef {
+            None => "simulated".to_owned(),
+            Some(nef) => format!(
+                "nef {}{}",
+                nef.url,
+                if nef.await_allocation {
+                    " (awaits allocation)"
+                } else {
+                    ""
+                }
+            ),
+        };
+        let auth = match &self.auth.keys {
+            AuthKeys::Disabled => "none".to_owned(),
+            AuthKeys::Development => "dev (key in the data folder)".to_owned(),
+            AuthKeys::SharedSecretFile(path) => format!("hs256 {}", path.display()),
+            AuthKeys::Jwks { file, url } => format!(
+                "jwt {}",
+                url.clone()
+                    .or(file.as_ref().map(|f| f.display().to_string()))
+                    .unwrap_or_default()
+            ),
+        };
+        let profiles: Vec<&str> = self
+            .catalogue
+            .all()
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        let sinks = match (
+            self.notify.allow_insecure_sinks,
+            self.notify.allow_private_sinks,
+        ) {
+            (false, false) => "https, public addresses",
+            (true, false) => "http(s), public addresses",
+            (false, true) => "https, private addresses too",
+            (true, true) => "http(s), private addresses too",
+        };
+        let workers = self.pools.changed();
+        format!(
+            "config {config}; database {} ({} durability); network {network}; auth {auth}; \
+             {} profiles ({}); sinks {sinks}; workers {}",
+            self.database_url,
+            match self.durability {
+                Durability::Normal => "normal",
+                Durability::Full => "full",
+            },
+            profiles.len(),
+            profiles.join(", "),
+            if workers.is_empty() {
+                "built-in".to_owned()
+            } else {
+                workers.join(", ")
+            },
+        )
     }
 
     /// Settings for tests and embedding: defaults with the given database.
@@ -406,8 +570,13 @@ impl Settings {
 }
 
 fn nef_settings(v: &mut ServeArgs) -> anyhow::Result<Option<NefSettings>> {
-    if v.network.unwrap_or(NetworkKind::Simulated) == NetworkKind::Simulated {
-        return Ok(None);
+    match (v.network, &v.nef_url) {
+        (Some(NetworkKind::Simulated), Some(url)) => anyhow::bail!(
+            "--nef-url {url} is set but --network is simulated: drop one of them \
+             (--nef-url alone means --network nef)"
+        ),
+        (Some(NetworkKind::Simulated), None) | (None, None) => return Ok(None),
+        (Some(NetworkKind::Nef), _) | (None, Some(_)) => {}
     }
     let url = v.nef_url.clone().context("--network nef needs --nef-url")?;
     anyhow::ensure!(
@@ -515,48 +684,141 @@ fn auth_settings(v: &ServeArgs) -> anyhow::Result<AuthSettings> {
             Some(Redacted(token))
         }
     };
-    let claim =
-        |given: &Option<String>, default: &str| given.clone().unwrap_or_else(|| default.to_owned());
     Ok(AuthSettings {
         keys,
         rules: ClaimRules {
             issuer: v.auth_issuer.clone(),
             audience: v.auth_audience.clone(),
-            leeway: Duration::from_secs(v.auth_leeway_secs.unwrap_or(30)),
-            client_claim: claim(&v.auth_client_claim, "client_id"),
-            device_claim: claim(&v.auth_device_claim, "phone_number"),
+            leeway: Duration::from_secs(given(v.auth_leeway_secs, "auth_leeway_secs")),
+            client_claim: given(v.auth_client_claim.clone(), "auth_client_claim"),
+            device_claim: given(v.auth_device_claim.clone(), "auth_device_claim"),
         },
         metrics_token,
-        rate_per_second: v.client_rate_limit.unwrap_or(100),
-        burst: v.client_burst.unwrap_or(200),
-        max_active_sessions: v.client_max_active_sessions.unwrap_or(10_000),
+        rate_per_second: given(v.client_rate_limit, "client_rate_limit"),
+        burst: given(v.client_burst, "client_burst"),
+        max_active_sessions: given(v.client_max_active_sessions, "client_max_active_sessions"),
     })
 }
 
-/// The settings the flags (and their variables) gave, laid over the file's: a flag wins where
-/// it was given. Done on the settings' serialized form, so that no setting is named here.
-fn overlay(flags: &ServeArgs, mut file: ServeArgs) -> anyhow::Result<ServeArgs> {
-    let tables = (
-        std::mem::take(&mut file.nef_subscription_fields),
-        std::mem::take(&mut file.nef_qos_references),
-        file.qos_profiles.take(),
-        std::mem::take(&mut file.workers),
+/// The settings `top` gives, laid over those of `bottom`: `top` wins where it has a value
+/// (flags over the file, the file over the defaults). Done on the settings' serialized form, so
+/// that no setting is named here; the file-only tables come from whichever layer has them.
+fn lay_over(top: &ServeArgs, mut bottom: ServeArgs) -> anyhow::Result<ServeArgs> {
+    let top_tables = (
+        top.nef_subscription_fields.clone(),
+        top.nef_qos_references.clone(),
+        top.qos_profiles.clone(),
+        top.workers.clone(),
     );
-    let mut merged = serde_json::to_value(&file)?;
+    let bottom_tables = (
+        std::mem::take(&mut bottom.nef_subscription_fields),
+        std::mem::take(&mut bottom.nef_qos_references),
+        bottom.qos_profiles.take(),
+        std::mem::take(&mut bottom.workers),
+    );
+    let mut merged = serde_json::to_value(&bottom)?;
     if let (serde_json::Value::Object(merged), serde_json::Value::Object(given)) =
-        (&mut merged, serde_json::to_value(flags)?)
+        (&mut merged, serde_json::to_value(top)?)
     {
         merged.extend(given.into_iter().filter(|(_, value)| !value.is_null()));
     }
     let mut v: ServeArgs = serde_json::from_value(merged).context("merging the settings")?;
-    v.config = flags.config.clone();
-    (
-        v.nef_subscription_fields,
-        v.nef_qos_references,
-        v.qos_profiles,
-        v.workers,
-    ) = tables;
+    v.config = top.config.clone().or(bottom.config);
+    v.nef_subscription_fields = pick(top_tables.0, bottom_tables.0);
+    v.nef_qos_references = pick(top_tables.1, bottom_tables.1);
+    v.qos_profiles = top_tables.2.or(bottom_tables.2);
+    v.workers = pick(top_tables.3, bottom_tables.3);
     Ok(v)
+}
+
+/// The upper layer's table unless it is empty.
+fn pick<T: IsEmpty>(top: T, bottom: T) -> T {
+    if top.is_empty() { bottom } else { top }
+}
+
+trait IsEmpty {
+    fn is_empty(&self) -> bool;
+}
+
+impl<K, V> IsEmpty for BTreeMap<K, V> {
+    fn is_empty(&self) -> bool {
+        BTreeMap::is_empty(self)
+    }
+}
+
+impl IsEmpty for serde_json::Map<String, serde_json::Value> {
+    fn is_empty(&self) -> bool {
+        serde_json::Map::is_empty(self)
+    }
+}
+
+/// Where to listen, as typed: `HOST:PORT` with a host name or an IP address, or a bare `PORT`
+/// (on 127.0.0.1). Names are resolved at start; an IPv4 address is preferred.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen(String);
+
+impl Listen {
+    pub fn address(&self) -> anyhow::Result<SocketAddr> {
+        if let Ok(addr) = self.0.parse::<SocketAddr>() {
+            return Ok(addr);
+        }
+        let resolved: Vec<SocketAddr> = self
+            .0
+            .to_socket_addrs()
+            .with_context(|| format!("listen address {}: cannot resolve the host", self.0))?
+            .collect();
+        resolved
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or(resolved.first())
+            .copied()
+            .with_context(|| format!("listen address {}: the host has no address", self.0))
+    }
+}
+
+impl FromStr for Listen {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, String> {
+        let raw = raw.trim();
+        let expected = "expected HOST:PORT (e.g. 127.0.0.1:8080, localhost:8080, [::1]:8080) \
+                        or a PORT";
+        if let Ok(port) = raw.parse::<u16>() {
+            return Ok(Self(format!("127.0.0.1:{port}")));
+        }
+        if raw.parse::<SocketAddr>().is_ok() {
+            return Ok(Self(raw.to_owned()));
+        }
+        let Some((host, port)) = raw.rsplit_once(':') else {
+            return Err(format!("{raw:?}: no port; {expected}"));
+        };
+        if port.parse::<u16>().is_err() {
+            return Err(format!(
+                "{raw:?}: {port:?} is not a port (0 to 65535); {expected}"
+            ));
+        }
+        let host_ok = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b));
+        if !host_ok {
+            return Err(format!("{raw:?}: {host:?} is not a host name; {expected}"));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+}
+
+impl Serialize for Listen {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Listen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        raw.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// A span of time (`15m`, `900s`) as a setting; never zero.
@@ -573,7 +835,7 @@ impl std::str::FromStr for Span {
 
 impl Serialize for Span {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format!("{}ms", self.0.as_millis()))
+        s.serialize_str(&crate::span::format(self.0))
     }
 }
 
@@ -809,5 +1071,118 @@ maxDuration = { value = 2, unit = "Hours" }
         assert_eq!(super::v0_prefix(Some("/".into())).unwrap(), None);
         assert!(super::v0_prefix(Some("/a//b".into())).is_err());
         assert!(super::v0_prefix(Some("/a b".into())).is_err());
+    }
+
+    #[test]
+    fn the_listen_address_takes_host_names_ip_addresses_and_a_bare_port() {
+        let at = |raw: &str| {
+            raw.parse::<Listen>()
+                .and_then(|l| l.address().map_err(|e| format!("{e:#}")))
+        };
+        assert_eq!(at("8081").unwrap(), "127.0.0.1:8081".parse().unwrap());
+        assert_eq!(at("localhost:8081").unwrap().port(), 8081);
+        assert!(at("localhost:8081").unwrap().ip().is_loopback());
+        assert_eq!(at("[::1]:8080").unwrap(), "[::1]:8080".parse().unwrap());
+        assert_eq!(at("0.0.0.0:0").unwrap(), "0.0.0.0:0".parse().unwrap());
+        for bad in [
+            "",
+            "localhost",
+            "localhost:",
+            "localhost:99999",
+            "a b:80",
+            ":80x",
+        ] {
+            let e = at(bad).unwrap_err();
+            assert!(e.contains("expected HOST:PORT"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn every_default_is_shown_for_a_flag_and_is_the_one_loaded() {
+        use clap::CommandFactory;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let longs: Vec<String> = Cli::command()
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(str::to_owned))
+            .collect();
+        let shown = ServeArgs::defaults_for_help();
+        assert!(shown.len() > 20, "{shown:?}");
+        for flag in shown.keys() {
+            assert!(
+                longs.contains(flag),
+                "default for --{flag}, which is no flag"
+            );
+        }
+        assert_eq!(shown["listen"], "127.0.0.1:8080");
+        assert_eq!(shown["grant-lifetime"], "15m");
+        let loaded = Settings::load(&ServeArgs::default()).unwrap();
+        let from_defaults = Settings::load(&ServeArgs::defaults()).unwrap();
+        assert_eq!(format!("{loaded:?}"), format!("{from_defaults:?}"));
+        assert_eq!(loaded.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(loaded.auth.max_active_sessions, 10_000);
+    }
+
+    #[test]
+    fn a_nef_url_alone_means_the_nef_and_beside_a_simulated_network_is_refused() {
+        let nef = ServeArgs {
+            nef_url: Some("http://127.0.0.1:9090/v1".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            Settings::load(&nef).unwrap().nef.unwrap().url,
+            "http://127.0.0.1:9090/v1"
+        );
+        let both = ServeArgs {
+            network: Some(NetworkKind::Simulated),
+            ..nef
+        };
+        let e = format!("{:#}", Settings::load(&both).unwrap_err());
+        assert!(e.contains("--network is simulated"), "{e}");
+        assert!(Settings::load(&ServeArgs::default()).unwrap().nef.is_none());
+    }
+
+    #[test]
+    fn the_start_summary_names_what_was_chosen_and_no_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("nef.secret");
+        std::fs::write(&secret, "s3cr3t-client-secret").unwrap();
+        let path = dir.path().join("qod.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "nef_url = \"http://127.0.0.1:9/v1\"\nnef_token_url = \"http://127.0.0.1:9/token\"\n\
+                 nef_client_id = \"qod\"\nnef_client_secret_file = {:?}\n\
+                 [workers.deliver_notification]\nconcurrency = 3\n",
+                secret.display().to_string()
+            ),
+        )
+        .unwrap();
+        let s = Settings::load(&ServeArgs {
+            config: Some(path.clone()),
+            allow_insecure_sinks: Some(true),
+            ..Default::default()
+        })
+        .unwrap();
+        let line = s.summary();
+        for part in [
+            &format!("config {}", path.display()),
+            "network nef http://127.0.0.1:9/v1",
+            "auth dev",
+            "sinks http(s), public addresses",
+            "workers deliver_notification.concurrency=3",
+            "(normal durability)",
+        ] {
+            assert!(line.contains(part), "{part:?} not in {line}");
+        }
+        assert!(!line.contains("s3cr3t"), "{line}");
+        let plain = Settings::load(&ServeArgs::default()).unwrap().summary();
+        assert!(
+            plain.contains("config none") && plain.contains("workers built-in"),
+            "{plain}"
+        );
     }
 }

@@ -102,6 +102,43 @@ impl Pools {
         Self { specs }
     }
 
+    /// `queue.field=value` for every setting that differs from the built-in pools.
+    pub fn changed(&self) -> Vec<String> {
+        let builtin = Self::builtin();
+        let mut changed = Vec::new();
+        for (queue, spec) in &self.specs {
+            let Some(base) = builtin.specs.get(queue) else {
+                continue;
+            };
+            let mut note = |field: &str, now: String, was: String| {
+                if now != was {
+                    changed.push(format!("{queue}.{field}={now}"));
+                }
+            };
+            note(
+                "concurrency",
+                spec.concurrency.to_string(),
+                base.concurrency.to_string(),
+            );
+            note(
+                "batch_size",
+                spec.batch_size.to_string(),
+                base.batch_size.to_string(),
+            );
+            note(
+                "poll_interval_ms",
+                spec.poll_interval_ms.to_string(),
+                base.poll_interval_ms.to_string(),
+            );
+            note(
+                "retry",
+                format!("{:?}", spec.retry),
+                format!("{:?}", base.retry),
+            );
+        }
+        changed
+    }
+
     /// Applies overrides; unknown queue names are an error so typos do not pass silently.
     pub fn with_overrides(
         mut self,

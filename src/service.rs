@@ -52,7 +52,7 @@ pub enum ServiceError {
     UnknownProfile(String),
     #[error("QoS profile {0} is not available for new sessions")]
     ProfileNotApplicable(String),
-    #[error("duration {requested} s is outside {min}..={max} s allowed by profile {profile}")]
+    #[error("duration {requested} s is outside what profile {profile} allows: {min} to {max} s")]
     DurationOutOfRange {
         profile: String,
         requested: i64,

@@ -23,6 +23,21 @@ pub fn parse(raw: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{raw:?} is too long"))
 }
 
+/// The span in its largest exact unit, as `parse` reads it back: `15m`, `90s`, `250ms`.
+pub fn format(span: Duration) -> String {
+    let ms = span.as_millis();
+    let units = [
+        (86_400_000, "d"),
+        (3_600_000, "h"),
+        (60_000, "m"),
+        (1_000, "s"),
+    ];
+    match units.iter().find(|(per, _)| ms > 0 && ms.is_multiple_of(*per)) {
+        Some((per, unit)) => format!("{}{unit}", ms / per),
+        None => format!("{ms}ms"),
+    }
+}
+
 /// A span that must not be zero.
 pub fn parse_positive(raw: &str) -> Result<Duration, String> {
     parse(raw).and_then(|d| {
@@ -49,5 +64,8 @@ mod tests {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
         assert!(parse_positive("0s").is_err());
+        for span in ["15m", "90s", "250ms", "2h", "7d", "1500ms", "0ms"] {
+            assert_eq!(format(parse(span).unwrap()), span);
+        }
     }
 }

@@ -195,7 +195,11 @@ async fn an_event_out_of_attempts_is_dead_lettered_listed_and_can_be_retried() {
     assert!(metrics.contains(r#"qod_notification_attempts_total{outcome="retried"} 3"#));
 
     let db = format!("sqlite://{}", app.dir.path().join("qod.db").display());
-    let list = qod_cli(&["notifications", "list", "--dead", "--database-url", &db]).await;
+    // Found through the server's config file, as an operator beside it would.
+    let config = app.dir.path().join("qod.toml");
+    std::fs::write(&config, format!("database_url = {db:?}\n")).unwrap();
+    let config = config.to_str().unwrap();
+    let list = qod_cli(&["notifications", "list", "--dead", "--config", config]).await;
     assert!(
         list.status.success(),
         "{}",

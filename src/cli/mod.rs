@@ -3,7 +3,7 @@
 mod notifications;
 mod token;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::Application;
 use crate::config::{ServeArgs, Settings};
@@ -31,6 +31,43 @@ pub enum Command {
     Notifications(notifications::Command),
 }
 
+/// The command line as typed, with `qod serve --help` showing each setting's default (the
+/// settings are optional so that the config file can give them; their defaults live in
+/// `ServeArgs::defaults`).
+pub fn parse() -> Cli {
+    let matches = command().get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+pub fn command() -> clap::Command {
+    Cli::command().mut_subcommand("serve", |serve| {
+        let defaults = ServeArgs::defaults_for_help();
+        let shown: Vec<(clap::Id, String)> = serve
+            .get_arguments()
+            .filter_map(|arg| {
+                let value = defaults.get(arg.get_long()?)?;
+                Some((arg.get_id().clone(), value.clone()))
+            })
+            .collect();
+        shown.into_iter().fold(serve, |serve, (id, value)| {
+            serve.mut_arg(id, |arg| {
+                let with_default = |help: Option<&clap::builder::StyledStr>| {
+                    format!(
+                        "{} [default: {value}]",
+                        help.map(|h| h.to_string()).unwrap_or_default()
+                    )
+                };
+                let long = arg.get_long_help().map(|h| with_default(Some(h)));
+                let arg = arg.clone().help(with_default(arg.get_help()));
+                match long {
+                    Some(long) => arg.long_help(long),
+                    None => arg,
+                }
+            })
+        })
+    })
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(*args).await,
@@ -43,6 +80,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::load(&args)?;
+    tracing::info!("settings: {}", settings.summary());
     let app = Application::build(settings).await?;
     tracing::info!(addr = %app.local_addr(), "qod listening");
     if let Some(token) = app.dev_token() {
@@ -58,7 +96,7 @@ pub struct FakeNefArgs {
     /// Address to listen on (port 0 picks one; it is logged).
     #[arg(long, default_value = "127.0.0.1:9090")]
     listen: std::net::SocketAddr,
-    /// TOML file of delays, faults and event timing (see `fake_nef::behaviour`).
+    /// TOML file of delays, faults and event timing (README, "The fake NEF").
     #[arg(long)]
     behaviour: Option<std::path::PathBuf>,
     /// Serve https with this PEM certificate chain (needs `--tls-key`).
@@ -97,4 +135,48 @@ async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutdown requested");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn help(path: &[&str]) -> String {
+        let mut cmd = command();
+        let mut sub = &mut cmd;
+        for name in path {
+            sub = sub.find_subcommand_mut(name).expect("subcommand");
+        }
+        sub.render_long_help().to_string()
+    }
+
+    #[test]
+    fn serve_help_shows_every_default() {
+        let text = help(&["serve"]);
+        for (flag, value) in ServeArgs::defaults_for_help() {
+            let at = text
+                .find(&format!("--{flag} "))
+                .unwrap_or_else(|| panic!("--{flag} missing"));
+            let entry = &text[at..];
+            let end = entry[2..].find("\n      --").map_or(entry.len(), |e| e + 2);
+            assert!(
+                entry[..end].contains(&format!("[default: {value}]")),
+                "--{flag} does not show its default {value}: {}",
+                &entry[..end]
+            );
+        }
+    }
+
+    #[test]
+    fn token_issue_help_names_only_what_mints_and_locates_the_key() {
+        let text = help(&["token", "issue"]);
+        for flag in ["--client", "--scope", "--ttl", "--database-url", "--config"] {
+            assert!(text.contains(flag), "{flag} missing");
+        }
+        assert!(
+            !text.contains("--sim-latency-ms"),
+            "serve's flags leaked in"
+        );
+        assert!(text.lines().count() < 80, "{} lines", text.lines().count());
+    }
 }

@@ -1,20 +1,13 @@
 //! `qod notifications list|retry`: the operator's view of the notification outbox.
 
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 use uuid::Uuid;
 
-use crate::config::{DEFAULT_DATABASE_URL, Settings};
+use crate::config::{ServeArgs, ServerLocation};
 use crate::domain::SessionId;
 use crate::jobs::DeliverNotification;
 use crate::lifecycle::ScheduledJob;
 use crate::store::{self, NotificationFilter, SharedStore, state};
-
-#[derive(Debug, Args)]
-pub struct Database {
-    /// The server's database.
-    #[arg(long, env = "QOD_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
-    pub database_url: String,
-}
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -30,23 +23,23 @@ pub enum Command {
         #[arg(long, default_value_t = 1000)]
         limit: i64,
         #[command(flatten)]
-        db: Database,
+        server: ServerLocation,
     },
     /// Send a dead letter again, with a fresh series of attempts.
     Retry {
         /// The notification (CloudEvents) id.
         id: Uuid,
         #[command(flatten)]
-        db: Database,
+        server: ServerLocation,
     },
 }
 
-async fn open(db: &Database) -> anyhow::Result<SharedStore> {
-    let settings = Settings::for_database(&db.database_url)?;
+async fn open(server: &ServerLocation) -> anyhow::Result<SharedStore> {
+    let settings = server.settings(ServeArgs::default())?;
     anyhow::ensure!(
-        store::database_path(&db.database_url).is_some_and(|p| p.exists()),
-        "no database at {}",
-        db.database_url
+        store::database_path(&settings.database_url).is_some_and(|p| p.exists()),
+        "no database at {}: give the --database-url (or --config) of the server",
+        settings.database_url
     );
     Ok(store::open_sqlite(&settings).await?)
 }
@@ -57,9 +50,9 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
             dead,
             session,
             limit,
-            db,
+            server,
         } => {
-            let store = open(&db).await?;
+            let store = open(&server).await?;
             let rows = store
                 .notifications(NotificationFilter {
                     state: dead.then_some(state::DEAD),
@@ -87,8 +80,8 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
             eprintln!("{} notification(s)", rows.len());
             Ok(())
         }
-        Command::Retry { id, db } => {
-            let store = open(&db).await?;
+        Command::Retry { id, server } => {
+            let store = open(&server).await?;
             let now = crate::clock::Clock::now(&crate::clock::SystemClock);
             let job = ScheduledJob::new(
                 DeliverNotification {

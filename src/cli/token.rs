@@ -10,7 +10,7 @@ use crate::api::auth::read_shared_secret;
 use crate::auth::mint::{TokenRequest, mint_hs256};
 use crate::auth::scopes;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{AuthKeys, ServeArgs, Settings};
+use crate::config::{AuthKeys, ServeArgs, ServerLocation};
 use crate::{secrets, store};
 
 #[derive(Debug, Subcommand)]
@@ -30,7 +30,16 @@ pub enum Command {
         #[arg(long, default_value = "1h", value_parser = crate::span::parse_positive)]
         ttl: Duration,
         #[command(flatten)]
-        server: Box<ServeArgs>,
+        server: ServerLocation,
+        /// The server's HS256 secret file, when it verifies tokens with one.
+        #[arg(long, env = "QOD_AUTH_HS256_SECRET_FILE")]
+        auth_hs256_secret_file: Option<std::path::PathBuf>,
+        /// The `iss` the server requires.
+        #[arg(long, env = "QOD_AUTH_ISSUER")]
+        auth_issuer: Option<String>,
+        /// The `aud` the server requires.
+        #[arg(long, env = "QOD_AUTH_AUDIENCE")]
+        auth_audience: Option<String>,
     },
 }
 
@@ -41,8 +50,16 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         device_phone,
         ttl,
         server,
+        auth_hs256_secret_file,
+        auth_issuer,
+        auth_audience,
     } = cmd;
-    let settings = Settings::load(&server)?;
+    let settings = server.settings(ServeArgs {
+        auth_hs256_secret_file,
+        auth_issuer,
+        auth_audience,
+        ..ServeArgs::default()
+    })?;
     let secret = match &settings.auth.keys {
         AuthKeys::Development => {
             // Never a new key: a token signed with a key no server holds is refused (401).
@@ -72,7 +89,11 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
             granted.extend(scopes::ALL.iter().map(|s| (*s).to_owned()));
         } else {
             if !scopes::ALL.contains(&scope) {
-                eprintln!("note: {scope} is not a scope this server checks");
+                eprintln!(
+                    "warning: {scope} is not a scope this server checks; the token grants \
+                     nothing with it (scopes: {}, or all)",
+                    scopes::ALL.join(", ")
+                );
             }
             granted.push(scope.to_owned());
         }

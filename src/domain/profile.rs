@@ -137,7 +137,8 @@ impl Catalogue {
                     .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
             anyhow::ensure!(
                 name_ok,
-                "QoS profile name {:?} does not match the spec's pattern",
+                "QoS profile name {:?} does not match the spec's pattern: 3 to 256 letters, \
+                 digits, '_', '.' or '-'",
                 p.name
             );
             anyhow::ensure!(
