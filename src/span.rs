@@ -32,7 +32,10 @@ pub fn format(span: Duration) -> String {
         (60_000, "m"),
         (1_000, "s"),
     ];
-    match units.iter().find(|(per, _)| ms > 0 && ms.is_multiple_of(*per)) {
+    match units
+        .iter()
+        .find(|(per, _)| ms > 0 && ms.is_multiple_of(*per))
+    {
         Some((per, unit)) => format!("{}{unit}", ms / per),
         None => format!("{ms}ms"),
     }

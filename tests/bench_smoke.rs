@@ -63,3 +63,53 @@ async fn a_short_bench_run_reports_every_lifecycle() {
     }
     assert!(report["server_jobs_per_s"].as_f64().unwrap() > 0.0);
 }
+
+/// Runs `qod bench` for a short load against `target`; returns its exit status and stderr.
+async fn bench(target: &str, extra: &[&str]) -> (std::process::ExitStatus, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_qod"))
+        .args(["bench", "--target", target, "--duration", "30s"])
+        .args(extra)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bench_that_cannot_work_stops_at_once_with_the_reason_and_a_hint() {
+    let app = TestApp::spawn().await;
+    let target = format!("http://{}", app.addr);
+    let token = app.token.clone().expect("development token");
+    let started = std::time::Instant::now();
+
+    let (status, err) = bench(&target, &["--token", &token]).await;
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("INVALID_SINK")
+            && err.contains("--allow-insecure-sinks --allow-private-sinks"),
+        "{err}"
+    );
+
+    let (status, err) = bench(&target, &[]).await;
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("401") && err.contains("--token"), "{err}");
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nowhere = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let (status, err) = bench(&nowhere, &["--token", &token]).await;
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("no server answers"), "{err}");
+
+    let (status, err) = bench(&target, &["--token", &token, "--rate", "0"]).await;
+    assert_eq!(status.code(), Some(2), "a usage error: {err}");
+    assert!(err.contains("--rate"), "{err}");
+
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "none of them ran the 30 s load"
+    );
+}

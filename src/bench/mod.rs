@@ -3,6 +3,7 @@
 
 mod baselines;
 mod prefill;
+mod probe;
 mod process;
 mod sink;
 mod stats;
@@ -30,7 +31,7 @@ pub struct BenchArgs {
     #[arg(long, env = "QOD_BENCH_TOKEN")]
     pub token: Option<String>,
     /// Session creates per second (default 100).
-    #[arg(long, conflicts_with = "max")]
+    #[arg(long, conflicts_with = "max", value_parser = clap::value_parser!(u32).range(1..))]
     pub rate: Option<u32>,
     /// Create as fast as the concurrency allows.
     #[arg(long)]
@@ -116,11 +117,6 @@ impl Shared {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let baselines = if args.baselines {
-        Some(baselines::measure(&args.baseline_dir).await?)
-    } else {
-        None
-    };
     let target = args.target.trim_end_matches('/').to_owned();
     let (sink_addr, recorder) = sink::start(args.sink_listen)
         .await
@@ -130,6 +126,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .pool_max_idle_per_host(args.concurrency)
         .timeout(Duration::from_secs(10))
         .build()?;
+    probe::one_session(&client, &target, args.token.as_deref(), &sink_url).await?;
+    let baselines = if args.baselines {
+        Some(baselines::measure(&args.baseline_dir).await?)
+    } else {
+        None
+    };
     let server_pid = reqwest::Url::parse(&target)
         .ok()
         .filter(|u| matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")))
@@ -311,6 +313,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         print_table(&report);
     }
+    let failed: u64 = report.errors.values().sum();
+    anyhow::ensure!(
+        report.lifecycles_completed > 0,
+        "no lifecycle completed ({failed} errors; see the report)"
+    );
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} requests or lifecycles failed (see the report)"
+    );
     Ok(())
 }
 
