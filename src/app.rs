@@ -205,10 +205,25 @@ impl Application {
             let _ = rx.wait_for(|s| *s).await;
         };
 
+        let network = self.jobs.network.clone();
+        if self.settings.nef.is_some() {
+            let network = network.clone();
+            tokio::spawn(async move {
+                match network.check().await {
+                    Ok(()) => tracing::info!("the NEF answers and accepts this server's token"),
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "the NEF cannot be used now; sessions wait in REQUESTED and their \
+                         provisioning is retried (see /health/network)"
+                    ),
+                }
+            });
+        }
         let state = AppState {
             service: self.service,
             guard: self.guard.clone(),
             callbacks: self.callbacks,
+            network,
         };
         let server = axum::serve(
             self.listener,

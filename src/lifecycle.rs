@@ -155,9 +155,7 @@ pub fn terminate(
     let configured = chrono::Duration::from_std(retention).unwrap_or_default();
     let purge_at = now + session.retention(configured, remaining);
     fx.schedule(ScheduledJob::new(
-        jobs::PurgeSession {
-            session_id: session.id,
-        },
+        jobs::PurgeSession::new(session.id),
         purge_at,
     ));
 }

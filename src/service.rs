@@ -245,10 +245,7 @@ impl Service {
         let id = session.id;
         session.hide();
         if session.status == QosStatus::Unavailable {
-            fx.schedule(ScheduledJob::new(
-                jobs::PurgeSession { session_id: id },
-                now,
-            ));
+            fx.schedule(ScheduledJob::new(jobs::PurgeSession::new(id), now));
         } else {
             lifecycle::terminate(retention, session, StatusInfo::DeleteRequested, now, fx);
         }

@@ -118,6 +118,41 @@ async fn deleting_a_session_releases_its_grant_and_hides_it() {
 }
 
 #[tokio::test]
+async fn a_deleted_session_is_purged_once_released_and_waiting_for_the_release_is_no_failure() {
+    // The release takes a while; the purge, due at once, comes first and must wait, not fail.
+    let app = TestApp::spawn_with(|s| s.sim.latency = Duration::from_millis(300)).await;
+    let (_, created) = app
+        .create(&session_body("+33612345680", "198.51.100.11", 60))
+        .await;
+    let id = created["sessionId"].as_str().unwrap().to_owned();
+    app.wait_for_session(&id, Duration::from_secs(5), |_, b| status(b) == "AVAILABLE")
+        .await;
+    let (code, _) = app
+        .delete(&format!("/quality-on-demand/v1/sessions/{id}"))
+        .await;
+    assert_eq!(code, 204);
+    let purged = poll_until(Duration::from_secs(5), || async {
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE id = ?")
+            .bind(&id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        (left == 0).then_some(())
+    })
+    .await;
+    assert!(purged.is_some(), "the deleted session was not purged");
+    let metrics = app.metrics().await;
+    let failed = metrics
+        .lines()
+        .find(|l| l.starts_with(r#"qod_jobs_total{outcome="failed",queue="purge_session"}"#));
+    assert!(failed.is_none_or(|l| l.ends_with(" 0")), "{failed:?}");
+    assert!(
+        metrics.contains(r#"qod_jobs_total{outcome="succeeded",queue="release_grant"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
 async fn extending_moves_expiry_caps_at_the_profile_maximum_and_the_old_expiry_is_a_no_op() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("qod.toml");

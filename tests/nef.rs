@@ -195,7 +195,13 @@ impl Setup {
         self.fake("requests")
             .await
             .into_iter()
-            .filter(|r| r["method"] == method)
+            // The reachability check at start (and /health/network) is no session's request.
+            .filter(|r| {
+                r["method"] == method
+                    && !r["path"]
+                        .as_str()
+                        .is_some_and(|p| p.ends_with("/qod-reachability-check"))
+            })
             .collect()
     }
 }
@@ -868,4 +874,78 @@ async fn extending_a_session_past_its_grant_renews_the_subscription_to_the_new_e
     })
     .await
     .expect("released at the end");
+}
+
+async fn network_health(http: &reqwest::Client, qod: &str) -> u16 {
+    http.get(format!("http://{qod}/health/network"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn an_unreachable_nef_is_said_at_start_in_health_and_in_warnings_with_the_cause() {
+    let s = setup("", &[]);
+    assert_eq!(network_health(&s.http, &s.qod.addr).await, 204);
+
+    let dir = tempfile::tempdir().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nowhere = format!(
+        "http://{}/3gpp-as-session-with-qos/v1",
+        closed.local_addr().unwrap()
+    );
+    drop(closed);
+    let db = format!("sqlite://{}", dir.path().join("qod.db").display());
+    let log = dir.path().join("qod.log");
+    // --nef-url alone means the NEF.
+    let mut qod = start(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &db,
+            "--nef-url",
+            &nowhere,
+        ],
+        &log,
+    );
+    let mut out = qod.stdout.take().unwrap();
+    let mut token = String::new();
+    for _ in 0..2 {
+        token.clear();
+        out.read_line(&mut token).unwrap();
+    }
+    assert_eq!(network_health(&s.http, &qod.addr).await, 503);
+    let created = s
+        .http
+        .post(format!("http://{}/quality-on-demand/v1/sessions", qod.addr))
+        .bearer_auth(token.trim())
+        .json(&body(json!({"phoneNumber": "+33612340001"})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        created.status().as_u16(),
+        201,
+        "accepted while the NEF is away"
+    );
+    let warned = poll_until(Duration::from_secs(10), || async {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let start = text
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("the NEF cannot be used now"));
+        let retry = text.lines().find(|l| {
+            l.contains("WARN") && l.contains("provision_session") && l.contains("job failed")
+        });
+        (start && retry.is_some()).then(|| retry.unwrap().to_owned())
+    })
+    .await
+    .expect("a WARN at start and one for the failed provisioning");
+    assert!(
+        warned.to_lowercase().contains("connection refused"),
+        "the cause is named: {warned}"
+    );
 }

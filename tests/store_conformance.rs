@@ -344,12 +344,7 @@ async fn a_write_at_a_stale_revision_is_refused_and_changes_nothing(b: &Backend)
         let mut copy = stale;
         let t = copy.make_unavailable(t0(), StatusInfo::NetworkTerminated);
         fx.record(&copy, t, t0());
-        fx.schedule(ScheduledJob::new(
-            PurgeSession {
-                session_id: copy.id,
-            },
-            t0(),
-        ));
+        fx.schedule(ScheduledJob::new(PurgeSession::new(copy.id), t0()));
         Write::update(copy)
     })
     .await

@@ -29,6 +29,8 @@ pub struct AppState {
     pub guard: Arc<auth::Guard>,
     /// This server's callback URLs for network notifications, and their check.
     pub callbacks: crate::network::nef::callback::CallbackUrls,
+    /// The network sessions are provisioned in, for `/health/network`.
+    pub network: Arc<dyn crate::network::Network>,
 }
 
 pub fn router(state: AppState, v0_prefix: Option<&str>) -> Router {

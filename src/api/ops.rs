@@ -16,6 +16,7 @@ pub fn routes() -> axum::Router<AppState> {
     Router::new()
         .route("/health/live", get(|| async { StatusCode::NO_CONTENT }))
         .route("/health/ready", get(ready))
+        .route("/health/network", get(network))
         .route("/metrics", get(metrics))
         .route(
             "/openapi/quality-on-demand/v1.yaml",
@@ -43,6 +44,24 @@ async fn ready(State(state): State<AppState>) -> Result<StatusCode, ApiError> {
             "UNAVAILABLE",
             "Database not reachable.",
         )
+    })?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Whether the network (the NEF) answers and takes this server's credentials, asked now.
+/// Separate from readiness: requests are still accepted, durably, while the network is away,
+/// and provisioning retries until it is back.
+async fn network(State(state): State<AppState>) -> Result<StatusCode, ApiError> {
+    state.network.check().await.map_err(|e| {
+        // The cause (with the NEF's address) goes to the log, not to whoever asks.
+        tracing::warn!(error = %e, "network check failed");
+        let message = match e {
+            crate::network::NetworkError::Refused(_) => {
+                "The network refuses this server's credentials."
+            }
+            _ => "The network is not reachable or failing.",
+        };
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", message)
     })?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -7,12 +7,29 @@ use super::JobContext;
 use super::JobKind;
 use crate::domain::session::{PURGED, Transition};
 use crate::domain::{QosStatus, SessionId};
-use crate::lifecycle;
+use crate::lifecycle::{self, ScheduledJob};
 use crate::store::Write;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PurgeSession {
     pub session_id: SessionId,
+    /// How many times this purge found the grant not yet released and waited (a wait is not a
+    /// failure: the release job retries on its own; this only spaces out the checks).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub waited: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl PurgeSession {
+    pub fn new(session_id: SessionId) -> Self {
+        Self {
+            session_id,
+            waited: 0,
+        }
+    }
 }
 
 #[async_trait]
@@ -21,16 +38,26 @@ impl JobKind for PurgeSession {
 
     async fn run(&self, ctx: &JobContext) -> anyhow::Result<()> {
         let now = ctx.clock.now();
+        let waited = self.waited + 1;
+        let wait = ctx.pools.get(Self::QUEUE).retry.delay(waited, &ctx.random);
         lifecycle::change(ctx, self.session_id, move |current, fx| {
             let Some(s) = current.filter(|s| s.status == QosStatus::Unavailable) else {
                 return Ok((Write::Nothing, ()));
             };
-            // Forgetting the session before its grant is released would lose track of it.
-            anyhow::ensure!(
-                !s.needs_release(),
-                "grant of session {} not yet released",
-                s.id
-            );
+            // Forgetting the session before its grant is released would lose track of it: look
+            // again later (the release of a deleted session also asks for its purge at once).
+            if s.needs_release() {
+                tracing::debug!(session = %s.id, waited, "purge waits for the grant's release");
+                let again = PurgeSession {
+                    session_id: s.id,
+                    waited,
+                };
+                fx.schedule(ScheduledJob::new(
+                    again,
+                    now + chrono::Duration::from_std(wait).unwrap_or_default(),
+                ));
+                return Ok((Write::Nothing, ()));
+            }
             fx.record(
                 &s,
                 Transition {

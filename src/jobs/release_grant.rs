@@ -6,8 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use super::JobContext;
 use super::JobKind;
+use super::PurgeSession;
 use crate::domain::{QosStatus, SessionId};
-use crate::lifecycle;
+use crate::lifecycle::{self, ScheduledJob};
 use crate::network::GrantRef;
 use crate::store::Write;
 
@@ -41,12 +42,17 @@ impl JobKind for ReleaseGrant {
         ctx.network.release(&grant).await?;
 
         let grant_id = self.grant_id.clone();
-        lifecycle::change(ctx, self.session_id, move |current, _| {
+        let now = ctx.clock.now();
+        lifecycle::change(ctx, self.session_id, move |current, fx| {
             let write = match current {
                 Some(mut s)
                     if s.needs_release() && (grant_id.is_none() || s.grant_id == grant_id) =>
                 {
                     s.mark_released();
+                    // A deleted session is kept only until its grant is given back.
+                    if s.deleted {
+                        fx.schedule(ScheduledJob::new(PurgeSession::new(s.id), now));
+                    }
                     Write::update(s)
                 }
                 _ => Write::Nothing,

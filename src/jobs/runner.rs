@@ -119,7 +119,7 @@ async fn run_claimed<J: JobKind>(claimed: Claimed<J>, ctx: Arc<JobContext>) {
         let delay = policy
             .delay(attempt, &ctx.random)
             .max(asked.unwrap_or_default());
-        tracing::info!(queue = J::QUEUE, attempt, delay_ms = delay.as_millis() as u64, error = %message, "job failed; retrying");
+        tracing::warn!(queue = J::QUEUE, attempt, delay_ms = delay.as_millis() as u64, error = %message, "job failed; retrying");
         (delay, outcome::RETRIED)
     };
     ctx.metrics.job(J::QUEUE, settled_outcome);

@@ -45,6 +45,22 @@ pub struct GrantRef {
     pub search: bool,
 }
 
+/// An error with every cause under it (`error sending request: connection refused`): reqwest's
+/// own message leaves the cause out.
+pub fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let part = c.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
     /// Worth trying again later (timeouts, 429/503, connection errors).
@@ -78,4 +94,9 @@ pub trait Network: Send + Sync + 'static {
     async fn renew(&self, grant: &GrantRef, until: DateTime<Utc>) -> Result<Grant, NetworkError>;
     /// Releasing something the network does not know counts as released.
     async fn release(&self, grant: &GrantRef) -> Result<(), NetworkError>;
+    /// Whether the network answers and accepts this server's credentials, asked without
+    /// changing anything (`/health/network`, the check at start).
+    async fn check(&self) -> Result<(), NetworkError> {
+        Ok(())
+    }
 }

@@ -133,10 +133,12 @@ impl NefNetwork {
             Some(t) => request.bearer_auth(t.bearer().await?),
             None => request,
         };
-        let response = request
-            .send()
-            .await
-            .map_err(|e| NetworkError::Retryable(format!("NEF unreachable or slow: {e}")))?;
+        let response = request.send().await.map_err(|e| {
+            NetworkError::Retryable(format!(
+                "NEF unreachable or slow: {}",
+                super::with_causes(&e)
+            ))
+        })?;
         if response.status() == StatusCode::UNAUTHORIZED
             && let Some(t) = &self.token
         {
@@ -226,10 +228,9 @@ impl NefNetwork {
         if !response.status().is_success() {
             return Err(self.failure("listing subscriptions", response).await);
         }
-        let list: Vec<Value> = response
-            .json()
-            .await
-            .map_err(|e| NetworkError::Retryable(format!("subscription list: {e}")))?;
+        let list: Vec<Value> = response.json().await.map_err(|e| {
+            NetworkError::Retryable(format!("subscription list: {}", super::with_causes(&e)))
+        })?;
         // By the session's part of the URL: the public URL may have changed since (a restart
         // on another address), the session's path has not.
         let ours = format!("{}/{session}/", callback::PATH);
@@ -372,6 +373,22 @@ impl Network for NefNetwork {
             }
         }
         Ok(())
+    }
+
+    /// A GET of a subscription that does not exist: any answer but 401/403 or a 5xx means
+    /// the NEF is there and takes our token (a 404 is the expected one).
+    async fn check(&self) -> Result<(), NetworkError> {
+        let response = self
+            .send(self.http.get(self.member("qod-reachability-check")))
+            .await?;
+        match response.status().as_u16() {
+            401 | 403 => Err(NetworkError::Refused(format!(
+                "the NEF refused this server's credentials ({})",
+                response.status()
+            ))),
+            500..=599 => Err(self.failure("reachability check", response).await),
+            _ => Ok(()),
+        }
     }
 }
 

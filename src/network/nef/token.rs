@@ -72,7 +72,12 @@ impl TokenSource {
             .form(&form)
             .send()
             .await
-            .map_err(|e| NetworkError::Retryable(format!("token endpoint: {e}")))?;
+            .map_err(|e| {
+                NetworkError::Retryable(format!(
+                    "token endpoint: {}",
+                    crate::network::with_causes(&e)
+                ))
+            })?;
         if !response.status().is_success() {
             return Err(NetworkError::Retryable(format!(
                 "token endpoint answered {}",
