@@ -20,6 +20,7 @@ use crate::network::Network;
 use crate::network::nef::NefNetwork;
 use crate::network::nef::callback::CallbackUrls;
 use crate::network::simulated::SimulatedNetwork;
+use crate::notify::address_policy::SinkPolicy;
 use crate::notify::limiter::SinkLimiter;
 use crate::notify::sink_client::SinkClient;
 use crate::queue::{self, JobQueue};
@@ -151,7 +152,10 @@ impl Application {
             secrets,
             timings,
             settings.auth.max_active_sessions,
-            settings.notify.allow_insecure_sinks,
+            SinkPolicy {
+                allow_insecure: settings.notify.allow_insecure_sinks,
+                allow_private: settings.notify.allow_private_sinks,
+            },
         );
         let (guard, dev_token) = Guard::from_settings(&settings, core.clock.clone()).await?;
         Ok(Self {

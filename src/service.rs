@@ -13,6 +13,7 @@ use crate::domain::{
 };
 use crate::jobs;
 use crate::lifecycle::{self, Effects, ScheduledJob};
+use crate::notify::address_policy::SinkPolicy;
 use crate::secrets::SecretBox;
 use crate::store::{Created, Write};
 
@@ -79,7 +80,7 @@ pub struct Service {
     timings: Timings,
     /// Active sessions one client may hold; 0 for no cap.
     max_active_sessions: u64,
-    allow_insecure_sinks: bool,
+    sink_policy: SinkPolicy,
 }
 
 impl Service {
@@ -89,7 +90,7 @@ impl Service {
         secrets: Arc<SecretBox>,
         timings: Timings,
         max_active_sessions: u64,
-        allow_insecure_sinks: bool,
+        sink_policy: SinkPolicy,
     ) -> Self {
         Self {
             core,
@@ -97,7 +98,7 @@ impl Service {
             secrets,
             timings,
             max_active_sessions,
-            allow_insecure_sinks,
+            sink_policy,
         }
     }
 
@@ -110,9 +111,9 @@ impl Service {
         &self.catalogue
     }
 
-    /// Whether `http://` sinks are accepted.
-    pub fn allow_insecure_sinks(&self) -> bool {
-        self.allow_insecure_sinks
+    /// What sink URLs are accepted.
+    pub fn sink_policy(&self) -> &SinkPolicy {
+        &self.sink_policy
     }
 
     fn now(&self) -> DateTime<Utc> {

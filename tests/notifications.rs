@@ -271,28 +271,44 @@ async fn other_client_errors_are_permanent() {
 async fn private_addresses_are_refused_without_the_flag() {
     let sink = TestSink::start().await;
     let app = notifying_app(|s| s.notify.allow_private_sinks = false).await;
-    let literal = create(
-        &app,
-        &with_sink("+33620000007", 60, &sink.url("private", Behaviour::Accept)),
-    )
-    .await;
+    // A literal address is refused at once, with the flag that would allow it.
+    let (code, refused) = app
+        .create(&with_sink(
+            "+33620000007",
+            60,
+            &sink.url("private", Behaviour::Accept),
+        ))
+        .await;
+    assert_eq!(code, 400, "{refused}");
+    assert_eq!(refused["code"], "INVALID_SINK");
+    let message = refused["message"].as_str().unwrap();
+    assert!(
+        message.contains("loopback") && message.contains("--allow-private-sinks"),
+        "{message}"
+    );
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM sessions").await,
+        0,
+        "a 400 stores nothing"
+    );
+    // A name is only known to be private once resolved: refused at delivery.
     let by_name = format!("http://localhost:{}/private", sink.addr.port());
     let named = create(&app, &with_sink("+33620000008", 60, &by_name)).await;
-    for (session, expect) in [(&literal, "loopback"), (&named, "resolves to")] {
-        let (_, state, _, error) = wait_settled(&app, session, "AVAILABLE").await;
-        let error = error.unwrap();
-        assert_eq!(state, "dead");
-        assert!(
-            error.contains(expect) && error.contains("loopback"),
-            "{error}"
-        );
-    }
+    let (_, state, _, error) = wait_settled(&app, &named, "AVAILABLE").await;
+    let error = error.unwrap();
+    assert_eq!(state, "dead");
+    assert!(
+        error.contains("resolves to")
+            && error.contains("loopback")
+            && error.contains("--allow-private-sinks"),
+        "{error}"
+    );
     assert!(
         sink.received("private").is_empty(),
         "a refused sink was contacted"
     );
     let metrics = app.metrics().await;
-    assert!(metrics.contains(r#"qod_notification_attempts_total{outcome="refused"} 2"#));
+    assert!(metrics.contains(r#"qod_notification_attempts_total{outcome="refused"} 1"#));
 }
 
 #[tokio::test]

@@ -134,6 +134,7 @@ impl JobKind for DeliverNotification {
                 .await
             }
             Outcome::Permanent { error, refused } => {
+                tracing::warn!(notification = %n.id, session = %n.session_id, %error, "notification dead-lettered: the sink cannot take it");
                 let outcome = if refused {
                     delivery::REFUSED
                 } else {

@@ -3,6 +3,49 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use reqwest::Url;
+
+/// What a sink URL may be, as the operator set it: checked when a session names its sink (so
+/// that a sink that can never be delivered to is a 400 at once) and again before delivery.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SinkPolicy {
+    /// `http://` as well as `https://` (`--allow-insecure-sinks`).
+    pub allow_insecure: bool,
+    /// Loopback, private, link-local and other non-public addresses (`--allow-private-sinks`).
+    pub allow_private: bool,
+}
+
+impl SinkPolicy {
+    /// Checks what can be checked without a connection: the scheme and a literal IP host.
+    /// Host names are checked on resolution, at delivery.
+    pub fn check(&self, sink: &str) -> Result<Url, String> {
+        let url = Url::parse(sink).map_err(|e| format!("sink is not a valid URL: {e}"))?;
+        match url.scheme() {
+            "https" => {}
+            "http" if self.allow_insecure => {}
+            "http" => return Err("http sinks are not allowed (--allow-insecure-sinks)".into()),
+            other => return Err(format!("sink scheme {other} is not allowed")),
+        }
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or("sink has no host")?;
+        let literal = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .ok();
+        if let Some(ip) = literal.filter(|_| !self.allow_private)
+            && let Some(why) = non_public_reason(ip)
+        {
+            return Err(format!(
+                "sink address {ip} is a {why} address (--allow-private-sinks)"
+            ));
+        }
+        Ok(url)
+    }
+}
+
 /// Why an address is refused, for the delivery's last error.
 pub fn non_public_reason(ip: IpAddr) -> Option<&'static str> {
     match ip {

@@ -3,7 +3,7 @@
 //! connection then goes to exactly the addresses it checked, so DNS rebinding cannot slip an
 //! internal address in between. Redirects are never followed.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 
-use super::address_policy::non_public_reason;
+use super::address_policy::{SinkPolicy, non_public_reason};
 use crate::config::NotifySettings;
 
 /// What one delivery attempt came to.
@@ -55,7 +55,7 @@ impl Resolve for CheckedResolver {
                 .filter(|_| !allow_private);
             if let Some((ip, why)) = refused {
                 return Err(Box::new(Refused(format!(
-                    "sink host {host} resolves to {ip}, a {why} address"
+                    "sink host {host} resolves to {ip}, a {why} address (--allow-private-sinks)"
                 ))) as _);
             }
             Ok(Box::new(addrs.into_iter()) as Addrs)
@@ -65,8 +65,7 @@ impl Resolve for CheckedResolver {
 
 pub struct SinkClient {
     http: reqwest::Client,
-    allow_insecure: bool,
-    allow_private: bool,
+    policy: SinkPolicy,
 }
 
 impl SinkClient {
@@ -97,31 +96,15 @@ impl SinkClient {
         }
         Ok(Arc::new(Self {
             http: builder.build().context("building the sink HTTP client")?,
-            allow_insecure: settings.allow_insecure_sinks,
-            allow_private: settings.allow_private_sinks,
+            policy: SinkPolicy {
+                allow_insecure: settings.allow_insecure_sinks,
+                allow_private: settings.allow_private_sinks,
+            },
         }))
     }
 
-    /// Checks what can be checked before any connection: scheme, and literal IP hosts.
     fn check_url(&self, sink: &str) -> Result<Url, String> {
-        let url = Url::parse(sink).map_err(|e| format!("sink is not a valid URL: {e}"))?;
-        match url.scheme() {
-            "https" => {}
-            "http" if self.allow_insecure => {}
-            other => return Err(format!("sink scheme {other} is not allowed")),
-        }
-        let host = url.host_str().ok_or("sink has no host")?;
-        let literal = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-            .ok();
-        if let Some(ip) = literal.filter(|_| !self.allow_private)
-            && let Some(why) = non_public_reason(ip)
-        {
-            return Err(format!("sink address {ip} is a {why} address"));
-        }
-        Ok(url)
+        self.policy.check(sink)
     }
 
     /// Per-sink key for concurrency limits: scheme, host and port.

@@ -17,6 +17,7 @@ use crate::api::v1::sessions::parse_sink;
 use crate::api::v1::wire::{check_profile_name, parse_flow};
 use crate::auth::{Caller, scopes};
 use crate::domain::{ApiVersion, PlainCredential, SessionId};
+use crate::notify::address_policy::SinkPolicy;
 use crate::service::{ExtensionRule, NewSession};
 
 /// 0.10.1: a session lasts 24 h when no duration is given, and 24 h at most.
@@ -73,7 +74,7 @@ fn parse_session_id(raw: &str) -> Result<SessionId, V0Error> {
 /// `webhook`: the sink, and its bearer token (20 to 256 characters) if any.
 fn parse_webhook(
     webhook: Option<WebhookWire>,
-    allow_insecure: bool,
+    policy: &SinkPolicy,
 ) -> Result<(Option<String>, Option<PlainCredential>), V0Error> {
     let Some(w) = webhook else {
         return Ok((None, None));
@@ -81,7 +82,7 @@ fn parse_webhook(
     let url = w
         .notification_url
         .ok_or_else(|| missing("webhook.notificationUrl"))?;
-    let sink = parse_sink(Some(url), allow_insecure)
+    let sink = parse_sink(Some(url), policy)
         .map_err(|_| invalid("webhook.notificationUrl is not a valid URL for notifications"))?;
     let credential = match w.notification_auth_token {
         None => None,
@@ -123,8 +124,7 @@ async fn create(
         body.device_ports,
         body.application_server_ports,
     )?;
-    let (sink, sink_credential) =
-        parse_webhook(body.webhook, state.service.allow_insecure_sinks())?;
+    let (sink, sink_credential) = parse_webhook(body.webhook, state.service.sink_policy())?;
     let device = device.into_device()?;
     // v0 always names the device; a three-legged token may only name its own.
     if caller.device.as_ref().is_some_and(|bound| *bound != device) {

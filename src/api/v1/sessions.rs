@@ -17,6 +17,7 @@ use crate::api::error::ApiError;
 use crate::api::json::ApiJson;
 use crate::auth::{Caller, scopes};
 use crate::domain::{ApiVersion, Device, PlainCredential, SessionId};
+use crate::notify::address_policy::SinkPolicy;
 use crate::service::{ExtensionRule, NewSession};
 
 pub fn routes() -> Router<AppState> {
@@ -52,22 +53,22 @@ struct SinkCredentialWire {
 /// `^https:\/\/.+$` per the spec, or `http://` when the operator allows insecure sinks.
 pub(crate) fn parse_sink(
     sink: Option<String>,
-    allow_insecure: bool,
+    policy: &SinkPolicy,
 ) -> Result<Option<String>, ApiError> {
     let Some(sink) = sink else { return Ok(None) };
-    let invalid = || {
-        ApiError::new(
+    let why = if sink.len() > 2048 {
+        Err("the sink URL is longer than 2048 characters".to_owned())
+    } else {
+        policy.check(&sink).map(|_| ())
+    };
+    match why {
+        Ok(()) => Ok(Some(sink)),
+        Err(why) => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "INVALID_SINK",
-            "sink not valid for the specified protocol",
-        )
-    };
-    let url = reqwest::Url::parse(&sink).map_err(|_| invalid())?;
-    let scheme_ok = url.scheme() == "https" || (allow_insecure && url.scheme() == "http");
-    if !scheme_ok || url.host_str().is_none_or(str::is_empty) || sink.len() > 2048 {
-        return Err(invalid());
+            &format!("sink not valid for the specified protocol: {why}"),
+        )),
     }
-    Ok(Some(sink))
 }
 
 fn parse_credential(c: Option<SinkCredentialWire>) -> Result<Option<PlainCredential>, ApiError> {
@@ -168,7 +169,7 @@ async fn create(
     ApiJson(body): ApiJson<CreateSessionBody>,
 ) -> Result<Response, ApiError> {
     require_v1(&caller, scopes::V1_CREATE)?;
-    let request = parse_create(body, &caller, state.service.allow_insecure_sinks())?;
+    let request = parse_create(body, &caller, state.service.sink_policy())?;
     let session = state.service.create(request).await?;
     let info = SessionInfo::for_caller(&session, &caller);
     Ok((StatusCode::CREATED, Json(info)).into_response())
@@ -178,7 +179,7 @@ async fn create(
 fn parse_create(
     body: CreateSessionBody,
     caller: &Caller,
-    allow_insecure_sinks: bool,
+    sink_policy: &SinkPolicy,
 ) -> Result<NewSession, ApiError> {
     let qos_profile = body
         .qos_profile
@@ -190,7 +191,7 @@ fn parse_create(
         body.application_server_ports,
     )?;
     let duration_secs = parse_duration("duration", body.duration)?;
-    let sink = parse_sink(body.sink, allow_insecure_sinks)?;
+    let sink = parse_sink(body.sink, sink_policy)?;
     let sink_credential = parse_credential(body.sink_credential)?;
     let device = subject_device(caller, body.device)?;
     Ok(NewSession {
@@ -288,7 +289,7 @@ mod fuzz {
         let Ok(body) = serde_json::from_value::<CreateSessionBody>(body) else {
             return;
         };
-        match parse_create(body, caller, false) {
+        match parse_create(body, caller, &SinkPolicy::default()) {
             Ok(request) => {
                 assert!((1..=i64::from(i32::MAX)).contains(&request.duration_secs));
                 assert!(check_profile_name(&request.qos_profile).is_ok());
@@ -332,6 +333,6 @@ mod fuzz {
             "applicationServer": {"ipv4Address": "198.51.100.0/24"}, "qosProfile": "QOS_E",
             "duration": 60, "devicePorts": {"ranges": [{"from": 1, "to": 2}], "ports": [80]}});
         let body: CreateSessionBody = serde_json::from_value(body).unwrap();
-        assert!(parse_create(body, &Caller::anonymous(), false).is_ok());
+        assert!(parse_create(body, &Caller::anonymous(), &SinkPolicy::default()).is_ok());
     }
 }
