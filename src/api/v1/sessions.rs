@@ -66,7 +66,7 @@ pub(crate) fn parse_sink(
         Err(why) => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "INVALID_SINK",
-            &format!("sink not valid for the specified protocol: {why}"),
+            format!("sink not valid for the specified protocol: {why}"),
         )),
     }
 }
