@@ -120,3 +120,46 @@ async fn the_same_seed_gives_the_same_session_and_event_ids() {
     assert_eq!(a, b, "the same seed and clock reproduce the run");
     assert_ne!(a.0, c.0, "another seed draws another session id");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiry_that_runs_late_keeps_expires_at_and_duration_and_records_when_it_ran() {
+    let t0 = whole_millis_now();
+    let clock = ManualClock::new(t0);
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings_in(dir.path());
+    let ports = Ports {
+        clock: clock.clone(),
+        random: Random::seeded(3),
+    };
+    let app = TestApp::spawn_on(dir, settings, ports).await;
+    let (_, created) = app
+        .create(&session_body("+33612345678", "198.51.100.10", 60))
+        .await;
+    let id = created["sessionId"].as_str().unwrap().to_owned();
+    let (_, available) = app
+        .wait_for_session(&id, Duration::from_secs(5), |_, b| status(b) == "AVAILABLE")
+        .await;
+    let expires: DateTime<Utc> = available["expiresAt"].as_str().unwrap().parse().unwrap();
+    // As after a restart: the expiry runs 2.2 s after its due time.
+    let late = expires + chrono::Duration::milliseconds(2200);
+    clock.set(late);
+    let (_, ended) = app
+        .wait_for_session(&id, Duration::from_secs(5), |_, b| {
+            status(b) == "UNAVAILABLE"
+        })
+        .await;
+    assert_eq!(ended["statusInfo"], "DURATION_EXPIRED");
+    let ended_at: DateTime<Utc> = ended["expiresAt"].as_str().unwrap().parse().unwrap();
+    assert_eq!(ended_at, expires, "{ended}");
+    assert_eq!(ended["duration"], 60, "{ended}");
+    let expired_event = events(&app, &id)
+        .await
+        .into_iter()
+        .find(|(to, _, _)| to == "UNAVAILABLE")
+        .unwrap();
+    assert_eq!(
+        expired_event.2,
+        late.timestamp_millis(),
+        "the event says when it ran"
+    );
+}

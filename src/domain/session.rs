@@ -247,15 +247,25 @@ impl Session {
     }
 
     /// Any state -> UNAVAILABLE. The grant, if any might exist, must then be released.
+    ///
+    /// The spec's `expiresAt` and `duration` of an UNAVAILABLE session are when it ended and how
+    /// long it ran: a session that expired ended at its scheduled `expiresAt` however late the
+    /// expiry job ran (after a restart, seconds later), so both stay as they were; one ended
+    /// early ends now, with the effective duration. The event records the actual moment.
     pub fn make_unavailable(&mut self, now: DateTime<Utc>, info: StatusInfo) -> Transition {
         let from = self.status;
-        if let Some(started) = self.started_at {
-            let effective = (now - started).num_milliseconds().div_euclid(1000);
-            self.duration_secs = effective.clamp(1, self.duration_secs.max(1));
+        let ran_its_course = info == StatusInfo::DurationExpired
+            && self.started_at.is_some()
+            && self.expires_at.is_some_and(|end| end <= now);
+        if !ran_its_course {
+            if let Some(started) = self.started_at {
+                let effective = (now - started).num_milliseconds().div_euclid(1000);
+                self.duration_secs = effective.clamp(1, self.duration_secs.max(1));
+            }
+            self.expires_at = Some(now);
         }
         self.status = QosStatus::Unavailable;
         self.status_info = Some(info);
-        self.expires_at = Some(now);
         if matches!(
             self.grant_state,
             GrantState::Granted | GrantState::Provisioning
