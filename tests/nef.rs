@@ -949,3 +949,38 @@ async fn an_unreachable_nef_is_said_at_start_in_health_and_in_warnings_with_the_
         "the cause is named: {warned}"
     );
 }
+
+#[tokio::test]
+async fn a_phone_number_with_the_devices_address_keeps_the_address_in_the_flow_rules() {
+    let s = setup("", &[]);
+    let (code, created) = s
+        .create(&body(json!({
+            "phoneNumber": "+33612340002",
+            "ipv4Address": {"publicAddress": "203.0.113.5", "privateAddress": "10.0.0.8"},
+        })))
+        .await;
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(
+        created["device"],
+        json!({"phoneNumber": "+33612340002"}),
+        "the session keeps one identifier"
+    );
+    let id = created["sessionId"].as_str().unwrap().to_owned();
+    s.wait_status(&id, "AVAILABLE").await;
+    let held = s.fake("subscriptions").await;
+    let sub = &held[0];
+    assert_eq!(sub["gpsi"], "msisdn-33612340002");
+    assert_eq!(
+        sub["flowInfo"][0]["flowDescriptions"],
+        json!([
+            "permit in ip from 10.0.0.8 5000-5010,5060 to 198.51.100.0/24 443",
+            "permit out ip from 198.51.100.0/24 443 to 10.0.0.8 5000-5010,5060",
+        ]),
+        "{sub}"
+    );
+    assert_eq!(
+        sub["flowInfo"][1]["flowDescriptions"][0],
+        "permit in ip from any 5000-5010,5060 to 2001:db8::/48 443",
+        "no IPv6 address was given: {sub}"
+    );
+}

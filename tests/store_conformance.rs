@@ -87,6 +87,7 @@ fn session(phone: &str, server: &str, owner: &str) -> Session {
             application_server: ApplicationServer::parse(Some(server), None).unwrap(),
             device_ports: None,
             application_server_ports: None,
+            device_addresses: Default::default(),
         },
         qos_profile: "QOS_E".into(),
         duration_secs: 60,

@@ -149,6 +149,25 @@ pub struct Flow {
     pub application_server: ApplicationServer,
     pub device_ports: Option<PortsSpec>,
     pub application_server_ports: Option<PortsSpec>,
+    /// The device's own addresses, when the consumer gave them beside the identifier the
+    /// session keeps (a phone number): the network's flow rules name them instead of `any`.
+    #[serde(default, skip_serializing_if = "DeviceAddresses::is_empty")]
+    pub device_addresses: DeviceAddresses,
+}
+
+/// A device's addresses as the core network sees them (the private one behind NAT).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceAddresses {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<std::net::Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<std::net::Ipv6Addr>,
+}
+
+impl DeviceAddresses {
+    pub fn is_empty(&self) -> bool {
+        self.ipv4.is_none() && self.ipv6.is_none()
+    }
 }
 
 fn ports_overlap(a: &Option<PortsSpec>, b: &Option<PortsSpec>) -> bool {
@@ -176,6 +195,7 @@ mod tests {
 
     fn flow(v4: &str, ports: Option<PortsSpec>) -> Flow {
         Flow {
+            device_addresses: Default::default(),
             application_server: ApplicationServer::parse(Some(v4), None).unwrap(),
             device_ports: None,
             application_server_ports: ports,
@@ -213,6 +233,7 @@ mod tests {
         let v6 = Flow {
             application_server: ApplicationServer::parse(None, Some("2001:db8::/64")).unwrap(),
             device_ports: None,
+            device_addresses: Default::default(),
             application_server_ports: None,
         };
         assert!(!v6.overlaps(&flow("10.0.0.1", None)));

@@ -6,7 +6,7 @@ pub mod profile;
 pub mod session;
 
 pub use device::{Device, DeviceIdentifiers, DeviceIpv4, PhoneNumber, SelectionError};
-pub use flow::{ApplicationServer, Flow, PortsSpec};
+pub use flow::{ApplicationServer, DeviceAddresses, Flow, PortsSpec};
 pub use profile::{Catalogue, ProfileStatus, QosProfile};
 pub use session::{
     ApiVersion, ClientId, GrantState, PlainCredential, QosStatus, SealedSecret, Session, SessionId,

@@ -16,7 +16,7 @@ use crate::api::json::read_json;
 use crate::api::v1::sessions::parse_sink;
 use crate::api::v1::wire::{check_profile_name, parse_flow};
 use crate::auth::{Caller, scopes};
-use crate::domain::{ApiVersion, PlainCredential, SessionId};
+use crate::domain::{ApiVersion, Flow, PlainCredential, SessionId};
 use crate::notify::address_policy::SinkPolicy;
 use crate::service::{ExtensionRule, NewSession};
 
@@ -125,7 +125,11 @@ async fn create(
         body.application_server_ports,
     )?;
     let (sink, sink_credential) = parse_webhook(body.webhook, state.service.sink_policy())?;
-    let device = device.into_device()?;
+    let (device, device_addresses) = device.into_device_and_addresses()?;
+    let flow = Flow {
+        device_addresses,
+        ..flow
+    };
     // v0 always names the device; a three-legged token may only name its own.
     if caller.device.as_ref().is_some_and(|bound| *bound != device) {
         return Err(V0Error::new(

@@ -16,7 +16,7 @@ use crate::api::auth::require_v1;
 use crate::api::error::ApiError;
 use crate::api::json::ApiJson;
 use crate::auth::{Caller, scopes};
-use crate::domain::{ApiVersion, Device, PlainCredential, SessionId};
+use crate::domain::{ApiVersion, Device, DeviceAddresses, Flow, PlainCredential, SessionId};
 use crate::notify::address_policy::SinkPolicy;
 use crate::service::{ExtensionRule, NewSession};
 
@@ -149,10 +149,19 @@ pub(crate) fn subject_device(
     caller: &Caller,
     device: Option<DeviceWire>,
 ) -> Result<Device, ApiError> {
+    subject_device_and_addresses(caller, device).map(|(device, _)| device)
+}
+
+/// The device a request is about (from the token or the body), with the addresses the body
+/// gave for it.
+fn subject_device_and_addresses(
+    caller: &Caller,
+    device: Option<DeviceWire>,
+) -> Result<(Device, DeviceAddresses), ApiError> {
     match (&caller.device, device) {
         (Some(_), Some(_)) => Err(ApiError::unnecessary_identifier()),
-        (Some(bound), None) => Ok(bound.clone()),
-        (None, Some(wire)) => wire.into_device(),
+        (Some(bound), None) => Ok((bound.clone(), DeviceAddresses::default())),
+        (None, Some(wire)) => wire.into_device_and_addresses(),
         (None, None) => Err(ApiError::missing_identifier()),
     }
 }
@@ -193,7 +202,11 @@ fn parse_create(
     let duration_secs = parse_duration("duration", body.duration)?;
     let sink = parse_sink(body.sink, sink_policy)?;
     let sink_credential = parse_credential(body.sink_credential)?;
-    let device = subject_device(caller, body.device)?;
+    let (device, device_addresses) = subject_device_and_addresses(caller, body.device)?;
+    let flow = Flow {
+        device_addresses,
+        ..flow
+    };
     Ok(NewSession {
         device,
         flow,

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use crate::api::error::ApiError;
 use crate::auth::Caller;
 use crate::domain::{
-    ApplicationServer, Device, DeviceIdentifiers, DeviceIpv4, Flow, Invalid, PhoneNumber,
-    PortsSpec, SelectionError, Session,
+    ApplicationServer, Device, DeviceAddresses, DeviceIdentifiers, DeviceIpv4, Flow, Invalid,
+    PhoneNumber, PortsSpec, SelectionError, Session,
 };
 
 #[derive(Debug, Deserialize)]
@@ -40,6 +40,12 @@ fn port(field: &str, p: i64) -> Result<u16, Invalid> {
 impl DeviceWire {
     /// Parses every identifier, then selects the one the session is bound to.
     pub fn into_device(self) -> Result<Device, ApiError> {
+        self.into_device_and_addresses().map(|(device, _)| device)
+    }
+
+    /// The selected identifier, and the device's addresses among those given (for the
+    /// network's flow rules when the session is bound to a phone number).
+    pub fn into_device_and_addresses(self) -> Result<(Device, DeviceAddresses), ApiError> {
         let has_any = self.phone_number.is_some()
             || self.network_access_identifier.is_some()
             || self.ipv4_address.is_some()
@@ -88,7 +94,13 @@ impl DeviceWire {
                     .map_err(|_| Invalid::argument("device.ipv6Address is not an IPv6 address"))
             })
             .transpose()?;
-        DeviceIdentifiers {
+        let addresses = DeviceAddresses {
+            ipv4: ipv4
+                .as_ref()
+                .map(|v4| v4.private_address.unwrap_or(v4.public_address)),
+            ipv6,
+        };
+        let device = DeviceIdentifiers {
             phone_number,
             network_access_identifier: self.network_access_identifier,
             ipv4,
@@ -98,7 +110,8 @@ impl DeviceWire {
         .map_err(|e| match e {
             SelectionError::Missing => ApiError::missing_identifier(),
             SelectionError::Unsupported => ApiError::unsupported_identifier(),
-        })
+        })?;
+        Ok((device, addresses))
     }
 }
 
@@ -177,6 +190,7 @@ pub fn parse_flow(
         application_server_ports: server_ports
             .map(|p| p.parse("applicationServerPorts"))
             .transpose()?,
+        device_addresses: Default::default(),
     })
 }
 

@@ -29,22 +29,29 @@ pub fn ue_address(device: &Device) -> Option<String> {
 pub fn flow_infos(device: &Device, flow: &Flow) -> Vec<FlowInfo> {
     let ue_v4 = matches!(device, Device::Ipv4Address(_));
     let ue_v6 = matches!(device, Device::Ipv6Address(_));
-    let ue = ue_address(device).unwrap_or_else(|| "any".to_owned());
+    // The session's identifier names the UE's address when it is one; a phone number does
+    // not, and then the addresses the consumer gave beside it do (else `any`).
+    let given = flow.device_addresses;
+    let ue_in = |family_v4: bool| match ue_address(device) {
+        Some(own) => own,
+        None if family_v4 => given.ipv4.map_or("any".to_owned(), |a| a.to_string()),
+        None => given.ipv6.map_or("any".to_owned(), |a| a.to_string()),
+    };
     let server = &flow.application_server;
     let mut families = Vec::new();
     // A UE known by one family only talks to the server over that family.
     if let Some(net) = server.ipv4.filter(|_| !ue_v6) {
-        families.push(host_or_net(net.into()));
+        families.push((host_or_net(net.into()), ue_in(true)));
     }
     if let Some(net) = server.ipv6.filter(|_| !ue_v4) {
-        families.push(host_or_net(net.into()));
+        families.push((host_or_net(net.into()), ue_in(false)));
     }
     let ue_ports = ports(flow.device_ports.as_ref());
     let as_ports = ports(flow.application_server_ports.as_ref());
     families
         .into_iter()
         .zip(1..)
-        .map(|(server, flow_id)| FlowInfo {
+        .map(|((server, ue), flow_id)| FlowInfo {
             flow_id,
             flow_descriptions: vec![
                 format!("permit in ip from {ue}{ue_ports} to {server}{as_ports}"),
@@ -95,6 +102,7 @@ mod tests {
         Flow {
             application_server: ApplicationServer::parse(v4, v6).unwrap(),
             device_ports: None,
+            device_addresses: Default::default(),
             application_server_ports: ports,
         }
     }
@@ -160,6 +168,25 @@ mod tests {
         assert_eq!(
             infos[0].flow_descriptions[0],
             "permit in ip from 2001:db8:1::5 to 2001:db8::1"
+        );
+    }
+
+    #[test]
+    fn a_phone_identified_ue_with_a_given_address_is_named_by_it_in_that_family() {
+        let device = Device::PhoneNumber(PhoneNumber::parse("+33612345678").unwrap());
+        let mut both = flow(Some("198.51.100.9"), Some("2001:db8::/32"), None);
+        both.device_addresses.ipv4 = Some("10.0.0.7".parse().unwrap());
+        let infos = flow_infos(&device, &both);
+        assert_eq!(
+            infos[0].flow_descriptions,
+            vec![
+                "permit in ip from 10.0.0.7 to 198.51.100.9".to_owned(),
+                "permit out ip from 198.51.100.9 to 10.0.0.7".to_owned(),
+            ]
+        );
+        assert_eq!(
+            infos[1].flow_descriptions[0], "permit in ip from any to 2001:db8::/32",
+            "no IPv6 address was given"
         );
     }
 }
