@@ -58,10 +58,10 @@ pub struct ServeArgs {
     /// Simulated network: latency of each call in milliseconds.
     #[arg(long, env = "QOD_SIM_LATENCY_MS")]
     pub sim_latency_ms: Option<u64>,
-    /// Simulated network: share of calls failing with a retryable error (0..1).
+    /// Simulated network: share of calls failing with a retryable error, from 0 to 1.
     #[arg(long, env = "QOD_SIM_FAILURE_RATE")]
     pub sim_failure_rate: Option<f64>,
-    /// Simulated network: share of provisioning requests refused for good (0..1).
+    /// Simulated network: share of provisioning requests refused for good, from 0 to 1.
     #[arg(long, env = "QOD_SIM_REFUSE_RATE")]
     pub sim_refuse_rate: Option<f64>,
     /// Seconds to let running jobs finish on shutdown before handing them back to the queue.

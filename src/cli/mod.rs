@@ -3,6 +3,7 @@
 mod notifications;
 mod token;
 
+use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::Application;
@@ -93,9 +94,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 #[derive(Debug, clap::Args)]
 pub struct FakeNefArgs {
-    /// Address to listen on (port 0 picks one; it is logged).
+    /// Address to listen on: HOST:PORT or a bare PORT (port 0 picks one; it is logged).
     #[arg(long, default_value = "127.0.0.1:9090")]
-    listen: std::net::SocketAddr,
+    listen: crate::config::Listen,
     /// TOML file of delays, faults and event timing (README, "The fake NEF").
     #[arg(long)]
     behaviour: Option<std::path::PathBuf>,
@@ -109,7 +110,10 @@ pub struct FakeNefArgs {
 
 async fn fake_nef(args: FakeNefArgs) -> anyhow::Result<()> {
     let behaviour = crate::fake_nef::Behaviour::load(args.behaviour.as_deref())?;
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let addr = args.listen.address()?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
     let tls = args.tls_cert.as_deref().zip(args.tls_key.as_deref());
     crate::fake_nef::serve(listener, behaviour, tls, shutdown_signal()).await
 }

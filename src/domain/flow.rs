@@ -108,7 +108,7 @@ impl PortsSpec {
         }
         let port = |p: i64| {
             u16::try_from(p).map_err(|_| {
-                Invalid::out_of_range(format!("{field}: port {p} is outside 0..65535"))
+                Invalid::out_of_range(format!("{field}: port {p} is not a port from 0 to 65535"))
             })
         };
         let mut out = PortsSpec {

@@ -34,7 +34,8 @@ fn ipv4(field: &str, text: &str) -> Result<std::net::Ipv4Addr, Invalid> {
 }
 
 fn port(field: &str, p: i64) -> Result<u16, Invalid> {
-    u16::try_from(p).map_err(|_| Invalid::out_of_range(format!("{field} must be within 0..65535")))
+    u16::try_from(p)
+        .map_err(|_| Invalid::out_of_range(format!("{field} must be a port from 0 to 65535")))
 }
 
 impl DeviceWire {
