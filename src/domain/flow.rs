@@ -84,14 +84,66 @@ fn parse_net<N: Net<Addr = A>, A: std::str::FromStr>(text: &str, full: u8) -> Op
     }
 }
 
-/// A set of ports: single ports and inclusive ranges. `None` in a flow means "all ports".
+/// The most ranges and ports one `PortsSpec` may list (the spec sets no maximum; a bound keeps
+/// the cost of one request small: see the overlap check).
+pub const MAX_PORT_ENTRIES: usize = 256;
+
+/// A set of ports: single ports and inclusive ranges, as the consumer wrote them (echoed back),
+/// and the same set as sorted, merged intervals (what overlap checks compare, in linear time).
+/// `None` in a flow means "all ports".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "PortsWritten", into = "PortsWritten")]
 pub struct PortsSpec {
     pub ranges: Vec<(u16, u16)>,
     pub ports: Vec<u16>,
+    merged: Vec<(u16, u16)>,
+}
+
+/// The stored form: as written; the merged intervals are derived again when read.
+#[derive(Serialize, Deserialize)]
+struct PortsWritten {
+    ranges: Vec<(u16, u16)>,
+    ports: Vec<u16>,
+}
+
+impl From<PortsWritten> for PortsSpec {
+    fn from(w: PortsWritten) -> Self {
+        Self::new(w.ranges, w.ports)
+    }
+}
+
+impl From<PortsSpec> for PortsWritten {
+    fn from(p: PortsSpec) -> Self {
+        Self {
+            ranges: p.ranges,
+            ports: p.ports,
+        }
+    }
 }
 
 impl PortsSpec {
+    /// From checked values (every range with from <= to).
+    pub fn new(ranges: Vec<(u16, u16)>, ports: Vec<u16>) -> Self {
+        let mut all: Vec<(u16, u16)> = ranges
+            .iter()
+            .copied()
+            .chain(ports.iter().map(|&p| (p, p)))
+            .collect();
+        all.sort_unstable();
+        let mut merged: Vec<(u16, u16)> = Vec::with_capacity(all.len());
+        for (from, to) in all {
+            match merged.last_mut() {
+                Some(last) if u32::from(from) <= u32::from(last.1) + 1 => last.1 = last.1.max(to),
+                _ => merged.push((from, to)),
+            }
+        }
+        Self {
+            ranges,
+            ports,
+            merged,
+        }
+    }
+
     /// Builds from wire values, which arrive as wide integers so range errors are ours to name.
     pub fn parse(
         field: &str,
@@ -106,15 +158,19 @@ impl PortsSpec {
                 "{field}: ranges and ports must not be empty arrays"
             )));
         }
+        let entries = ranges.as_ref().map_or(0, Vec::len) + ports.as_ref().map_or(0, Vec::len);
+        if entries > MAX_PORT_ENTRIES {
+            return Err(Invalid::argument(format!(
+                "{field} lists {entries} ranges and ports; at most {MAX_PORT_ENTRIES} are \
+                 accepted (use ranges for many ports)"
+            )));
+        }
         let port = |p: i64| {
             u16::try_from(p).map_err(|_| {
                 Invalid::out_of_range(format!("{field}: port {p} is not a port from 0 to 65535"))
             })
         };
-        let mut out = PortsSpec {
-            ranges: Vec::new(),
-            ports: Vec::new(),
-        };
+        let mut checked_ranges = Vec::new();
         for (from, to) in ranges.unwrap_or_default() {
             let (from, to) = (port(from)?, port(to)?);
             if from > to {
@@ -122,24 +178,32 @@ impl PortsSpec {
                     "{field}: range from {from} is greater than to {to}"
                 )));
             }
-            out.ranges.push((from, to));
+            checked_ranges.push((from, to));
         }
+        let mut checked_ports = Vec::new();
         for p in ports.unwrap_or_default() {
-            out.ports.push(port(p)?);
+            checked_ports.push(port(p)?);
         }
-        Ok(out)
+        Ok(Self::new(checked_ranges, checked_ports))
     }
 
-    fn intervals(&self) -> impl Iterator<Item = (u16, u16)> + '_ {
-        self.ranges
-            .iter()
-            .copied()
-            .chain(self.ports.iter().map(|&p| (p, p)))
-    }
-
+    /// Whether some port is in both sets: one pass over both sorted interval lists.
     fn overlaps(&self, other: &Self) -> bool {
-        self.intervals()
-            .any(|(a0, a1)| other.intervals().any(|(b0, b1)| a0 <= b1 && b0 <= a1))
+        let (mut a, mut b) = (
+            self.merged.iter().peekable(),
+            other.merged.iter().peekable(),
+        );
+        while let (Some(&&(a0, a1)), Some(&&(b0, b1))) = (a.peek(), b.peek()) {
+            if a0 <= b1 && b0 <= a1 {
+                return true;
+            }
+            if a1 < b1 {
+                a.next();
+            } else {
+                b.next();
+            }
+        }
+        false
     }
 }
 
@@ -248,5 +312,56 @@ mod tests {
         assert!(PortsSpec::parse("p", Some(vec![(10, 5)]), None).is_err());
         assert!(PortsSpec::parse("p", None, Some(vec![70000])).is_err());
         assert!(PortsSpec::parse("p", None, Some(vec![])).is_err());
+    }
+
+    #[test]
+    fn more_port_entries_than_the_maximum_are_refused_and_the_maximum_is_fine() {
+        let many: Vec<i64> = (0..=MAX_PORT_ENTRIES as i64).collect();
+        let e = PortsSpec::parse("devicePorts", None, Some(many.clone())).unwrap_err();
+        assert!(format!("{e:?}").contains("at most 256"), "{e:?}");
+        assert!(PortsSpec::parse("devicePorts", None, Some(many[1..].to_vec())).is_ok());
+    }
+
+    #[test]
+    fn adjacent_and_nested_entries_merge_and_the_written_form_is_kept() {
+        let p = PortsSpec::new(vec![(10, 20), (15, 30), (40, 50)], vec![31, 60, 5]);
+        assert_eq!(p.merged, vec![(5, 5), (10, 31), (40, 50), (60, 60)]);
+        assert_eq!(p.ports, vec![31, 60, 5], "echoed as written");
+        let stored = serde_json::to_string(&p).unwrap();
+        let read: PortsSpec = serde_json::from_str(&stored).unwrap();
+        assert_eq!(read, p, "the merged form is derived again on read");
+    }
+
+    fn brute_force(a: &PortsSpec, b: &PortsSpec) -> bool {
+        let all = |p: &PortsSpec| -> Vec<(u16, u16)> {
+            p.ranges
+                .iter()
+                .copied()
+                .chain(p.ports.iter().map(|&x| (x, x)))
+                .collect()
+        };
+        all(a)
+            .iter()
+            .any(|&(a0, a1)| all(b).iter().any(|&(b0, b1)| a0 <= b1 && b0 <= a1))
+    }
+
+    fn spec() -> impl proptest::strategy::Strategy<Value = PortsSpec> {
+        use proptest::prelude::*;
+        let range = (0u16..200, 0u16..20).prop_map(|(from, len)| (from, from.saturating_add(len)));
+        (
+            proptest::collection::vec(range, 0..6),
+            proptest::collection::vec(0u16..220, 0..6),
+        )
+            .prop_map(|(r, p)| PortsSpec::new(r, p))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(crate::api::fuzzing::cases()))]
+
+        #[test]
+        fn the_linear_overlap_check_agrees_with_comparing_every_pair(a in spec(), b in spec()) {
+            proptest::prop_assert_eq!(a.overlaps(&b), brute_force(&a, &b));
+            proptest::prop_assert_eq!(a.overlaps(&b), b.overlaps(&a));
+        }
     }
 }

@@ -117,10 +117,7 @@ mod tests {
             )
             .unwrap(),
         );
-        let ports = PortsSpec {
-            ranges: vec![(5000, 5010)],
-            ports: vec![443, 80],
-        };
+        let ports = PortsSpec::new(vec![(5000, 5010)], vec![443, 80]);
         let infos = flow_infos(
             &device,
             &flow(Some("198.51.100.0/24"), Some("2001:db8::1"), Some(ports)),
