@@ -36,7 +36,8 @@ pub struct NewSession {
 pub enum ExtensionRule {
     /// The overall duration stays within the profile's maximum (QoD v1).
     ProfileMaximum,
-    /// The remaining time after the extension is at most this many seconds (QoD v0).
+    /// The profile's maximum, and the remaining time after the extension at most this many
+    /// seconds as well (QoD v0).
     RemainingAtMost(i64),
 }
 
@@ -277,13 +278,15 @@ impl Service {
             let Some(started) = session.started_at else {
                 anyhow::bail!("AVAILABLE session {id} has no startedAt");
             };
+            // The profile's maximum bounds the overall duration through either API.
+            let profile_max = catalogue
+                .get(&session.qos_profile)
+                .map(|p| *p.duration_range().end())
+                .unwrap_or(session.duration_secs);
             let max = match rule {
-                ExtensionRule::ProfileMaximum => catalogue
-                    .get(&session.qos_profile)
-                    .map(|p| *p.duration_range().end())
-                    .unwrap_or(session.duration_secs),
+                ExtensionRule::ProfileMaximum => profile_max,
                 ExtensionRule::RemainingAtMost(cap) => {
-                    (now - started).num_seconds().max(0).saturating_add(cap)
+                    profile_max.min((now - started).num_seconds().max(0).saturating_add(cap))
                 }
             };
             let new_duration = session

@@ -494,3 +494,32 @@ fn the_contract_check_rejects_bodies_that_break_the_schema() {
         assert!(failed.is_err(), "accepted {body}");
     }
 }
+
+#[tokio::test]
+async fn v0_extend_keeps_the_profiles_maximum_duration_like_v1() {
+    let app = TestApp::spawn_with(|s| {
+        let mut profiles = s.catalogue.all().to_vec();
+        let e = profiles.iter_mut().find(|p| p.name == "QOS_E").unwrap();
+        e.max_duration = qod::domain::profile::TimeSpan::seconds(120);
+        s.catalogue = qod::domain::Catalogue::new(profiles).unwrap();
+    })
+    .await;
+    // Created through v1 for 60 s, extended through v0 by nearly a day.
+    let (code, created) = app
+        .create(&common::session_body("+33630000077", "198.51.100.20", 60))
+        .await;
+    assert_eq!(code, 201, "{created}");
+    let id = created["sessionId"].as_str().unwrap().to_owned();
+    wait_v0(&app, &id, "AVAILABLE").await;
+    let (code, extended) = app
+        .post(
+            &format!("{V0}/sessions/{id}/extend"),
+            &json!({"requestedAdditionalDuration": 86_399}),
+        )
+        .await;
+    assert_eq!(code, 200, "{extended}");
+    assert_eq!(
+        extended["duration"], 120,
+        "capped at QOS_E's maxDuration: {extended}"
+    );
+}
