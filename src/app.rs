@@ -228,12 +228,15 @@ impl Application {
             guard: self.guard.clone(),
             callbacks: self.callbacks,
             network,
+            body_timeout: self.settings.http.body_timeout,
         };
-        let server = axum::serve(
+        let server = api::listener::serve(
             self.listener,
             api::router(state, self.settings.v0_prefix.as_deref()),
-        )
-        .with_graceful_shutdown(stopped(stop_rx.clone()));
+            self.settings.http,
+            self.settings.shutdown_timeout,
+            stopped(stop_rx.clone()),
+        );
 
         let monitor = jobs::register_all(
             Monitor::new().should_restart(|ctx, err| {
@@ -267,11 +270,11 @@ impl Application {
 
         // Each part is a task of its own on the multi-thread runtime: nothing of the server,
         // the queue or the jobs runs on the thread that called `run_until`.
-        let server = tokio::spawn(async move { server.await });
+        let server = tokio::spawn(server);
         let workers = tokio::spawn(workers);
         let dispatcher = tokio::spawn(dispatcher);
         let (served, worked, dispatched) = tokio::join!(server, workers, dispatcher);
-        served.context("HTTP server task")?.context("HTTP server")?;
+        served.context("HTTP server task")?;
         match worked.context("worker monitor task")? {
             Ok(()) => {}
             Err(e) => tracing::warn!(error = %e, "workers stopped with errors"),

@@ -88,6 +88,16 @@ pub struct ServeArgs {
     /// Public base URL of this server, used as the CloudEvents `source` of notifications.
     #[arg(long, env = "QOD_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Connections served at once; more wait until one closes.
+    #[arg(long, env = "QOD_HTTP_MAX_CONNECTIONS")]
+    pub http_max_connections: Option<usize>,
+    /// Seconds a client has to send a request's headers; also how long a kept-alive
+    /// connection may stay idle.
+    #[arg(long, env = "QOD_HTTP_HEADER_TIMEOUT_SECS")]
+    pub http_header_timeout_secs: Option<u64>,
+    /// Seconds a client has to send a request's body (answered 408 after).
+    #[arg(long, env = "QOD_HTTP_BODY_TIMEOUT_SECS")]
+    pub http_body_timeout_secs: Option<u64>,
     /// Extra path under which the v0 API is also served, e.g.
     /// `/camara/quality-on-demand/orange-lab` (then `.../qod/v0/sessions`).
     #[arg(long, env = "QOD_V0_PREFIX")]
@@ -338,6 +348,7 @@ pub struct Settings {
     /// The `--config` file these settings were read from, if any.
     pub config_file: Option<PathBuf>,
     pub listen: SocketAddr,
+    pub http: crate::api::listener::Limits,
     pub database_url: String,
     pub durability: Durability,
     pub busy_timeout: Duration,
@@ -373,6 +384,9 @@ impl ServeArgs {
             sim_failure_rate: Some(0.0),
             sim_refuse_rate: Some(0.0),
             shutdown_timeout_secs: Some(10),
+            http_max_connections: Some(2048),
+            http_header_timeout_secs: Some(10),
+            http_body_timeout_secs: Some(10),
             allow_insecure_sinks: Some(false),
             allow_private_sinks: Some(false),
             sink_connect_timeout_ms: Some(2000),
@@ -462,6 +476,15 @@ impl Settings {
         Ok(Self {
             config_file: v.config.clone(),
             listen: given(v.listen.clone(), "listen").address()?,
+            http: crate::api::listener::Limits {
+                max_connections: given(v.http_max_connections, "http_max_connections").max(1),
+                header_timeout: Duration::from_secs(
+                    given(v.http_header_timeout_secs, "http_header_timeout_secs").max(1),
+                ),
+                body_timeout: Duration::from_secs(
+                    given(v.http_body_timeout_secs, "http_body_timeout_secs").max(1),
+                ),
+            },
             database_url: database_url(given(v.database_url.clone(), "database_url"))?,
             durability: given(v.durability, "durability"),
             busy_timeout: Duration::from_secs(30),

@@ -34,7 +34,15 @@ pub enum BodyError {
     Malformed(String),
     /// JSON, but a field has the wrong type or shape.
     InvalidField(String),
+    /// The body did not arrive whole before the request's deadline.
+    TimedOut,
 }
+
+/// When a request's body must have arrived: set per request by the router from
+/// `--http-body-timeout-secs`, so that a client announcing a body and trickling it cannot
+/// hold a connection and a task.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyDeadline(pub tokio::time::Instant);
 
 /// Reads a JSON body of at most `MAX_BODY_BYTES`.
 pub async fn read_json<T: DeserializeOwned>(req: Request) -> Result<T, BodyError> {
@@ -46,9 +54,15 @@ pub async fn read_json<T: DeserializeOwned>(req: Request) -> Result<T, BodyError
     if !is_json(content_type) {
         return Err(BodyError::UnsupportedMediaType);
     }
-    let bytes = to_bytes(req.into_body(), MAX_BODY_BYTES)
-        .await
-        .map_err(|_| BodyError::TooLarge)?;
+    let deadline = req.extensions().get::<BodyDeadline>().copied();
+    let read = to_bytes(req.into_body(), MAX_BODY_BYTES);
+    let bytes = match deadline {
+        Some(BodyDeadline(at)) => tokio::time::timeout_at(at, read)
+            .await
+            .map_err(|_| BodyError::TimedOut)?,
+        None => read.await,
+    }
+    .map_err(|_| BodyError::TooLarge)?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(BodyError::Empty);
     }
@@ -72,6 +86,11 @@ impl From<BodyError> for ApiError {
                 format!("Request body exceeds {MAX_BODY_BYTES} bytes."),
             ),
             BodyError::Empty => ApiError::invalid_argument("Request body is required."),
+            BodyError::TimedOut => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "REQUEST_TIMEOUT",
+                "The request body did not arrive in time.",
+            ),
             BodyError::Malformed(e) | BodyError::InvalidField(e) => {
                 ApiError::invalid_argument(format!("Request body is not valid: {e}"))
             }

@@ -6,6 +6,7 @@ pub mod error;
 #[cfg(test)]
 pub(crate) mod fuzzing;
 pub mod json;
+pub mod listener;
 pub mod network_callbacks;
 pub mod openapi;
 pub mod ops;
@@ -31,6 +32,8 @@ pub struct AppState {
     pub callbacks: crate::network::nef::callback::CallbackUrls,
     /// The network sessions are provisioned in, for `/health/network`.
     pub network: Arc<dyn crate::network::Network>,
+    /// How long a request's body may take to arrive.
+    pub body_timeout: std::time::Duration,
 }
 
 pub fn router(state: AppState, v0_prefix: Option<&str>) -> Router {
@@ -54,9 +57,17 @@ pub fn router(state: AppState, v0_prefix: Option<&str>) -> Router {
             count_requests,
         ))
         .layer(middleware::from_fn(correlator::layer))
+        .layer(middleware::from_fn_with_state(state.clone(), body_deadline))
         .layer(middleware::from_fn(limit_uri))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .with_state(state)
+}
+
+/// Stamps the moment by which the request's body must have arrived (`json::read_json`).
+async fn body_deadline(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let at = tokio::time::Instant::now() + state.body_timeout;
+    req.extensions_mut().insert(json::BodyDeadline(at));
+    next.run(req).await
 }
 
 /// Longest request target (path and query) served; QoD URIs are well under 200 bytes.

@@ -268,6 +268,7 @@ impl From<BodyError> for V0Error {
                 Self::standard(StatusCode::UNSUPPORTED_MEDIA_TYPE, 68)
             }
             BodyError::TooLarge => Self::standard(StatusCode::PAYLOAD_TOO_LARGE, 66),
+            BodyError::TimedOut => Self::standard(StatusCode::REQUEST_TIMEOUT, 63),
             BodyError::Empty => Self::standard(StatusCode::BAD_REQUEST, bad::MISSING_BODY),
             BodyError::Malformed(e) => Self::bad_request(bad::INVALID_BODY, e),
             BodyError::InvalidField(e) => Self::bad_request(bad::INVALID_BODY_FIELD, e),
