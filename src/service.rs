@@ -21,6 +21,9 @@ use crate::store::{Created, Write};
 #[derive(Debug, Clone)]
 pub struct NewSession {
     pub device: Device,
+    /// Every key the request named the device by (`DeviceIdentifiers::keys`), the kept
+    /// identifier's first: the overlap check looks for live sessions under each.
+    pub device_keys: Vec<String>,
     pub flow: Flow,
     pub qos_profile: String,
     pub duration_secs: i64,
@@ -139,6 +142,7 @@ impl Service {
             });
         }
         let now = self.now();
+        let device_keys = req.device_keys;
         let session = Session {
             id: SessionId(self.core.random.uuid()),
             revision: 1,
@@ -187,7 +191,7 @@ impl Service {
         let (created, written) = self
             .core
             .store
-            .create_session(session.clone(), self.max_active_sessions, fx)
+            .create_session(session.clone(), device_keys, self.max_active_sessions, fx)
             .await?;
         written.publish(&self.core);
         match created {

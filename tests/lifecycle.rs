@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use common::{TestApp, poll_until, session_body, status};
-use serde_json::json;
+use serde_json::{Value, json};
 
 fn time(v: &serde_json::Value, field: &str) -> DateTime<Utc> {
     v[field]
@@ -368,6 +368,88 @@ async fn overlapping_flows_of_one_device_conflict_and_disjoint_ones_do_not() {
     assert_eq!(app.create(&other_device).await.0, 201);
     let other_server = session_body("+33612345691", "203.0.113.9", 60);
     assert_eq!(app.create(&other_server).await.0, 201);
+}
+
+#[tokio::test]
+async fn the_same_device_or_server_named_differently_still_conflicts() {
+    let app = TestApp::spawn().await;
+    let with_device = |device: Value, server: &str| {
+        json!({
+            "device": device,
+            "applicationServer": if server.contains(':') {
+                json!({"ipv6Address": server})
+            } else {
+                json!({"ipv4Address": server})
+            },
+            "qosProfile": "QOS_E",
+            "duration": 60,
+        })
+    };
+    let create = |device: Value, server: &'static str| {
+        let body = with_device(device, server);
+        let app = &app;
+        async move { app.create(&body).await }
+    };
+    let behind_nat = json!({"publicAddress": "203.0.113.50", "privateAddress": "10.0.0.1"});
+    assert_eq!(
+        create(json!({"ipv4Address": behind_nat}), "198.51.100.60")
+            .await
+            .0,
+        201
+    );
+    // The same device with its phone number as well (the session would keep the number).
+    let (code, body) = create(
+        json!({"phoneNumber": "+33612340010", "ipv4Address": behind_nat}),
+        "198.51.100.60",
+    )
+    .await;
+    assert_eq!(code, 409, "{body}");
+    // With its public port as well: still the same private address behind that NAT.
+    let with_port =
+        json!({"publicAddress": "203.0.113.50", "privateAddress": "10.0.0.1", "publicPort": 4000});
+    assert_eq!(
+        create(json!({"ipv4Address": with_port}), "198.51.100.60")
+            .await
+            .0,
+        409
+    );
+    // Another device behind the same NAT is another device.
+    let neighbour = json!({"publicAddress": "203.0.113.50", "privateAddress": "10.0.0.2"});
+    assert_eq!(
+        create(json!({"ipv4Address": neighbour}), "198.51.100.60")
+            .await
+            .0,
+        201
+    );
+
+    // Without NAT, the IPv4 address and its IPv4-mapped IPv6 form are one device.
+    let no_nat = json!({"publicAddress": "203.0.113.51", "privateAddress": "203.0.113.51"});
+    assert_eq!(
+        create(json!({"ipv4Address": no_nat}), "198.51.100.60")
+            .await
+            .0,
+        201
+    );
+    let (code, body) = create(
+        json!({"ipv6Address": "::ffff:203.0.113.51"}),
+        "198.51.100.60",
+    )
+    .await;
+    assert_eq!(code, 409, "{body}");
+
+    // An IPv4-mapped application server is its IPv4 address.
+    assert_eq!(
+        create(json!({"phoneNumber": "+33612340011"}), "198.51.100.61")
+            .await
+            .0,
+        201
+    );
+    let (code, body) = create(
+        json!({"phoneNumber": "+33612340011"}),
+        "::ffff:198.51.100.61",
+    )
+    .await;
+    assert_eq!(code, 409, "{body}");
 }
 
 #[tokio::test]

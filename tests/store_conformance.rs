@@ -59,6 +59,7 @@ suite!(sqlite:
     a_write_that_does_not_move_the_revision_on_is_refused,
     concurrent_changes_of_one_session_all_apply_in_turn,
     a_deleted_session_is_gone_and_a_change_sees_nothing,
+    a_device_named_by_several_keys_conflicts_under_each_while_live,
     concurrent_claims_never_hand_out_a_job_twice,
     a_job_is_claimed_only_when_due_and_retries_wait_for_their_time,
     claims_of_a_stopped_process_can_be_handed_back,
@@ -127,7 +128,7 @@ fn created(s: &Session) -> Effects {
 
 async fn create(b: &Backend, s: &Session) -> Created {
     b.store
-        .create_session(s.clone(), 0, created(s))
+        .create_session(s.clone(), vec![], 0, created(s))
         .await
         .unwrap()
         .0
@@ -248,7 +249,11 @@ async fn only_one_of_concurrent_overlapping_creates_is_stored(b: &Backend) {
         let store = b.store.clone();
         // Every owner differs: the overlap check spans owners.
         let s = session("+33612345678", "198.51.100.10", &format!("client-{i}"));
-        tokio::spawn(async move { store.create_session(s.clone(), 0, created(&s)).await })
+        tokio::spawn(async move {
+            store
+                .create_session(s.clone(), vec![], 0, created(&s))
+                .await
+        })
     });
     let outcomes: Vec<Created> = futures::future::join_all(creates)
         .await
@@ -271,14 +276,14 @@ async fn the_quota_counts_live_sessions_of_the_owner_only(b: &Backend) {
     for s in [&first, &second, &elsewhere] {
         let (c, _) = b
             .store
-            .create_session(s.clone(), 2, created(s))
+            .create_session(s.clone(), vec![], 2, created(s))
             .await
             .unwrap();
         assert_eq!(c, Created::Stored);
     }
     let (c, fx) = b
         .store
-        .create_session(third.clone(), 2, created(&third))
+        .create_session(third.clone(), vec![], 2, created(&third))
         .await
         .unwrap();
     assert_eq!(c, Created::QuotaExceeded);
@@ -292,7 +297,7 @@ async fn the_quota_counts_live_sessions_of_the_owner_only(b: &Backend) {
     end(b, first.id, StatusInfo::NetworkTerminated).await;
     let (c, _) = b
         .store
-        .create_session(third.clone(), 2, created(&third))
+        .create_session(third.clone(), vec![], 2, created(&third))
         .await
         .unwrap();
     assert_eq!(c, Created::Stored);
@@ -426,6 +431,49 @@ async fn a_deleted_session_is_gone_and_a_change_sees_nothing(b: &Backend) {
     assert_eq!(*seen.lock().unwrap(), Some(true));
     // A decision that writes a session that is not there is an error.
     assert!(change(b, s.id, |_, _| Write::Delete).await.is_err());
+}
+
+async fn a_device_named_by_several_keys_conflicts_under_each_while_live(b: &Backend) {
+    let first = session("+33612345678", "198.51.100.10", "shop");
+    let keys = vec![first.device.key(), "ipv4:203.0.113.50".to_owned()];
+    let stored = b
+        .store
+        .create_session(first.clone(), keys, 0, created(&first))
+        .await
+        .unwrap()
+        .0;
+    assert_eq!(stored, Created::Stored);
+    // Another request names the same device by its address only (kept as another phone
+    // number here: what counts is the key the two share).
+    let by_address = session("+33699999999", "198.51.100.10", "other");
+    let create_by_address = |s: Session| async move {
+        b.store
+            .create_session(
+                s.clone(),
+                vec![s.device.key(), "ipv4:203.0.113.50".into()],
+                0,
+                created(&s),
+            )
+            .await
+            .unwrap()
+            .0
+    };
+    assert_eq!(
+        create_by_address(by_address.clone()).await,
+        Created::Conflict
+    );
+    // A request that shares no key does not conflict.
+    let unrelated = session("+33688888888", "198.51.100.10", "other");
+    assert_eq!(create(b, &unrelated).await, Created::Stored);
+    // Once the first has ended, its aliases no longer block anyone; once it is deleted they
+    // are gone with it.
+    end(b, first.id, StatusInfo::DeleteRequested).await;
+    let again = session("+33699999999", "198.51.100.10", "other");
+    assert_eq!(create_by_address(again.clone()).await, Created::Stored);
+    change(b, first.id, |_, _| Write::Delete).await.unwrap();
+    end(b, again.id, StatusInfo::DeleteRequested).await;
+    let last = session("+33677777777", "198.51.100.10", "other");
+    assert_eq!(create_by_address(last).await, Created::Stored);
 }
 
 async fn enqueue(b: &Backend, jobs: impl IntoIterator<Item = ScheduledJob>) {

@@ -62,6 +62,24 @@ impl DeviceIpv4 {
     }
 }
 
+impl DeviceIpv4 {
+    /// The keys this address names its device by (see `DeviceIdentifiers::keys`).
+    fn keys(&self) -> Vec<String> {
+        let public = self.public_address;
+        if self.private_address == Some(public) {
+            return vec![format!("ipv4:{public}")];
+        }
+        let mut keys = Vec::new();
+        if let Some(private) = self.private_address {
+            keys.push(format!("ipv4:{public}|{private}|"));
+        }
+        if let Some(port) = self.public_port {
+            keys.push(format!("ipv4:{public}||{port}"));
+        }
+        keys
+    }
+}
+
 /// The one identifier a session is bound to (the spec's `DeviceResponse`: at most one property).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -88,6 +106,30 @@ pub enum SelectionError {
 }
 
 impl DeviceIdentifiers {
+    /// Every key under which these identifiers name a device, canonical: the kept
+    /// identifier's (`Device::key`) first, then one per other identifier and form. An IPv4
+    /// address given with a private address equal to it (no NAT) is the address alone, as is
+    /// an IPv4-mapped IPv6 address; an IPv4 address with both a private address and a port is
+    /// also known by each. Two requests that share a key name the same device.
+    pub fn keys(&self, kept: &Device) -> Vec<String> {
+        let mut keys = vec![kept.key()];
+        if let Some(p) = &self.phone_number {
+            keys.push(Device::PhoneNumber(p.clone()).key());
+        }
+        if let Some(v4) = &self.ipv4 {
+            keys.extend(v4.keys());
+        }
+        if let Some(v6) = self.ipv6 {
+            keys.push(match v6.to_ipv4_mapped() {
+                Some(v4) => format!("ipv4:{v4}"),
+                None => format!("ipv6:{v6}"),
+            });
+        }
+        let mut seen = std::collections::HashSet::new();
+        keys.retain(|k| seen.insert(k.clone()));
+        keys
+    }
+
     /// Picks one identifier: phone number, then IPv4, then IPv6. The network access identifier
     /// is reserved for future use by the spec, so on its own it is unsupported.
     pub fn select(self) -> Result<Device, SelectionError> {
@@ -170,6 +212,56 @@ mod tests {
         assert_eq!(
             DeviceIdentifiers::default().select(),
             Err(SelectionError::Missing)
+        );
+    }
+
+    #[test]
+    fn one_device_named_differently_shares_a_key() {
+        let kept_phone = |ids: &DeviceIdentifiers| ids.keys(&ids.clone().select().unwrap());
+        let v4 = |private: Option<&str>, port: Option<u16>| {
+            DeviceIpv4::new(
+                "203.0.113.50".parse().unwrap(),
+                private.map(|p| p.parse().unwrap()),
+                port,
+            )
+            .unwrap()
+        };
+        let phone = PhoneNumber::parse("+33612345678").unwrap();
+        let both = DeviceIdentifiers {
+            phone_number: Some(phone.clone()),
+            ipv4: Some(v4(Some("10.0.0.1"), Some(4000))),
+            ..Default::default()
+        };
+        let keys = kept_phone(&both);
+        assert_eq!(keys[0], "tel:+33612345678", "the kept identifier first");
+        let by_private = DeviceIdentifiers {
+            ipv4: Some(v4(Some("10.0.0.1"), None)),
+            ..Default::default()
+        };
+        let by_port = DeviceIdentifiers {
+            ipv4: Some(v4(None, Some(4000))),
+            ..Default::default()
+        };
+        for other in [&by_private, &by_port] {
+            let theirs = kept_phone(other);
+            assert!(
+                theirs.iter().any(|k| keys.contains(k)),
+                "{theirs:?} vs {keys:?}"
+            );
+        }
+        let no_nat = DeviceIdentifiers {
+            ipv4: Some(v4(Some("203.0.113.50"), None)),
+            ..Default::default()
+        };
+        let mapped = DeviceIdentifiers {
+            ipv6: Some("::ffff:203.0.113.50".parse().unwrap()),
+            ..Default::default()
+        };
+        let (a, b) = (kept_phone(&no_nat), kept_phone(&mapped));
+        assert!(a.iter().any(|k| b.contains(k)), "{a:?} vs {b:?}");
+        assert!(
+            !kept_phone(&by_private).iter().any(|k| a.contains(k)),
+            "behind NAT, the public address alone names no device"
         );
     }
 }

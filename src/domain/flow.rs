@@ -48,8 +48,23 @@ impl ApplicationServer {
         })
     }
 
+    /// The IPv4 networks this names: its IPv4 address, and its IPv6 one when that is an
+    /// IPv4-mapped address (`::ffff:198.51.100.60` is `198.51.100.60`).
+    fn ipv4_nets(&self) -> impl Iterator<Item = Ipv4Net> + '_ {
+        let mapped = self.ipv6.and_then(|net| {
+            let v4 = net.network().to_ipv4_mapped()?;
+            let len = net.prefix_len().checked_sub(96)?;
+            Ipv4Net::new(v4, len).ok()
+        });
+        self.ipv4.into_iter().chain(mapped)
+    }
+
     fn overlaps(&self, other: &Self) -> bool {
-        let v4 = matches!((self.ipv4, other.ipv4), (Some(a), Some(b)) if a.contains(&b.network()) || b.contains(&a.network()));
+        let nets_meet =
+            |a: Ipv4Net, b: Ipv4Net| a.contains(&b.network()) || b.contains(&a.network());
+        let v4 = self
+            .ipv4_nets()
+            .any(|a| other.ipv4_nets().any(|b| nets_meet(a, b)));
         let v6 = matches!((self.ipv6, other.ipv6), (Some(a), Some(b)) if a.contains(&b.network()) || b.contains(&a.network()));
         v4 || v6
     }
@@ -312,6 +327,20 @@ mod tests {
         assert!(PortsSpec::parse("p", Some(vec![(10, 5)]), None).is_err());
         assert!(PortsSpec::parse("p", None, Some(vec![70000])).is_err());
         assert!(PortsSpec::parse("p", None, Some(vec![])).is_err());
+    }
+
+    #[test]
+    fn an_ipv4_mapped_ipv6_server_is_its_ipv4_address() {
+        let mapped = Flow {
+            application_server: ApplicationServer::parse(None, Some("::ffff:198.51.100.60"))
+                .unwrap(),
+            device_ports: None,
+            application_server_ports: None,
+            device_addresses: Default::default(),
+        };
+        assert!(mapped.overlaps(&flow("198.51.100.60", None)));
+        assert!(mapped.overlaps(&flow("198.51.100.0/24", None)));
+        assert!(!mapped.overlaps(&flow("198.51.100.61", None)));
     }
 
     #[test]

@@ -136,11 +136,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> anyhow::Result<Vec<Session>>;
 
     /// Stores a new session with its effects unless its flow overlaps a live session of the
-    /// same device or its owner holds `quota` live sessions (0: no cap), atomically with
-    /// those checks.
+    /// same device (named by any of `device_keys` or the kept identifier, now or by that
+    /// session's request) or its owner holds `quota` live sessions (0: no cap), atomically
+    /// with those checks.
     async fn create_session(
         &self,
         session: Session,
+        device_keys: Vec<String>,
         quota: u64,
         fx: Effects,
     ) -> anyhow::Result<(Created, Effects)>;

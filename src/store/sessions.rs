@@ -120,13 +120,41 @@ pub fn find(tx: &Tx, id: SessionId) -> anyhow::Result<Option<Session>> {
     row.transpose()
 }
 
-/// Sessions of a device that still hold or seek QoS (the overlap check's candidates).
-pub fn live_for_device(tx: &Tx, device_key: &str) -> anyhow::Result<Vec<Session>> {
-    let mut stmt = tx.prepare_cached(&format!(
+/// Sessions that still hold or seek QoS for a device named by any of `keys`, as the kept
+/// identifier or as an alias (the overlap check's candidates), each once.
+pub fn live_for_device(tx: &Tx, keys: &[String]) -> anyhow::Result<Vec<Session>> {
+    let mut by_key = tx.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM sessions WHERE device_key = ? AND status <> 'UNAVAILABLE' AND deleted = 0"
     ))?;
-    let rows = stmt.query_map([device_key], |r| Ok(decode(r)))?;
-    rows.map(|r| r?).collect()
+    let mut by_alias = tx.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM sessions WHERE id IN \
+         (SELECT session_id FROM session_device_aliases WHERE device_key = ?) \
+         AND status <> 'UNAVAILABLE' AND deleted = 0"
+    ))?;
+    let mut found: Vec<Session> = Vec::new();
+    for key in keys {
+        for stmt in [&mut by_key, &mut by_alias] {
+            for row in stmt.query_map([key], |r| Ok(decode(r)))? {
+                let session = row??;
+                if !found.iter().any(|s| s.id == session.id) {
+                    found.push(session);
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Records the keys besides the kept identifier's under which the session's device was named.
+pub fn insert_aliases(tx: &Tx, session: &Session, keys: &[String]) -> anyhow::Result<()> {
+    let kept = session.device.key();
+    let mut stmt = tx.prepare_cached(
+        "INSERT OR IGNORE INTO session_device_aliases (device_key, session_id) VALUES (?, ?)",
+    )?;
+    for key in keys.iter().filter(|k| **k != kept) {
+        stmt.execute(params![key, session.id.to_string()])?;
+    }
+    Ok(())
 }
 
 /// How many sessions of a client hold or seek QoS, counting no further than `limit` (the

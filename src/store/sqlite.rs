@@ -161,6 +161,7 @@ impl Store for SqliteStore {
     async fn create_session(
         &self,
         session: Session,
+        device_keys: Vec<String>,
         quota: u64,
         mut planned: Effects,
     ) -> anyhow::Result<(Created, Effects)> {
@@ -170,11 +171,16 @@ impl Store for SqliteStore {
                 {
                     return Ok(Created::QuotaExceeded);
                 }
-                let live = sessions::live_for_device(tx, &session.device.key())?;
+                let mut keys = device_keys;
+                if !keys.contains(&session.device.key()) {
+                    keys.insert(0, session.device.key());
+                }
+                let live = sessions::live_for_device(tx, &keys)?;
                 if live.iter().any(|other| other.flow.overlaps(&session.flow)) {
                     return Ok(Created::Conflict);
                 }
                 sessions::insert(tx, &session)?;
+                sessions::insert_aliases(tx, &session, &keys)?;
                 std::mem::swap(fx, &mut planned);
                 Ok(Created::Stored)
             })

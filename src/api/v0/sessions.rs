@@ -125,11 +125,12 @@ async fn create(
         body.application_server_ports,
     )?;
     let (sink, sink_credential) = parse_webhook(body.webhook, state.service.sink_policy())?;
-    let (device, device_addresses) = device.into_device_and_addresses()?;
+    let named = device.into_named_device()?;
     let flow = Flow {
-        device_addresses,
+        device_addresses: named.addresses,
         ..flow
     };
+    let device = named.device;
     // v0 always names the device; a three-legged token may only name its own.
     if caller.device.as_ref().is_some_and(|bound| *bound != device) {
         return Err(V0Error::new(
@@ -142,6 +143,7 @@ async fn create(
         .service
         .create(NewSession {
             device,
+            device_keys: named.keys,
             flow,
             qos_profile,
             duration_secs,

@@ -9,14 +9,15 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::wire::{
-    ApplicationServerWire, DeviceWire, PortsSpecWire, SessionInfo, check_profile_name, parse_flow,
+    ApplicationServerWire, DeviceWire, NamedDevice, PortsSpecWire, SessionInfo, check_profile_name,
+    parse_flow,
 };
 use crate::api::AppState;
 use crate::api::auth::require_v1;
 use crate::api::error::ApiError;
 use crate::api::json::ApiJson;
 use crate::auth::{Caller, scopes};
-use crate::domain::{ApiVersion, Device, DeviceAddresses, Flow, PlainCredential, SessionId};
+use crate::domain::{ApiVersion, Device, Flow, PlainCredential, SessionId};
 use crate::notify::address_policy::SinkPolicy;
 use crate::service::{ExtensionRule, NewSession};
 
@@ -149,19 +150,18 @@ pub(crate) fn subject_device(
     caller: &Caller,
     device: Option<DeviceWire>,
 ) -> Result<Device, ApiError> {
-    subject_device_and_addresses(caller, device).map(|(device, _)| device)
+    subject_named_device(caller, device).map(|named| named.device)
 }
 
-/// The device a request is about (from the token or the body), with the addresses the body
-/// gave for it.
-fn subject_device_and_addresses(
+/// The device a request is about (from the token or the body), with what the body said of it.
+fn subject_named_device(
     caller: &Caller,
     device: Option<DeviceWire>,
-) -> Result<(Device, DeviceAddresses), ApiError> {
+) -> Result<NamedDevice, ApiError> {
     match (&caller.device, device) {
         (Some(_), Some(_)) => Err(ApiError::unnecessary_identifier()),
-        (Some(bound), None) => Ok((bound.clone(), DeviceAddresses::default())),
-        (None, Some(wire)) => wire.into_device_and_addresses(),
+        (Some(bound), None) => Ok(NamedDevice::only(bound.clone())),
+        (None, Some(wire)) => wire.into_named_device(),
         (None, None) => Err(ApiError::missing_identifier()),
     }
 }
@@ -202,13 +202,14 @@ fn parse_create(
     let duration_secs = parse_duration("duration", body.duration)?;
     let sink = parse_sink(body.sink, sink_policy)?;
     let sink_credential = parse_credential(body.sink_credential)?;
-    let (device, device_addresses) = subject_device_and_addresses(caller, body.device)?;
+    let named = subject_named_device(caller, body.device)?;
     let flow = Flow {
-        device_addresses,
+        device_addresses: named.addresses,
         ..flow
     };
     Ok(NewSession {
-        device,
+        device: named.device,
+        device_keys: named.keys,
         flow,
         qos_profile,
         duration_secs,

@@ -38,15 +38,35 @@ fn port(field: &str, p: i64) -> Result<u16, Invalid> {
         .map_err(|_| Invalid::out_of_range(format!("{field} must be a port from 0 to 65535")))
 }
 
+/// A device as a request names it: the identifier the session keeps, the device's addresses
+/// among those given (for the network's flow rules when the session keeps a phone number), and
+/// every key the identifiers name it by (for the overlap check).
+#[derive(Debug, Clone)]
+pub struct NamedDevice {
+    pub device: Device,
+    pub addresses: DeviceAddresses,
+    pub keys: Vec<String>,
+}
+
+impl NamedDevice {
+    /// A device known by one identifier only (a three-legged token's).
+    pub fn only(device: Device) -> Self {
+        Self {
+            keys: vec![device.key()],
+            device,
+            addresses: DeviceAddresses::default(),
+        }
+    }
+}
+
 impl DeviceWire {
     /// Parses every identifier, then selects the one the session is bound to.
     pub fn into_device(self) -> Result<Device, ApiError> {
-        self.into_device_and_addresses().map(|(device, _)| device)
+        self.into_named_device().map(|named| named.device)
     }
 
-    /// The selected identifier, and the device's addresses among those given (for the
-    /// network's flow rules when the session is bound to a phone number).
-    pub fn into_device_and_addresses(self) -> Result<(Device, DeviceAddresses), ApiError> {
+    /// The selected identifier, with what else the request said of the device.
+    pub fn into_named_device(self) -> Result<NamedDevice, ApiError> {
         let has_any = self.phone_number.is_some()
             || self.network_access_identifier.is_some()
             || self.ipv4_address.is_some()
@@ -101,18 +121,21 @@ impl DeviceWire {
                 .map(|v4| v4.private_address.unwrap_or(v4.public_address)),
             ipv6,
         };
-        let device = DeviceIdentifiers {
+        let identifiers = DeviceIdentifiers {
             phone_number,
             network_access_identifier: self.network_access_identifier,
             ipv4,
             ipv6,
-        }
-        .select()
-        .map_err(|e| match e {
+        };
+        let device = identifiers.clone().select().map_err(|e| match e {
             SelectionError::Missing => ApiError::missing_identifier(),
             SelectionError::Unsupported => ApiError::unsupported_identifier(),
         })?;
-        Ok((device, addresses))
+        Ok(NamedDevice {
+            keys: identifiers.keys(&device),
+            device,
+            addresses,
+        })
     }
 }
 
