@@ -268,6 +268,11 @@ impl Application {
             },
         );
 
+        let retention = tokio::spawn(crate::retention::run(
+            self.core.clone(),
+            self.settings.history_retention,
+            stopped(stop_rx.clone()),
+        ));
         // Each part is a task of its own on the multi-thread runtime: nothing of the server,
         // the queue or the jobs runs on the thread that called `run_until`.
         let server = tokio::spawn(server);
@@ -280,6 +285,7 @@ impl Application {
             Err(e) => tracing::warn!(error = %e, "workers stopped with errors"),
         }
         dispatched.context("job dispatcher task")?;
+        retention.await.context("history purge task")?;
         let handed_back = self.core.store.release_all_claims().await?;
         if handed_back > 0 {
             tracing::info!(handed_back, "returned unfinished jobs to the queue");

@@ -55,6 +55,10 @@ pub struct ServeArgs {
     /// Seconds an expired session stays readable before it is purged.
     #[arg(long, env = "QOD_RETENTION_SECS")]
     pub retention_secs: Option<u64>,
+    /// How long history is kept (e.g. 1d, 12h): settled notifications, and the events of
+    /// purged sessions; older rows are deleted.
+    #[arg(long, env = "QOD_HISTORY_RETENTION")]
+    pub history_retention: Option<Span>,
     /// Simulated network: latency of each call in milliseconds.
     #[arg(long, env = "QOD_SIM_LATENCY_MS")]
     pub sim_latency_ms: Option<u64>,
@@ -355,6 +359,8 @@ pub struct Settings {
     pub provision_timeout: Duration,
     pub grant_lifetime: Duration,
     pub retention: Duration,
+    /// How long settled notifications and purged sessions' events are kept.
+    pub history_retention: Duration,
     pub shutdown_timeout: Duration,
     pub sim: SimSettings,
     pub notify: NotifySettings,
@@ -380,6 +386,7 @@ impl ServeArgs {
             provision_timeout_secs: Some(60),
             grant_lifetime: Some(Span(Duration::from_secs(900))),
             retention_secs: Some(60),
+            history_retention: Some(Span(Duration::from_secs(86_400))),
             sim_latency_ms: Some(0),
             sim_failure_rate: Some(0.0),
             sim_refuse_rate: Some(0.0),
@@ -494,6 +501,7 @@ impl Settings {
                 "provision_timeout_secs",
             )),
             retention: Duration::from_secs(given(v.retention_secs, "retention_secs")),
+            history_retention: given(v.history_retention, "history_retention").0,
             shutdown_timeout: Duration::from_secs(given(
                 v.shutdown_timeout_secs,
                 "shutdown_timeout_secs",

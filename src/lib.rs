@@ -21,6 +21,7 @@ pub mod panics;
 pub mod pools;
 pub mod queue;
 pub mod random;
+pub mod retention;
 pub mod secrets;
 pub mod service;
 pub mod span;

@@ -24,6 +24,7 @@ pub struct Metrics {
     pub network_events: IntCounterVec,
     pub store_commits: IntCounter,
     pub store_writes: IntCounter,
+    pub history_purged: IntCounterVec,
 }
 
 /// Job outcomes counted per queue.
@@ -174,6 +175,15 @@ impl Metrics {
             "Writes (state changes, job settlements, enqueues) carried by those commits.",
         )
         .expect("valid metric");
+        let history_purged = IntCounterVec::new(
+            Opts::new(
+                "qod_history_purged_rows_total",
+                "Rows of history deleted past --history-retention, by table (notifications, \
+                 session_events, sim_grants).",
+            ),
+            &["table"],
+        )
+        .expect("valid metric");
         for c in [&store_commits, &store_writes] {
             registry
                 .register(Box::new(c.clone()))
@@ -195,6 +205,7 @@ impl Metrics {
             &auth_refusals,
             &client_limited,
             &network_events,
+            &history_purged,
         ] {
             registry
                 .register(Box::new(c.clone()))
@@ -228,6 +239,7 @@ impl Metrics {
             network_events,
             store_commits,
             store_writes,
+            history_purged,
         }
     }
 

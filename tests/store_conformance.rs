@@ -60,6 +60,7 @@ suite!(sqlite:
     concurrent_changes_of_one_session_all_apply_in_turn,
     a_deleted_session_is_gone_and_a_change_sees_nothing,
     a_device_named_by_several_keys_conflicts_under_each_while_live,
+    history_is_purged_past_the_cutoff_in_bounded_batches,
     concurrent_claims_never_hand_out_a_job_twice,
     a_job_is_claimed_only_when_due_and_retries_wait_for_their_time,
     claims_of_a_stopped_process_can_be_handed_back,
@@ -474,6 +475,30 @@ async fn a_device_named_by_several_keys_conflicts_under_each_while_live(b: &Back
     end(b, again.id, StatusInfo::DeleteRequested).await;
     let last = session("+33677777777", "198.51.100.10", "other");
     assert_eq!(create_by_address(last).await, Created::Stored);
+}
+
+async fn history_is_purged_past_the_cutoff_in_bounded_batches(b: &Backend) {
+    let live = session("+33600000001", "198.51.100.10", "shop");
+    create(b, &live).await;
+    for i in 2..5 {
+        let gone = session(&format!("+3360000000{i}"), "198.51.100.10", "shop");
+        create(b, &gone).await;
+        change(b, gone.id, |_, _| Write::Delete).await.unwrap();
+    }
+    let at = ms(t0());
+    let none = b.store.purge_history(at, 2).await.unwrap();
+    assert_eq!(none.total(), 0, "nothing older than the cutoff: {none:?}");
+    let after = at + 1;
+    let first = b.store.purge_history(after, 2).await.unwrap();
+    assert_eq!(first.events, 2, "a batch is bounded: {first:?}");
+    let second = b.store.purge_history(after, 2).await.unwrap();
+    assert_eq!(second.events, 1, "{second:?}");
+    let third = b.store.purge_history(after, 2).await.unwrap();
+    assert_eq!(
+        third.total(),
+        0,
+        "the live session's event stays: {third:?}"
+    );
 }
 
 async fn enqueue(b: &Backend, jobs: impl IntoIterator<Item = ScheduledJob>) {

@@ -163,3 +163,100 @@ async fn an_expiry_that_runs_late_keeps_expires_at_and_duration_and_records_when
         "the event says when it ran"
     );
 }
+
+async fn count(app: &TestApp, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(&app.pool).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_past_its_retention_is_deleted_and_counted() {
+    let t0 = whole_millis_now();
+    let clock = ManualClock::new(t0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = settings_in(dir.path());
+    settings.notify.allow_insecure_sinks = true;
+    settings.notify.allow_private_sinks = true;
+    settings.history_retention = Duration::from_secs(3600);
+    let ports = Ports {
+        clock: clock.clone(),
+        random: Random::seeded(5),
+    };
+    let app = TestApp::spawn_on(dir, settings, ports).await;
+    let sink = common::sink::TestSink::start().await;
+    let mut body = session_body("+33612345678", "198.51.100.10", 60);
+    body["sink"] = serde_json::json!(sink.url("events", common::sink::Behaviour::Accept));
+    let (_, created) = app.create(&body).await;
+    let id = created["sessionId"].as_str().unwrap().to_owned();
+    let live = session_body("+33612345679", "198.51.100.10", 86_400);
+    let (_, kept) = app.create(&live).await;
+    let kept = kept["sessionId"].as_str().unwrap().to_owned();
+    app.wait_for_session(&id, Duration::from_secs(5), |_, b| status(b) == "AVAILABLE")
+        .await;
+    app.wait_for_session(&kept, Duration::from_secs(5), |_, b| {
+        status(b) == "AVAILABLE"
+    })
+    .await;
+    // Expired, notified, released and purged.
+    clock.advance(Duration::from_secs(61));
+    sink.wait_delivered("events", 2, Duration::from_secs(5))
+        .await;
+    clock.advance(Duration::from_secs(61));
+    app.wait_for_session(&id, Duration::from_secs(5), |code, _| code == 404)
+        .await;
+    let notifications = "SELECT COUNT(*) FROM notifications";
+    let grants = "SELECT COUNT(*) FROM sim_grants";
+    assert_eq!(count(&app, notifications).await, 2);
+    assert_eq!(count(&app, grants).await, 2);
+    let events_of = |id: String| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM session_events WHERE session_id = ?")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(events_of(id.clone()).await, 4);
+
+    // Within the retention nothing goes; past it, the purged session's history goes and the
+    // live session's stays.
+    clock.advance(Duration::from_secs(1800));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        count(&app, notifications).await,
+        2,
+        "kept within the retention"
+    );
+    clock.advance(Duration::from_secs(1800) + qod::retention::EVERY);
+    let gone = common::poll_until(Duration::from_secs(5), || async {
+        (count(&app, notifications).await == 0).then_some(())
+    })
+    .await;
+    assert!(
+        gone.is_some(),
+        "settled notifications past the retention stay"
+    );
+    common::poll_until(Duration::from_secs(5), || async {
+        (events_of(id.clone()).await == 0).then_some(())
+    })
+    .await
+    .expect("the purged session's events are deleted");
+    assert!(
+        events_of(kept.clone()).await >= 2,
+        "the live session's events are kept"
+    );
+    assert_eq!(
+        count(&app, grants).await,
+        1,
+        "only the live session's grant is left"
+    );
+    let metrics = app.metrics().await;
+    for line in [
+        r#"qod_history_purged_rows_total{table="notifications"} 2"#,
+        r#"qod_history_purged_rows_total{table="session_events"} 4"#,
+        r#"qod_history_purged_rows_total{table="sim_grants"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
+}

@@ -4,6 +4,7 @@
 //! leaves this module.
 
 mod events;
+mod history;
 mod jobs;
 mod ledger;
 mod notifications;
@@ -13,6 +14,7 @@ mod sessions;
 mod sqlite;
 pub mod writer;
 
+pub use history::Purged;
 pub use jobs::{ClaimedRow, Depth};
 pub use notifications::{ForDelivery, NewNotification, Notification, state};
 pub use port::{

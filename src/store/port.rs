@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{ClaimedRow, Depth, ForDelivery, Notification};
+use super::{ClaimedRow, Depth, ForDelivery, Notification, Purged};
 use crate::domain::{ClientId, GrantState, QosStatus, Session, SessionId};
 use crate::lifecycle::{Effects, ScheduledJob};
 
@@ -207,6 +207,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// What the gauges show.
     async fn census(&self, now_ms: i64) -> anyhow::Result<Census>;
+
+    /// Deletes at most `batch` rows per table of history older than `before_ms`: settled
+    /// notifications, the events of purged sessions, the released simulated grants of purged
+    /// sessions. One short write; call again while a table gave a full batch.
+    async fn purge_history(&self, before_ms: i64, batch: usize) -> anyhow::Result<Purged>;
 
     /// Write transactions committed by this process so far, and the writes they carried.
     fn write_counts(&self) -> WriteCounts;

@@ -17,7 +17,7 @@ use super::port::{
 };
 use super::readers::Readers;
 use super::writer::{Tx, Writer};
-use super::{events, jobs, ledger, sessions};
+use super::{Purged, events, history, jobs, ledger, sessions};
 use crate::domain::{ClientId, Session, SessionId};
 use crate::lifecycle::{Effects, ScheduledJob};
 
@@ -333,6 +333,13 @@ impl Store for SqliteStore {
                 })
             })
             .await
+    }
+
+    async fn purge_history(&self, before_ms: i64, batch: usize) -> anyhow::Result<Purged> {
+        let (purged, _) = self
+            .write(move |tx, _| history::purge(tx, before_ms, batch))
+            .await?;
+        Ok(purged)
     }
 
     fn write_counts(&self) -> WriteCounts {
