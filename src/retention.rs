@@ -44,9 +44,7 @@ pub async fn purge_once(core: &Core, retention: Duration) -> anyhow::Result<()> 
                 .with_label_values(&[table])
                 .inc_by(n as u64);
         }
-        let full = [purged.notifications, purged.events, purged.grants]
-            .iter()
-            .any(|&n| n == BATCH);
+        let full = [purged.notifications, purged.events, purged.grants].contains(&BATCH);
         if !full {
             return Ok(());
         }
