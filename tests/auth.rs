@@ -397,16 +397,17 @@ async fn another_client_can_neither_see_nor_change_nor_learn_of_a_session() {
     )
     .await;
     assert_eq!((code, listed.clone()), (200, json!([])));
-    // The overlap check still protects the device, without naming the other client's session.
-    let (code, conflict) = post(
+    // Another client's session neither conflicts nor shows: the overlap check is per client,
+    // so probing with creates learns nothing of other tenants' flows and blocks nobody.
+    let (code, own) = post(
         &app,
         &format!("{V1}/sessions"),
         &b,
         &session_body(phone, "198.51.100.1", 60),
     )
     .await;
-    assert_eq!(code, 409, "{conflict}");
-    assert!(!conflict.to_string().contains(&id), "{conflict}");
+    assert_eq!(code, 201, "{own}");
+    assert_ne!(own["sessionId"], id.as_str());
 
     // v0 answers the same way in its own format.
     let (code, body) = get_(&app, &format!("{V0}/sessions/{id}"), &b).await;
@@ -428,6 +429,56 @@ async fn another_client_can_neither_see_nor_change_nor_learn_of_a_session() {
     .await;
     assert_eq!(code, 200);
     assert_eq!(listed.as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn creates_tell_a_client_nothing_of_another_clients_flows_and_cannot_block_them() {
+    let app = TestApp::spawn().await;
+    let a = app.mint("client-a", &scopes::ALL, None);
+    let b = app.mint("client-b", &scopes::ALL, None);
+    let phone = "+33612349900";
+    let mut secret = session_body(phone, "198.51.100.0/24", 3600);
+    secret["applicationServerPorts"] = json!({"ranges": [{"from": 5000, "to": 5010}]});
+    let (code, _) = post(&app, &format!("{V1}/sessions"), &a, &secret).await;
+    assert_eq!(code, 201);
+    // A binary search by the other client over addresses and ports: every probe is answered
+    // alike, so it converges on nothing. (Each probe is a session of its own; delete it.)
+    for (server, port) in [
+        ("0.0.0.0/0", 5005),
+        ("198.51.100.0/25", 5005),
+        ("198.51.100.128/25", 5005),
+        ("198.51.100.7", 6000),
+        ("203.0.113.0/24", 5005),
+    ] {
+        let mut probe = session_body(phone, server, 60);
+        probe["applicationServerPorts"] = json!({"ports": [port]});
+        let (code, body) = post(&app, &format!("{V1}/sessions"), &b, &probe).await;
+        assert_eq!(code, 201, "{server} {port}: {body}");
+        let id = body["sessionId"].as_str().unwrap();
+        assert_eq!(
+            delete(&app, &format!("{V1}/sessions/{id}"), &b).await.0,
+            204
+        );
+    }
+    // Nor can one client block the device for another with the widest flow.
+    let mut everything = session_body(phone, "0.0.0.0/0", 86_400);
+    everything["applicationServer"]["ipv6Address"] = json!("::/0");
+    assert_eq!(
+        post(&app, &format!("{V1}/sessions"), &b, &everything)
+            .await
+            .0,
+        201
+    );
+    let second = session_body(phone, "203.0.113.9", 60);
+    assert_eq!(
+        post(&app, &format!("{V1}/sessions"), &a, &second).await.0,
+        201
+    );
+    // Each client's own overlaps are still refused.
+    assert_eq!(
+        post(&app, &format!("{V1}/sessions"), &a, &secret).await.0,
+        409
+    );
 }
 
 async fn created_expiry(app: &TestApp, id: &str, token: &str) -> Value {

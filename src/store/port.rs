@@ -136,9 +136,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> anyhow::Result<Vec<Session>>;
 
     /// Stores a new session with its effects unless its flow overlaps a live session of the
-    /// same device (named by any of `device_keys` or the kept identifier, now or by that
-    /// session's request) or its owner holds `quota` live sessions (0: no cap), atomically
-    /// with those checks.
+    /// same owner and device (named by any of `device_keys` or the kept identifier, now or by
+    /// that session's request) or its owner holds `quota` live sessions (0: no cap),
+    /// atomically with those checks. Other owners' sessions never conflict: tenants learn
+    /// nothing of each other and cannot block a device for one another.
     async fn create_session(
         &self,
         session: Session,

@@ -120,21 +120,22 @@ pub fn find(tx: &Tx, id: SessionId) -> anyhow::Result<Option<Session>> {
     row.transpose()
 }
 
-/// Sessions that still hold or seek QoS for a device named by any of `keys`, as the kept
-/// identifier or as an alias (the overlap check's candidates), each once.
-pub fn live_for_device(tx: &Tx, keys: &[String]) -> anyhow::Result<Vec<Session>> {
+/// One client's sessions that still hold or seek QoS for a device named by any of `keys`, as
+/// the kept identifier or as an alias (the overlap check's candidates), each once.
+pub fn live_for_device(tx: &Tx, owner: &ClientId, keys: &[String]) -> anyhow::Result<Vec<Session>> {
     let mut by_key = tx.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM sessions WHERE device_key = ? AND status <> 'UNAVAILABLE' AND deleted = 0"
+        "SELECT {COLUMNS} FROM sessions WHERE device_key = ?1 AND owner = ?2 \
+         AND status <> 'UNAVAILABLE' AND deleted = 0"
     ))?;
     let mut by_alias = tx.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM sessions WHERE id IN \
-         (SELECT session_id FROM session_device_aliases WHERE device_key = ?) \
-         AND status <> 'UNAVAILABLE' AND deleted = 0"
+         (SELECT session_id FROM session_device_aliases WHERE device_key = ?1) \
+         AND owner = ?2 AND status <> 'UNAVAILABLE' AND deleted = 0"
     ))?;
     let mut found: Vec<Session> = Vec::new();
     for key in keys {
         for stmt in [&mut by_key, &mut by_alias] {
-            for row in stmt.query_map([key], |r| Ok(decode(r)))? {
+            for row in stmt.query_map(params![key, owner.as_str()], |r| Ok(decode(r)))? {
                 let session = row??;
                 if !found.iter().any(|s| s.id == session.id) {
                     found.push(session);

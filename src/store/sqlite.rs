@@ -175,7 +175,7 @@ impl Store for SqliteStore {
                 if !keys.contains(&session.device.key()) {
                     keys.insert(0, session.device.key());
                 }
-                let live = sessions::live_for_device(tx, &keys)?;
+                let live = sessions::live_for_device(tx, &session.owner, &keys)?;
                 if live.iter().any(|other| other.flow.overlaps(&session.flow)) {
                     return Ok(Created::Conflict);
                 }
