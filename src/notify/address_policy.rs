@@ -46,57 +46,74 @@ impl SinkPolicy {
     }
 }
 
-/// Why an address is refused, for the delivery's last error.
+/// Why an address is refused, for the delivery's last error: every block of the IANA IPv4 and
+/// IPv6 special-purpose address registries that is not globally reachable, and translated forms
+/// (IPv4-mapped, NAT64, 6to4, IPv4-compatible) judged by the IPv4 address they carry.
 pub fn non_public_reason(ip: IpAddr) -> Option<&'static str> {
     match ip {
         IpAddr::V4(v4) => v4_reason(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4_reason(v4),
-            None => v6_reason(v6),
-        },
+        IpAddr::V6(v6) => v6_reason(v6),
     }
 }
 
 fn v4_reason(ip: Ipv4Addr) -> Option<&'static str> {
-    let [a, b, ..] = ip.octets();
-    if ip.is_loopback() {
-        Some("loopback")
-    } else if ip.is_unspecified() || a == 0 {
-        Some("unspecified")
-    } else if ip.is_private() {
-        Some("private")
-    } else if ip.is_link_local() {
-        Some("link-local")
-    } else if ip.is_multicast() {
-        Some("multicast")
-    } else if ip.is_broadcast() || a >= 240 {
-        Some("reserved")
-    } else if a == 100 && (64..128).contains(&b) {
-        Some("shared address space (carrier-grade NAT)")
-    } else if a == 198 && (18..20).contains(&b) {
-        Some("benchmarking")
-    } else {
-        None
-    }
+    let [a, b, c, _] = ip.octets();
+    let reason = match (a, b, c) {
+        (0, ..) => "unspecified (this network)",
+        (10, ..) | (172, 16..=31, _) | (192, 168, _) => "private",
+        (100, 64..=127, _) => "shared address space (carrier-grade NAT)",
+        (127, ..) => "loopback",
+        (169, 254, _) => "link-local",
+        (192, 0, 0) => "IETF protocol assignment",
+        (192, 0, 2) | (198, 51, 100) | (203, 0, 113) => "documentation",
+        (192, 88, 99) => "6to4 relay anycast",
+        (198, 18..=19, _) => "benchmarking",
+        (224..=239, ..) => "multicast",
+        (240..=255, ..) => "reserved",
+        _ => return None,
+    };
+    Some(reason)
 }
 
 fn v6_reason(ip: Ipv6Addr) -> Option<&'static str> {
-    let first = ip.segments()[0];
+    let s = ip.segments();
+    let embedded = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
     if ip.is_loopback() {
-        Some("loopback")
-    } else if ip.is_unspecified() {
-        Some("unspecified")
-    } else if ip.is_multicast() {
-        Some("multicast")
-    } else if first & 0xfe00 == 0xfc00 {
-        Some("unique local (private)")
-    } else if first & 0xffc0 == 0xfe80 || first & 0xffc0 == 0xfec0 {
-        Some("link-local")
-    } else if first == 0x2001 && ip.segments()[1] == 0x0db8 {
-        Some("documentation")
-    } else {
-        None
+        return Some("loopback");
     }
+    if ip.is_unspecified() {
+        return Some("unspecified");
+    }
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return v4_reason(v4);
+    }
+    // IPv4-compatible (::a.b.c.d), deprecated: nothing public is reached that way.
+    if s[..6] == [0; 6] {
+        return Some("IPv4-compatible (deprecated)");
+    }
+    // NAT64 well-known prefix: the IPv4 address in the last 32 bits decides.
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return v4_reason(embedded(s[6], s[7]));
+    }
+    // 6to4: the IPv4 address in bits 16 to 48 decides.
+    if s[0] == 0x2002 {
+        return v4_reason(embedded(s[1], s[2]));
+    }
+    let reason = match s[0] {
+        0x0064 if s[1] == 0xff9b && s[2] == 0x0001 => "local-use IPv4/IPv6 translation",
+        0x0100 if s[1..4] == [0, 0, 0] => "discard-only",
+        // 2001::/23: IETF protocol assignments, Teredo (2001::/32) among them.
+        0x2001 if s[1] < 0x0200 => "IETF protocol assignment (Teredo, ...)",
+        0x2001 if s[1] == 0x0db8 => "documentation",
+        0x3fff if s[1] < 0x1000 => "documentation",
+        0x5f00 => "segment routing (SRv6) identifier",
+        x if x & 0xfe00 == 0xfc00 => "unique local (private)",
+        x if x & 0xffc0 == 0xfe80 => "link-local",
+        x if x & 0xffc0 == 0xfec0 => "site-local (deprecated)",
+        x if x & 0xff00 == 0xff00 => "multicast",
+        _ => return None,
+    };
+    Some(reason)
 }
 
 #[cfg(test)]
@@ -121,13 +138,39 @@ mod tests {
             "fd00::1",
             "ff02::1",
             "::ffff:127.0.0.1",
+            "192.0.0.8",
+            "192.0.2.1",
+            "198.51.100.7",
+            "203.0.113.9",
+            "192.88.99.1",
+            "198.18.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::a00:1",
+            "64:ff9b:1::1",
+            "2002:c0a8:101::1",
+            "2002:7f00:1::",
+            "::10.0.0.1",
+            "::8.8.8.8",
+            "2001::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "2001:db8::1",
+            "3fff::1",
+            "100::1",
+            "5f00::1",
+            "fec0::1",
         ] {
             assert!(
                 non_public_reason(bad.parse().unwrap()).is_some(),
                 "{bad} passed"
             );
         }
-        for good in ["8.8.8.8", "203.0.114.1", "2a00:1450:4007:80e::200e"] {
+        for good in [
+            "8.8.8.8",
+            "203.0.114.1",
+            "2a00:1450:4007:80e::200e",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+        ] {
             assert_eq!(
                 non_public_reason(good.parse().unwrap()),
                 None,
