@@ -504,3 +504,50 @@ async fn sink_tokens_are_sealed_at_rest_and_still_sent_in_clear_to_the_sink() {
         "the key lives beside the database"
     );
 }
+
+#[tokio::test]
+async fn sinks_with_credentials_in_the_url_or_stray_characters_and_unsafe_tokens_are_refused() {
+    let app = notifying_app(|_| {}).await;
+    for sink in [
+        "https://user:password@sink.example/cb",
+        "https://sink.example/cb\r\nX-Injected: yes",
+        "https://sink.example/c b",
+    ] {
+        let (code, body) = app.create(&with_sink("+33620000301", 60, sink)).await;
+        assert_eq!(
+            (code, body["code"].as_str()),
+            (400, Some("INVALID_SINK")),
+            "{sink:?}: {body}"
+        );
+    }
+    for token in [
+        "tok\r\nX-Injected: yes-0123456789",
+        "tok\u{0}0123456789012345",
+        "tok\u{7f}",
+    ] {
+        let mut body = with_sink("+33620000302", 60, "https://sink.example/cb");
+        body["sinkCredential"] = json!({
+            "credentialType": "ACCESSTOKEN", "accessToken": token,
+            "accessTokenExpiresUtc": "2099-01-01T00:00:00Z", "accessTokenType": "bearer"
+        });
+        let (code, answer) = app.create(&body).await;
+        assert_eq!(code, 400, "{token:?}: {answer}");
+        let v0 = json!({
+            "device": {"phoneNumber": "+33620000303"},
+            "applicationServer": {"ipv4Address": "198.51.100.20"},
+            "qosProfile": "QOS_E",
+            "webhook": {"notificationUrl": "https://sink.example/cb", "notificationAuthToken": format!("{token}-padding-to-twenty")},
+        });
+        let (code, answer) = app.post("/qod/v0/sessions", &v0).await;
+        assert_eq!(
+            (code, answer["code"].as_i64()),
+            (400, Some(24)),
+            "{token:?}: {answer}"
+        );
+    }
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM sessions").await,
+        0,
+        "nothing was stored"
+    );
+}

@@ -19,7 +19,19 @@ impl SinkPolicy {
     /// Checks what can be checked without a connection: the scheme and a literal IP host.
     /// Host names are checked on resolution, at delivery.
     pub fn check(&self, sink: &str) -> Result<Url, String> {
+        // The URL as written must be a URI (RFC 3986): no spaces, controls or other bytes a
+        // parser would quietly escape or drop, and it is echoed back as written.
+        if let Some(bad) = sink.chars().find(|c| !is_uri_char(*c)) {
+            return Err(format!("sink contains {bad:?}, which a URI may not"));
+        }
         let url = Url::parse(sink).map_err(|e| format!("sink is not a valid URL: {e}"))?;
+        // Credentials in the URL would be stored and echoed in clear and sent as Basic auth
+        // (beside a sinkCredential's bearer token): the spec's sinkCredential is the way.
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(
+                "sink may not carry user information (user:password@); use sinkCredential".into(),
+            );
+        }
         match url.scheme() {
             "https" => {}
             "http" if self.allow_insecure => {}
@@ -44,6 +56,17 @@ impl SinkPolicy {
         }
         Ok(url)
     }
+}
+
+/// Unreserved, reserved and `%` characters of RFC 3986.
+fn is_uri_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-._~:/?#[]@!$&'()*+,;=%".contains(c)
+}
+
+/// Whether a token can go into an `Authorization: Bearer` header as it is: visible ASCII only
+/// (a control character or a line break would break the header, or smuggle another one).
+pub fn is_header_safe_token(token: &str) -> bool {
+    !token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// Why an address is refused, for the delivery's last error: every block of the IANA IPv4 and
@@ -176,6 +199,30 @@ mod tests {
                 None,
                 "{good} refused"
             );
+        }
+    }
+
+    #[test]
+    fn sinks_with_user_information_or_characters_outside_a_uri_are_refused() {
+        let policy = SinkPolicy::default();
+        assert!(policy.check("https://sink.example/cb?a=1&b=%20").is_ok());
+        for bad in [
+            "https://user:secret@sink.example/cb",
+            "https://user@sink.example/cb",
+            "https://sink.example/c b",
+            "https://sink.example/cb\r\nX-Injected: 1",
+            "https://sink.example/\tcb",
+            "https://sink.example/caf\u{e9}",
+        ] {
+            assert!(policy.check(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn only_visible_ascii_tokens_are_header_safe() {
+        assert!(is_header_safe_token("eyJhbGciOi.x-y_z~+/=="));
+        for bad in ["", "a\r\nb", "a\0b", "a\u{7f}", "with space", "caf\u{e9}"] {
+            assert!(!is_header_safe_token(bad), "{bad:?}");
         }
     }
 }

@@ -144,7 +144,19 @@ impl SinkClient {
             .header(CONTENT_TYPE, "application/cloudevents+json")
             .body(body);
         if let Some(token) = bearer {
-            req = req.header(AUTHORIZATION, format!("Bearer {token}"));
+            // A token no header can carry fails every attempt alike: give up at once.
+            match reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")) {
+                Ok(value) if super::address_policy::is_header_safe_token(token) => {
+                    req = req.header(AUTHORIZATION, value);
+                }
+                _ => {
+                    return Outcome::Permanent {
+                        error: "the sink token cannot be sent in a header (control characters)"
+                            .into(),
+                        refused: false,
+                    };
+                }
+            }
         }
         match req.send().await {
             Ok(resp) => classify(resp.status(), resp.headers(), now),

@@ -17,7 +17,7 @@ use crate::api::v1::sessions::parse_sink;
 use crate::api::v1::wire::{check_profile_name, parse_flow};
 use crate::auth::{Caller, scopes};
 use crate::domain::{ApiVersion, Flow, PlainCredential, SessionId};
-use crate::notify::address_policy::SinkPolicy;
+use crate::notify::address_policy::{SinkPolicy, is_header_safe_token};
 use crate::service::{ExtensionRule, NewSession};
 
 /// 0.10.1: a session lasts 24 h when no duration is given, and 24 h at most.
@@ -86,15 +86,17 @@ fn parse_webhook(
         .map_err(|_| invalid("webhook.notificationUrl is not a valid URL for notifications"))?;
     let credential = match w.notification_auth_token {
         None => None,
-        Some(t) if (20..=256).contains(&t.chars().count()) => Some(PlainCredential {
-            access_token: t,
-            // A v0 token has no expiry of its own.
-            access_token_expires_utc: DateTime::<Utc>::from_timestamp(253_402_300_799, 0)
-                .unwrap_or_default(),
-        }),
+        Some(t) if (20..=256).contains(&t.chars().count()) && is_header_safe_token(&t) => {
+            Some(PlainCredential {
+                access_token: t,
+                // A v0 token has no expiry of its own.
+                access_token_expires_utc: DateTime::<Utc>::from_timestamp(253_402_300_799, 0)
+                    .unwrap_or_default(),
+            })
+        }
         Some(_) => {
             return Err(invalid(
-                "webhook.notificationAuthToken must have 20 to 256 characters",
+                "webhook.notificationAuthToken must have 20 to 256 visible ASCII characters",
             ));
         }
     };

@@ -18,7 +18,7 @@ use crate::api::error::ApiError;
 use crate::api::json::ApiJson;
 use crate::auth::{Caller, scopes};
 use crate::domain::{ApiVersion, Device, Flow, PlainCredential, SessionId};
-use crate::notify::address_policy::SinkPolicy;
+use crate::notify::address_policy::{SinkPolicy, is_header_safe_token};
 use crate::service::{ExtensionRule, NewSession};
 
 pub fn routes() -> Router<AppState> {
@@ -111,10 +111,10 @@ fn parse_credential(c: Option<SinkCredentialWire>) -> Result<Option<PlainCredent
     }
     let token = c
         .access_token
-        .filter(|t| !t.is_empty() && t.len() <= 4096)
+        .filter(|t| t.len() <= 4096 && is_header_safe_token(t))
         .ok_or_else(|| {
             ApiError::invalid_argument(
-                "sinkCredential.accessToken is required (at most 4096 characters)",
+                "sinkCredential.accessToken is required: at most 4096 visible ASCII characters",
             )
         })?;
     let expires = c
