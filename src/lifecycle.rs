@@ -60,12 +60,7 @@ impl Effects {
     /// Records a transition and the notification it owes the consumer.
     pub fn record(&mut self, session: &Session, t: Transition, at: DateTime<Utc>) {
         if let Some(n) = notify::for_transition(session, &t, at) {
-            let delivery = ScheduledJob::new(
-                jobs::DeliverNotification {
-                    notification_id: n.id,
-                },
-                n.created_at,
-            );
+            let delivery = ScheduledJob::new(jobs::DeliverNotification::new(n.id), n.created_at);
             self.notifications.push((n, delivery));
         }
         self.transitions.push((session.id, session.revision, t, at));

@@ -551,3 +551,30 @@ async fn sinks_with_credentials_in_the_url_or_stray_characters_and_unsafe_tokens
         "nothing was stored"
     );
 }
+
+#[tokio::test]
+async fn a_backlog_behind_a_slow_sink_backs_off_instead_of_polling_it() {
+    let slow_sink = TestSink::start().await;
+    let app = notifying_app(|s| {
+        s.notify.per_sink_concurrency = 1;
+        common::override_pools(s, "[deliver_notification]\nconcurrency = 4");
+    })
+    .await;
+    let slow = slow_sink.url("slow", Behaviour::Hang(Duration::from_secs(3)));
+    for i in 0..30 {
+        create(&app, &with_sink(&format!("+336200004{i:02}"), 60, &slow)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let metrics = app.metrics().await;
+    let enqueued: u64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"qod_jobs_total{outcome="enqueued",queue="deliver_notification"} "#)
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    // 30 first deliveries, then at most ~5 looks each in 3 s with the doubling wait; a fixed
+    // quarter-second poll would have made about 12 each.
+    assert!(enqueued >= 30, "{enqueued}");
+    assert!(enqueued <= 30 * 6, "{enqueued} deliveries enqueued in 3 s");
+}

@@ -606,12 +606,7 @@ async fn two_events(b: &Backend, s: &Session) -> Vec<uuid::Uuid> {
 }
 
 fn delivery(id: uuid::Uuid, at: DateTime<Utc>) -> ScheduledJob {
-    ScheduledJob::new(
-        qod::jobs::DeliverNotification {
-            notification_id: id,
-        },
-        at,
-    )
+    ScheduledJob::new(qod::jobs::DeliverNotification::new(id), at)
 }
 
 async fn events_of_a_session_are_delivered_one_after_another(b: &Backend) {

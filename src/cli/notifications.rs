@@ -83,12 +83,7 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Retry { id, server } => {
             let store = open(&server).await?;
             let now = crate::clock::Clock::now(&crate::clock::SystemClock);
-            let job = ScheduledJob::new(
-                DeliverNotification {
-                    notification_id: id,
-                },
-                now,
-            );
+            let job = ScheduledJob::new(DeliverNotification::new(id), now);
             let revived = store.revive_notification(id, job).await?;
             store.close().await;
             anyhow::ensure!(

@@ -18,12 +18,38 @@ use crate::notify::with_source;
 use crate::store::Settled;
 use crate::store::{Notification, state};
 
-/// When a sink already has its share of deliveries in flight, look again after at least this.
-const SINK_BUSY_DELAY: chrono::Duration = chrono::Duration::milliseconds(250);
+/// When a sink already has its share of deliveries in flight and its line is full, look again
+/// after this, doubled each time it is still busy (with jitter), up to `SINK_BUSY_CAP`: a
+/// backlog behind a slow sink waits instead of polling it every quarter second.
+const SINK_BUSY_DELAY: Duration = Duration::from_millis(250);
+const SINK_BUSY_CAP: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeliverNotification {
     pub notification_id: Uuid,
+    /// How many times in a row this delivery found its sink busy (not an attempt: nothing
+    /// was sent).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub busy: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl DeliverNotification {
+    pub fn new(notification_id: Uuid) -> Self {
+        Self {
+            notification_id,
+            busy: 0,
+        }
+    }
+
+    /// How long to wait before looking again at a sink found busy `busy` times in a row.
+    fn busy_wait(busy: u32, random: &crate::random::Random) -> Duration {
+        let doubled = SINK_BUSY_DELAY.saturating_mul(1u32 << busy.min(16));
+        random.jitter(doubled.min(SINK_BUSY_CAP) / 2)
+    }
 }
 
 #[async_trait]
@@ -76,7 +102,13 @@ impl JobKind for DeliverNotification {
             .acquire(&key, ctx.delivery.timeout)
             .await
         else {
-            let later = ScheduledJob::retry(self.clone(), n.attempts, now + SINK_BUSY_DELAY);
+            let again = DeliverNotification {
+                notification_id: self.notification_id,
+                busy: self.busy.saturating_add(1),
+            };
+            let wait = Self::busy_wait(self.busy, &ctx.random);
+            let later =
+                ScheduledJob::retry(again, n.attempts, now + chrono::Duration::from_std(wait)?);
             return lifecycle::enqueue(ctx, later).await;
         };
 
@@ -170,7 +202,11 @@ impl DeliverNotification {
             .delay(attempts, &ctx.random)
             .max(retry_after.unwrap_or_default());
         let next = now + chrono::Duration::from_std(delay)?;
-        let job = ScheduledJob::retry(self.clone(), attempts, next);
+        let job = ScheduledJob::retry(
+            DeliverNotification::new(self.notification_id),
+            attempts,
+            next,
+        );
         ctx.store
             .retry_notification(n.id, attempts, error.clone(), next, job)
             .await?
@@ -212,12 +248,7 @@ async fn settle_after(
     };
     ctx.store
         .settle_notification(settled, |next, at| {
-            ScheduledJob::new(
-                DeliverNotification {
-                    notification_id: next,
-                },
-                at,
-            )
+            ScheduledJob::new(DeliverNotification::new(next), at)
         })
         .await?
         .publish(ctx);

@@ -2,7 +2,7 @@
 //! sink (host and port) at a time, and at most `max_waiting` more deliveries waiting, in order,
 //! for one of those slots. A healthy sink drains a burst at full speed through the waiters; a
 //! slow one holds at most `max_in_flight + max_waiting` worker slots, and its other events are
-//! rescheduled, so deliveries to other sinks keep flowing.
+//! rescheduled (with a growing wait), so deliveries to other sinks keep flowing.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
