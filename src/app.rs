@@ -79,10 +79,7 @@ impl Application {
         };
         let lock = match store::database_path(&settings.database_url) {
             Some(path) => {
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)
-                        .with_context(|| format!("creating {}", dir.display()))?;
-                }
+                store::prepare_data_files(&path)?;
                 Some(ProcessLock::acquire(&path)?)
             }
             None => None,

@@ -113,13 +113,18 @@ impl Verifier {
                 return Err(Refusal::Invalid("wrong audience"));
             }
         }
+        // The first of these claims that is present decides; one of the wrong type is a bad
+        // token, never a reason to look at the next.
         let client = [self.rules.client_claim.as_str(), "azp", "sub"]
             .into_iter()
-            .find_map(|name| claims.get(name).and_then(Value::as_str))
+            .find_map(|name| claims.get(name))
+            .ok_or(Refusal::Invalid("no client identity"))?
+            .as_str()
             .filter(|c| !c.is_empty() && c.len() <= MAX_CLIENT_ID)
-            .ok_or(Refusal::Invalid("no client identity"))?;
+            .ok_or(Refusal::Invalid("bad client identity"))?;
+        // Present means three-legged: a null is not a way to be two-legged.
         let device = match claims.get(&self.rules.device_claim) {
-            None | Some(Value::Null) => None,
+            None => None,
             Some(Value::String(phone)) => Some(Device::PhoneNumber(
                 PhoneNumber::parse(phone).map_err(|_| Refusal::Invalid("bad device claim"))?,
             )),
@@ -138,7 +143,10 @@ fn scopes_of(claims: &Map<String, Value>) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for name in ["scope", "scp"] {
         match claims.get(name) {
-            Some(Value::String(s)) => out.extend(s.split_whitespace().map(str::to_owned)),
+            // Space-separated (RFC 6749 §3.3): other whitespace is part of a (bad) scope.
+            Some(Value::String(s)) => {
+                out.extend(s.split(' ').filter(|x| !x.is_empty()).map(str::to_owned));
+            }
             Some(Value::Array(list)) => {
                 out.extend(list.iter().filter_map(Value::as_str).map(str::to_owned));
             }
@@ -203,6 +211,10 @@ mod tests {
             json!({"client_id": 7, "exp": exp}),
             json!({"client_id": "a", "exp": exp, "phone_number": 33612345678_i64}),
             json!({"client_id": "a", "exp": exp, "phone_number": "0612"}),
+            json!({"client_id": 7, "sub": "someone", "exp": exp}),
+            json!({"client_id": null, "sub": "someone", "exp": exp}),
+            json!({"azp": ["x"], "sub": "someone", "exp": exp}),
+            json!({"client_id": "a", "exp": exp, "phone_number": null}),
         ] {
             assert!(verify(&sign(&claims)).is_err(), "{claims}");
         }
@@ -220,6 +232,13 @@ mod tests {
         let c = verify(&sign(&json!({"sub": "y", "exp": exp, "scp": ["c"]}))).unwrap();
         assert_eq!(c.client.as_str(), "y");
         assert!(c.has_scope("c"));
+        // Only the ASCII space separates scopes.
+        let c = verify(&sign(
+            &json!({"sub": "y", "exp": exp, "scope": "a\u{a0}b\u{2003}c d"}),
+        ))
+        .unwrap();
+        assert!(c.has_scope("d") && !c.has_scope("a") && !c.has_scope("b") && !c.has_scope("c"));
+        assert!(c.has_scope("a\u{a0}b\u{2003}c"));
     }
 
     proptest! {

@@ -52,6 +52,44 @@ pub fn connect_options(settings: &Settings) -> anyhow::Result<SqliteConnectOptio
     Ok(opts)
 }
 
+/// Makes the database's folder (owner-only when this creates it) and keeps the database and
+/// its WAL and shared-memory files owner-only: they hold phone numbers, flows and sink URLs.
+/// SQLite gives the WAL and shared-memory files the database file's mode, so the database is
+/// created here, before SQLite opens it.
+pub fn prepare_data_files(db: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    if let Some(dir) = db
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if !db.exists() {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(db)
+            .with_context(|| format!("creating {}", db.display()))?;
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", db.display()));
+        let Ok(meta) = std::fs::metadata(&file) else {
+            continue;
+        };
+        if meta.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("making {} owner-only", file.display()))?;
+            tracing::info!(file = %file.display(), "made the database file owner-only (0600)");
+        }
+    }
+    Ok(())
+}
+
 /// The database file behind a URL, if it is a file.
 pub fn database_path(database_url: &str) -> Option<PathBuf> {
     let opts = SqliteConnectOptions::from_str(database_url).ok()?;
@@ -179,5 +217,42 @@ impl Columns for rusqlite::Row<'_> {
     }
     fn opt_int(&self, col: &str) -> anyhow::Result<Option<i64>> {
         Ok(self.get(col)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn the_data_folder_and_database_files_are_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("data/qod.db");
+        prepare_data_files(&db).unwrap();
+        assert_eq!(mode(&db.with_file_name("")), 0o700);
+        assert_eq!(mode(&db), 0o600);
+        // SQLite's WAL and shared-memory files take the database's mode.
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; CREATE TABLE t (x); INSERT INTO t VALUES (1);",
+        )
+        .unwrap();
+        for suffix in ["-wal", "-shm"] {
+            assert_eq!(
+                mode(Path::new(&format!("{}{suffix}", db.display()))),
+                0o600,
+                "{suffix}"
+            );
+        }
+        // Files left world-readable by an older version are tightened.
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+        prepare_data_files(&db).unwrap();
+        assert_eq!(mode(&db), 0o600);
     }
 }
