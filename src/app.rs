@@ -226,6 +226,7 @@ impl Application {
             callbacks: self.callbacks,
             network,
             body_timeout: self.settings.http.body_timeout,
+            census: Arc::default(),
         };
         let server = api::listener::serve(
             self.listener,

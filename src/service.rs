@@ -48,9 +48,12 @@ pub enum ExtensionRule {
 pub enum ServiceError {
     #[error("session not found")]
     NotFound,
-    /// The session exists but belongs to another client or device.
+    /// The session exists but belongs to another client.
     #[error("the caller may not access this session")]
     Forbidden,
+    /// The caller's token speaks for another device than the session's (or the request's).
+    #[error("the access token was issued for another device")]
+    OtherDevice,
     #[error("the client holds its maximum of {0} active sessions")]
     QuotaExceeded(u64),
     #[error("QoS profile {0} does not exist")]
@@ -215,7 +218,7 @@ impl Service {
     /// The caller's visible sessions of a device; other clients' sessions are not listed.
     pub async fn retrieve(&self, device: &Device, caller: &Caller) -> Result<Vec<Session>> {
         if caller.device.as_ref().is_some_and(|d| d != device) {
-            return Err(ServiceError::Forbidden);
+            return Err(ServiceError::OtherDevice);
         }
         Ok(self
             .core
@@ -325,6 +328,7 @@ impl Service {
 fn visible(session: Option<Session>, caller: &Caller) -> Result<Session> {
     match session {
         Some(s) if !s.deleted && caller.may_access(&s.owner, &s.device) => Ok(s),
+        Some(s) if !s.deleted && s.owner == caller.client => Err(ServiceError::OtherDevice),
         Some(s) if !s.deleted => Err(ServiceError::Forbidden),
         _ => Err(ServiceError::NotFound),
     }

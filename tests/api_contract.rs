@@ -520,3 +520,59 @@ async fn hostile_bodies_are_refused_cleanly_and_the_server_stays_up() {
         204
     );
 }
+
+#[tokio::test]
+async fn edge_cases_answer_alike_in_both_facades() {
+    let app = TestApp::spawn().await;
+    let send = |req: reqwest::RequestBuilder| async move {
+        common::split(req.send().await.unwrap()).await
+    };
+    let id = "6f1c2a52-3a2b-4c1d-9e8f-0a1b2c3d4e5f";
+    // Session ids only in their canonical form.
+    for odd in [
+        id.to_uppercase(),
+        format!("{{{id}}}"),
+        id.replace('-', ""),
+        format!("urn:uuid:{id}"),
+    ] {
+        let (code, body) = send(app.client.get(app.url(&format!("{SESSIONS}/{odd}")))).await;
+        assert_error(code, &body, 400, "INVALID_ARGUMENT");
+        let (code, body) = send(app.client.get(app.url(&format!("/qod/v0/sessions/{odd}")))).await;
+        assert_eq!(
+            (code, body["code"].as_i64()),
+            (400, Some(20)),
+            "{odd}: {body}"
+        );
+    }
+    // Deep nesting inside a field the parser does not know is refused too.
+    let deep = format!(
+        "{{\"unknown\": {}{}}}",
+        "[".repeat(30_000),
+        "]".repeat(30_000)
+    );
+    let (code, body) = send(
+        app.client
+            .post(app.url(SESSIONS))
+            .header("content-type", "application/json")
+            .body(deep),
+    )
+    .await;
+    assert_error(code, &body, 400, "INVALID_ARGUMENT");
+    // v0 paths answer in v0's format, also for a bad x-correlator and the bare prefix.
+    let (code, body) = send(
+        app.client
+            .get(app.url("/qod/v0/sessions/6f1c2a52-3a2b-4c1d-9e8f-0a1b2c3d4e5f"))
+            .header("x-correlator", "bad value"),
+    )
+    .await;
+    assert_eq!((code, body["code"].as_i64()), (400, Some(26)), "{body}");
+    let (code, body) = send(app.client.get(app.url("/qod/v0/"))).await;
+    assert_eq!((code, body["code"].as_i64()), (404, Some(60)), "{body}");
+    // Authentication comes before the method check in both.
+    let anonymous = reqwest::Client::new();
+    let (code, _) = send(anonymous.put(app.url(SESSIONS))).await;
+    assert_eq!(code, 401, "v1 checks the token before the method");
+    let (code, _) = send(anonymous.put(app.url("/qod/v0/sessions"))).await;
+    assert_eq!(code, 401);
+    assert_eq!(stored_sessions(&app).await, 0);
+}

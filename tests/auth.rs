@@ -561,6 +561,9 @@ async fn a_three_legged_token_binds_the_session_to_its_device() {
         delete(&app, &format!("{V1}/sessions/{id}"), &other).await.0,
         403
     );
+    // v0 tells "another device" (52, forbidden user) from "another client" (51).
+    let (code, body) = get_(&app, &format!("{V0}/sessions/{id}"), &other).await;
+    assert_eq!((code, body["code"].as_i64()), (403, Some(52)), "{body}");
     // v0 names the device always: only the token's own.
     let (code, body) = post(&app, &format!("{V0}/sessions"), &other, &v0_body(phone)).await;
     assert_eq!((code, body["code"].as_i64()), (403, Some(52)), "{body}");

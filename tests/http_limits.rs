@@ -129,3 +129,19 @@ async fn connections_beyond_the_cap_wait_until_one_closes() {
     .await;
     assert_eq!(served, Some(204), "served once the others closed");
 }
+
+#[tokio::test]
+async fn a_network_callback_with_a_wrong_secret_is_refused_before_its_body_is_read() {
+    let app = TestApp::spawn_with(|s| s.http.body_timeout = Duration::from_secs(30)).await;
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    let head = "POST /network/v1/callbacks/6f1c2a52-3a2b-4c1d-9e8f-0a1b2c3d4e5f/not-the-secret \
+                HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                Content-Length: 2000000\r\n\r\n{";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let (answer, took) = until_closed(&mut stream, Duration::from_secs(10)).await;
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert!(
+        took < Duration::from_secs(5),
+        "waited for the body: {took:?}"
+    );
+}

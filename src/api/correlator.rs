@@ -22,10 +22,17 @@ pub async fn layer(req: Request, next: Next) -> Response {
         Some(v) => match v.to_str() {
             Ok(s) if is_valid(s) => Some(v.clone()),
             _ => {
-                return ApiError::invalid_argument(
-                    "Header x-correlator does not match ^[a-zA-Z0-9-_:;.\\/<>{}]{0,256}$.",
-                )
-                .into_response();
+                let message =
+                    "Header x-correlator does not match ^[a-zA-Z0-9-_:;.\\/<>{}]{0,256}$.";
+                return if super::is_v0(req.uri().path()) {
+                    super::v0::error::V0Error::bad_request(
+                        super::v0::error::bad::INVALID_HEADER,
+                        message,
+                    )
+                    .into_response()
+                } else {
+                    ApiError::invalid_argument(message).into_response()
+                };
             }
         },
     };

@@ -100,7 +100,7 @@ impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         match e {
             ServiceError::NotFound => Self::not_found(),
-            ServiceError::Forbidden => Self::permission_denied(),
+            ServiceError::Forbidden | ServiceError::OtherDevice => Self::permission_denied(),
             ServiceError::QuotaExceeded(_) => Self::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "QUOTA_EXCEEDED",

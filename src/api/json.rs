@@ -13,6 +13,36 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 pub struct ApiJson<T>(pub T);
 
+/// Deepest nesting of arrays and objects accepted, anywhere in the body: serde skips unknown
+/// fields without its own recursion limit, so the bound is checked here for the whole text.
+pub const MAX_DEPTH: usize = 128;
+
+/// How deep arrays and objects nest in `json` (strings are skipped, escapes included).
+fn nesting_depth(json: &[u8]) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in json {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 fn is_json(content_type: &str) -> bool {
     let essence = content_type
         .split(';')
@@ -66,6 +96,11 @@ pub async fn read_json<T: DeserializeOwned>(req: Request) -> Result<T, BodyError
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(BodyError::Empty);
     }
+    if nesting_depth(&bytes) > MAX_DEPTH {
+        return Err(BodyError::Malformed(format!(
+            "JSON nested deeper than {MAX_DEPTH} levels"
+        )));
+    }
     serde_json::from_slice(&bytes).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => BodyError::InvalidField(e.to_string()),
         _ => BodyError::Malformed(e.to_string()),
@@ -108,7 +143,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 
 #[cfg(test)]
 mod tests {
-    use super::is_json;
+    use super::{is_json, nesting_depth};
+
+    #[test]
+    fn nesting_is_measured_outside_strings() {
+        assert_eq!(nesting_depth(br#"{"a": [1, {"b": 2}]}"#), 3);
+        assert_eq!(nesting_depth(br#"{"a": "[[[{{{\"]]]"}"#), 1);
+        let deep = format!("{{\"x\": {}{}}}", "[".repeat(30_000), "]".repeat(30_000));
+        assert_eq!(nesting_depth(deep.as_bytes()), 30_001);
+    }
 
     #[test]
     fn json_media_types_are_recognised() {

@@ -34,12 +34,18 @@ pub struct AppState {
     pub network: Arc<dyn crate::network::Network>,
     /// How long a request's body may take to arrive.
     pub body_timeout: std::time::Duration,
+    /// The stored-state counts `/metrics` shows, reused for a second.
+    pub census: Arc<ops::CensusCache>,
 }
 
 pub fn router(state: AppState, v0_prefix: Option<&str>) -> Router {
     let v0 = || v0::routes().layer(middleware::from_fn_with_state(state.clone(), auth::v0));
+    // A wrong method is answered after authentication, as in v0: callers without a token
+    // learn nothing about which routes and methods exist.
     let v1 = |routes: Router<AppState>| {
-        routes.layer(middleware::from_fn_with_state(state.clone(), auth::v1))
+        routes
+            .method_not_allowed_fallback(method_not_allowed)
+            .layer(middleware::from_fn_with_state(state.clone(), auth::v1))
     };
     let mut router = Router::new().nest("/qod/v0", v0());
     if let Some(prefix) = v0_prefix {
@@ -74,7 +80,7 @@ async fn body_deadline(State(state): State<AppState>, mut req: Request, next: Ne
 pub const MAX_URI_BYTES: usize = 2048;
 
 /// Whether a request is for the v0 facade, whose errors use the seed's model.
-fn is_v0(path: &str) -> bool {
+pub(crate) fn is_v0(path: &str) -> bool {
     path.contains("/qod/v0/") || path.ends_with("/qod/v0")
 }
 
@@ -101,8 +107,13 @@ fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     ApiError::internal().into_response()
 }
 
-async fn not_found() -> ApiError {
-    ApiError::not_found()
+async fn not_found(uri: axum::http::Uri) -> Response {
+    if is_v0(uri.path()) {
+        v0::error::V0Error::not_found("The requested URI or the requested resource does not exist.")
+            .into_response()
+    } else {
+        ApiError::not_found().into_response()
+    }
 }
 
 async fn method_not_allowed() -> ApiError {

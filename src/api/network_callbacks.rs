@@ -11,6 +11,7 @@ use axum::{Router, response::IntoResponse, response::Response};
 use serde_json::Value;
 
 use super::AppState;
+use super::json::BodyDeadline;
 use crate::domain::SessionId;
 use crate::jobs::ApplyNetworkEvent;
 use crate::jobs::apply_network_event::known_event;
@@ -27,7 +28,7 @@ pub fn routes() -> Router<AppState> {
 async fn receive(
     State(state): State<AppState>,
     Path((session, secret)): Path<(String, String)>,
-    body: Bytes,
+    req: axum::extract::Request,
 ) -> Response {
     let core = state.service.core();
     let count = |event: &str| {
@@ -36,18 +37,26 @@ async fn receive(
             .with_label_values(&[event])
             .inc();
     };
-    let Some(session) = session
-        .parse()
-        .ok()
-        .map(SessionId)
-        .filter(|s| state.callbacks.verify(*s, &secret))
+    // The secret is checked before a byte of the body is read.
+    let Some(session) =
+        SessionId::parse_canonical(&session).filter(|s| state.callbacks.verify(*s, &secret))
     else {
         count("REFUSED");
         return StatusCode::NOT_FOUND.into_response();
     };
-    if body.len() > MAX_BYTES {
-        return StatusCode::PAYLOAD_TOO_LARGE.into_response();
-    }
+    let deadline = req.extensions().get::<BodyDeadline>().copied();
+    let read = axum::body::to_bytes(req.into_body(), MAX_BYTES);
+    let body: Bytes = match deadline {
+        Some(BodyDeadline(at)) => match tokio::time::timeout_at(at, read).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(_)) => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+            Err(_) => return StatusCode::REQUEST_TIMEOUT.into_response(),
+        },
+        None => match read.await {
+            Ok(body) => body,
+            Err(_) => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+        },
+    };
     let Ok(notification) = serde_json::from_slice::<Value>(&body) else {
         return StatusCode::BAD_REQUEST.into_response();
     };

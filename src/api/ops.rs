@@ -90,7 +90,7 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
     ] {
         counter.inc_by(total.saturating_sub(counter.get()));
     }
-    match core.store.census(now_ms).await {
+    match state.census.get(core, now_ms).await {
         Ok(census) => show(core, &census),
         Err(e) => tracing::warn!(error = %format!("{e:#}"), "metrics: stored state not counted"),
     }
@@ -102,6 +102,29 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
         core.metrics.render(),
     )
         .into_response()
+}
+
+/// The last census, reused for a second: counting the stored sessions takes tens of
+/// milliseconds at thousands of sessions, and scrapes may come in parallel (they then wait for
+/// one count instead of each making their own).
+#[derive(Default)]
+pub struct CensusCache(tokio::sync::Mutex<Option<(i64, Census)>>);
+
+/// How long a census is reused.
+const CENSUS_FRESH_MS: i64 = 1000;
+
+impl CensusCache {
+    async fn get(&self, core: &crate::core::Core, now_ms: i64) -> anyhow::Result<Census> {
+        let mut cached = self.0.lock().await;
+        if let Some((at, census)) = cached.as_ref()
+            && (0..CENSUS_FRESH_MS).contains(&(now_ms - at))
+        {
+            return Ok(census.clone());
+        }
+        let census = core.store.census(now_ms).await?;
+        *cached = Some((now_ms, census.clone()));
+        Ok(census)
+    }
 }
 
 /// Sets the gauges that mirror stored state.

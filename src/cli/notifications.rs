@@ -77,7 +77,15 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
                     n.last_error.as_deref().unwrap_or("-")
                 );
             }
-            eprintln!("{} notification(s)", rows.len());
+            if rows.len() as i64 >= limit {
+                eprintln!(
+                    "{} notification(s) shown: the first {limit}; there may be more \
+                     (--limit N, or narrow with --dead / --session)",
+                    rows.len()
+                );
+            } else {
+                eprintln!("{} notification(s)", rows.len());
+            }
             Ok(())
         }
         Command::Retry { id, server } => {

@@ -10,6 +10,15 @@ use super::{Device, Flow};
 #[serde(transparent)]
 pub struct SessionId(pub Uuid);
 
+impl SessionId {
+    /// A session id as the API writes it: a UUID in its canonical form (lowercase hex with
+    /// hyphens, 36 characters); braces, `urn:uuid:`, upper case or missing hyphens are not one.
+    pub fn parse_canonical(raw: &str) -> Option<Self> {
+        let id = Uuid::try_parse(raw).ok()?;
+        (id.hyphenated().to_string() == raw).then_some(Self(id))
+    }
+}
+
 impl std::fmt::Display for SessionId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.0.fmt(f)

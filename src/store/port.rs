@@ -113,7 +113,7 @@ pub struct WriteCounts {
 }
 
 /// Stored state counted for the gauges of `/metrics`.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Census {
     pub sessions: Vec<(QosStatus, GrantState, i64)>,
     pub dead_notifications: i64,

@@ -285,6 +285,11 @@ impl From<ServiceError> for V0Error {
                 51,
                 "The session belongs to another requester.",
             ),
+            ServiceError::OtherDevice => Self::new(
+                StatusCode::FORBIDDEN,
+                52,
+                "The access token was issued for another device.",
+            ),
             ServiceError::QuotaExceeded(_) => Self::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 53,

@@ -66,9 +66,12 @@ fn invalid(description: impl Into<String>) -> V0Error {
 }
 
 fn parse_session_id(raw: &str) -> Result<SessionId, V0Error> {
-    raw.parse()
-        .map(SessionId)
-        .map_err(|_| V0Error::bad_request(bad::URL_PARAMETER, "sessionId must be a UUID"))
+    SessionId::parse_canonical(raw).ok_or_else(|| {
+        V0Error::bad_request(
+            bad::URL_PARAMETER,
+            "sessionId must be a UUID (lowercase, with hyphens)",
+        )
+    })
 }
 
 /// `webhook`: the sink, and its bearer token (20 to 256 characters) if any.

@@ -167,9 +167,9 @@ fn subject_named_device(
 }
 
 fn parse_session_id(raw: &str) -> Result<SessionId, ApiError> {
-    raw.parse()
-        .map(SessionId)
-        .map_err(|_| ApiError::invalid_argument("sessionId must be a UUID"))
+    SessionId::parse_canonical(raw).ok_or_else(|| {
+        ApiError::invalid_argument("sessionId must be a UUID (lowercase, with hyphens)")
+    })
 }
 
 async fn create(
