@@ -210,6 +210,9 @@ async fn an_event_out_of_attempts_is_dead_lettered_listed_and_can_be_retried() {
         listed.contains(&id) && listed.contains("dead") && listed.contains("500"),
         "{listed}"
     );
+    let cut = qod_cli(&["notifications", "list", "--limit", "1", "--config", config]).await;
+    let note = String::from_utf8_lossy(&cut.stderr);
+    assert!(note.contains("the first 1; there may be more"), "{note}");
 
     sink.set("down", Behaviour::Accept);
     let retry = qod_cli(&["notifications", "retry", &id, "--database-url", &db]).await;
