@@ -86,7 +86,7 @@ impl Application {
         };
         let sqlite = store::open_sqlite(&settings).await?;
         let store: SharedStore = sqlite.clone();
-        let secrets = SecretBox::load_or_create(&store::secret_key_path(&settings)?)?;
+        let secrets = SecretBox::load(&store::secret_key_path(&settings)?)?;
         // Under the process lock no other worker can hold a job: whatever a previous process
         // claimed and did not finish goes back to the queue now, not after orphan detection.
         let reclaimed = store.release_all_claims().await?;

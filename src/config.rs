@@ -42,6 +42,15 @@ pub struct ServeArgs {
     #[arg(long, env = "QOD_CONFIG")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
+    /// File of the key that seals stored secrets (sink tokens); every node of one database
+    /// must use the same. It must exist (`qod keys generate`). Default: `<db>.key` beside the
+    /// SQLite file, created on first start.
+    #[arg(long, env = "QOD_SEALING_KEY_FILE")]
+    pub sealing_key_file: Option<PathBuf>,
+    /// File of the development token-signing key (`--auth dev`); must exist when given.
+    /// Default: `<db>.dev-signing.key` beside the SQLite file, created on first start.
+    #[arg(long, env = "QOD_DEV_SIGNING_KEY_FILE")]
+    pub dev_signing_key_file: Option<PathBuf>,
     /// Commit durability of the SQLite file.
     #[arg(long, env = "QOD_DURABILITY", value_enum)]
     pub durability: Option<Durability>,
@@ -351,6 +360,9 @@ pub struct NotifySettings {
 pub struct Settings {
     /// The `--config` file these settings were read from, if any.
     pub config_file: Option<PathBuf>,
+    /// Configured key files (shared by the nodes of one database); `None`: beside the database.
+    pub sealing_key_file: Option<PathBuf>,
+    pub dev_signing_key_file: Option<PathBuf>,
     pub listen: SocketAddr,
     pub http: crate::api::listener::Limits,
     pub database_url: String,
@@ -482,6 +494,8 @@ impl Settings {
         };
         Ok(Self {
             config_file: v.config.clone(),
+            sealing_key_file: v.sealing_key_file.clone(),
+            dev_signing_key_file: v.dev_signing_key_file.clone(),
             listen: given(v.listen.clone(), "listen").address()?,
             http: crate::api::listener::Limits {
                 max_connections: given(v.http_max_connections, "http_max_connections").max(1),

@@ -20,12 +20,10 @@ pub struct SecretBox {
 }
 
 impl SecretBox {
-    /// Reads the key file, creating it (32 random bytes, hex, owner-only) on first use.
-    pub fn load_or_create(path: &Path) -> anyhow::Result<Self> {
-        let key = key_file(
-            path,
-            "the key that seals stored secrets; back it up with the database",
-        )?;
+    /// Reads the key, creating it (32 random bytes, hex, owner-only) on first use where it is
+    /// kept beside the database.
+    pub fn load(file: &crate::store::KeyFile) -> anyhow::Result<Self> {
+        let key = file.load("the key that seals stored secrets; back it up with the database")?;
         Ok(Self {
             cipher: XChaCha20Poly1305::new_from_slice(&key)
                 .map_err(|_| anyhow::anyhow!("the secret key must be 32 bytes"))?,
@@ -70,6 +68,13 @@ impl SecretBox {
             .map_err(|_| anyhow::anyhow!("sealed secret does not open with this key"))?;
         Ok(String::from_utf8(clear)?)
     }
+}
+
+/// Writes a new random 32-byte key (hex, owner-only) to `path`, which must not exist.
+pub fn generate_key_file(path: &Path) -> anyhow::Result<()> {
+    let mut key = vec![0u8; 32];
+    rand::rng().fill_bytes(&mut key);
+    write_private(path, &encode_hex(&key))
 }
 
 /// A 32-byte key kept in a file (hex, owner-only), created with random bytes on first use;

@@ -186,3 +186,74 @@ async fn auth_none_is_an_explicit_and_loudly_logged_choice() {
     );
     assert!(!out.status.success());
 }
+
+#[tokio::test]
+async fn configured_key_files_are_used_never_created_and_shared_by_token_issue() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("shared");
+    std::fs::create_dir(&keys).unwrap();
+    let (sealing, signing) = (keys.join("sealing.key"), keys.join("signing.key"));
+    let (sealing, signing) = (sealing.to_str().unwrap(), signing.to_str().unwrap());
+    let flags = [
+        "--sealing-key-file",
+        sealing,
+        "--dev-signing-key-file",
+        signing,
+    ];
+
+    // A configured key that does not exist is an error naming the way to make one.
+    let db = database_url(dir.path());
+    let refused = Command::new(env!("CARGO_BIN_EXE_qod"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db])
+        .args(flags)
+        .env_remove("QOD_AUTH")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("qod keys generate --out"), "{said}");
+
+    for key in [sealing, signing] {
+        let made = Command::new(env!("CARGO_BIN_EXE_qod"))
+            .args(["keys", "generate", "--out", key])
+            .output()
+            .unwrap();
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let again = Command::new(env!("CARGO_BIN_EXE_qod"))
+            .args(["keys", "generate", "--out", key])
+            .output()
+            .unwrap();
+        assert!(
+            !again.status.success(),
+            "an existing key is never overwritten"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(key).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(std::fs::read_to_string(key).unwrap().trim().len(), 64);
+    }
+
+    let server = serve(dir.path(), &flags);
+    let data = dir.path().join("data");
+    assert!(!data.join("qod.key").exists() && !data.join("qod.dev-signing.key").exists());
+    let token = issued(
+        dir.path(),
+        &[
+            "--client",
+            "shop",
+            "--scope",
+            "all",
+            "--dev-signing-key-file",
+            signing,
+        ],
+    );
+    assert_eq!(
+        status_with(&server, &token).await,
+        200,
+        "signed with the shared key"
+    );
+}

@@ -21,7 +21,7 @@ use crate::auth::rate::RequestLimiter;
 use crate::auth::{Authenticator, Caller, Refusal, Verifier, scopes};
 use crate::clock::SharedClock;
 use crate::config::{AuthKeys, Settings};
-use crate::{secrets, store};
+use crate::store;
 
 /// What stands in front of the facades.
 pub struct Guard {
@@ -52,10 +52,10 @@ impl Guard {
                 Authenticator::Disabled
             }
             AuthKeys::Development => {
-                let path = store::dev_signing_key_path(settings)?;
-                let secret = secrets::key_file(&path, "the development token-signing key")?;
+                let file = store::dev_signing_key_path(settings)?;
+                let secret = file.load("the development token-signing key")?;
                 tracing::warn!(
-                    key = %path.display(),
+                    key = %file.path().display(),
                     "DEVELOPMENT AUTHENTICATION: tokens are HS256-signed with a key in the data \
                      folder; configure --auth-jwks-url (or --auth-jwks-file) before exposing \
                      this server"

@@ -30,6 +30,19 @@ pub enum Command {
     /// Inspect and retry status notifications (works beside a running server).
     #[command(subcommand)]
     Notifications(notifications::Command),
+    /// Create key files to share between the nodes of one database.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Write a new random 32-byte key (hex, owner-only) for --sealing-key-file or
+    /// --dev-signing-key-file; an existing file is never overwritten.
+    Generate {
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
 }
 
 /// The command line as typed, with `qod serve --help` showing each setting's default (the
@@ -76,6 +89,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(cmd) => token::run(cmd),
         Command::FakeNef(args) => fake_nef(args).await,
         Command::Bench(args) => crate::bench::run(*args).await,
+        Command::Keys(KeysCommand::Generate { out }) => {
+            crate::secrets::generate_key_file(&out)?;
+            eprintln!(
+                "wrote a new key to {} (owner-only); back it up",
+                out.display()
+            );
+            Ok(())
+        }
     }
 }
 

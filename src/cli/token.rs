@@ -31,6 +31,9 @@ pub enum Command {
         ttl: Duration,
         #[command(flatten)]
         server: ServerLocation,
+        /// The server's development signing key file, when it was given one.
+        #[arg(long, env = "QOD_DEV_SIGNING_KEY_FILE")]
+        dev_signing_key_file: Option<std::path::PathBuf>,
         /// The server's HS256 secret file, when it verifies tokens with one.
         #[arg(long, env = "QOD_AUTH_HS256_SECRET_FILE")]
         auth_hs256_secret_file: Option<std::path::PathBuf>,
@@ -50,11 +53,13 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         device_phone,
         ttl,
         server,
+        dev_signing_key_file,
         auth_hs256_secret_file,
         auth_issuer,
         auth_audience,
     } = cmd;
     let settings = server.settings(ServeArgs {
+        dev_signing_key_file,
         auth_hs256_secret_file,
         auth_issuer,
         auth_audience,
@@ -63,7 +68,8 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
     let secret = match &settings.auth.keys {
         AuthKeys::Development => {
             // Never a new key: a token signed with a key no server holds is refused (401).
-            let path = store::dev_signing_key_path(&settings)?;
+            let file = store::dev_signing_key_path(&settings)?;
+            let path = file.path();
             if !path.exists() {
                 anyhow::bail!(
                     "no development signing key at {} (database {}): give the \
@@ -73,7 +79,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
                     settings.database_url
                 );
             }
-            secrets::key_file(&path, "the development token-signing key")?
+            secrets::key_file(path, "the development token-signing key")?
         }
         AuthKeys::SharedSecretFile(path) => read_shared_secret(path)?,
         AuthKeys::Jwks { .. } => anyhow::bail!(

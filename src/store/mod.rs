@@ -120,14 +120,54 @@ pub async fn open(settings: &Settings) -> anyhow::Result<SqlitePool> {
 }
 
 /// The key that seals stored secrets lives beside the database file, never inside it.
-pub fn secret_key_path(settings: &Settings) -> anyhow::Result<PathBuf> {
-    Ok(database_file(settings)?.with_extension("key"))
+pub fn secret_key_path(settings: &Settings) -> anyhow::Result<KeyFile> {
+    Ok(match &settings.sealing_key_file {
+        Some(path) => KeyFile::Configured(path.clone()),
+        None => KeyFile::BesideDatabase(database_file(settings)?.with_extension("key")),
+    })
+}
+
+/// Where a key is kept: a configured file (shared by several nodes, so never created here:
+/// one node creating its own would seal what the others cannot open) or beside the SQLite file
+/// (created on first start).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyFile {
+    Configured(PathBuf),
+    BesideDatabase(PathBuf),
+}
+
+impl KeyFile {
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Configured(p) | Self::BesideDatabase(p) => p,
+        }
+    }
+
+    /// The key, created first when it is kept beside the database and missing.
+    pub fn load(&self, purpose: &str) -> anyhow::Result<Vec<u8>> {
+        match self {
+            Self::BesideDatabase(path) => crate::secrets::key_file(path, purpose),
+            Self::Configured(path) => {
+                anyhow::ensure!(
+                    path.exists(),
+                    "the configured key file {} does not exist: create it once with \
+                     `qod keys generate --out {}` and give every node the same file",
+                    path.display(),
+                    path.display()
+                );
+                crate::secrets::key_file(path, purpose)
+            }
+        }
+    }
 }
 
 /// The development token-signing key (`qod serve` without auth configuration, `qod token
 /// issue`) lives in the data folder beside the database.
-pub fn dev_signing_key_path(settings: &Settings) -> anyhow::Result<PathBuf> {
-    Ok(database_file(settings)?.with_extension("dev-signing.key"))
+pub fn dev_signing_key_path(settings: &Settings) -> anyhow::Result<KeyFile> {
+    Ok(match &settings.dev_signing_key_file {
+        Some(path) => KeyFile::Configured(path.clone()),
+        None => KeyFile::BesideDatabase(database_file(settings)?.with_extension("dev-signing.key")),
+    })
 }
 
 /// The writer of the database file behind `settings` (see `writer`).
