@@ -129,8 +129,14 @@ mod tests {
     #[test]
     fn sealed_secrets_open_with_their_key_only_and_legacy_values_pass_through() {
         let dir = tempfile::tempdir().unwrap();
-        let a = SecretBox::load_or_create(&dir.path().join("a.key")).unwrap();
-        let b = SecretBox::load_or_create(&dir.path().join("b.key")).unwrap();
+        let a = SecretBox::load(&crate::store::KeyFile::BesideDatabase(
+            dir.path().join("a.key"),
+        ))
+        .unwrap();
+        let b = SecretBox::load(&crate::store::KeyFile::BesideDatabase(
+            dir.path().join("b.key"),
+        ))
+        .unwrap();
         let sealed = a.seal("c8974e592c2fa383d4a3960714");
         assert!(!sealed.0.contains("c8974e592c2fa383d4a3960714"));
         assert_eq!(a.open(&sealed).unwrap(), "c8974e592c2fa383d4a3960714");
@@ -138,7 +144,10 @@ mod tests {
         assert_ne!(a.seal("x").0, a.seal("x").0, "a fresh nonce each time");
         assert_eq!(a.open(&SealedSecret("plain".into())).unwrap(), "plain");
         // The same file gives the same key.
-        let again = SecretBox::load_or_create(&dir.path().join("a.key")).unwrap();
+        let again = SecretBox::load(&crate::store::KeyFile::BesideDatabase(
+            dir.path().join("a.key"),
+        ))
+        .unwrap();
         assert_eq!(again.open(&sealed).unwrap(), "c8974e592c2fa383d4a3960714");
         #[cfg(unix)]
         {
