@@ -26,7 +26,7 @@ use crate::notify::sink_client::SinkClient;
 use crate::queue::{self, JobQueue};
 use crate::random::{Random, SharedRandom};
 use crate::secrets::SecretBox;
-use crate::service::Service;
+use crate::service::{Offer, Service};
 use crate::store::{self, ProcessLock, SharedStore, SqliteStore};
 
 /// The time and the chance a server runs on.
@@ -145,13 +145,16 @@ impl Application {
         });
         let service = Service::new(
             core.clone(),
-            settings.catalogue.clone(),
             secrets,
             timings,
-            settings.auth.max_active_sessions,
-            SinkPolicy {
-                allow_insecure: settings.notify.allow_insecure_sinks,
-                allow_private: settings.notify.allow_private_sinks,
+            Offer {
+                catalogue: settings.catalogue.clone(),
+                directory: Arc::new(settings.eligibility.clone()),
+                max_active_sessions: settings.auth.max_active_sessions,
+                sink_policy: SinkPolicy {
+                    allow_insecure: settings.notify.allow_insecure_sinks,
+                    allow_private: settings.notify.allow_private_sinks,
+                },
             },
         );
         let (guard, dev_token) = Guard::from_settings(&settings, core.clock.clone()).await?;

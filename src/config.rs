@@ -253,6 +253,10 @@ pub struct ServeArgs {
     #[arg(skip)]
     #[serde(skip_serializing)]
     pub nef_qos_references: BTreeMap<String, Vec<String>>,
+    /// Which devices this deployment serves (`known`, `not_applicable`); file only.
+    #[arg(skip)]
+    #[serde(skip_serializing)]
+    pub devices: Option<crate::domain::Eligibility>,
     /// The QoS profile catalogue (replaces the built-in one); file only.
     #[arg(skip)]
     #[serde(skip_serializing)]
@@ -377,6 +381,8 @@ pub struct Settings {
     pub sim: SimSettings,
     pub notify: NotifySettings,
     pub catalogue: Catalogue,
+    /// Which devices this deployment serves (`[devices]`; every device when absent).
+    pub eligibility: crate::domain::Eligibility,
     pub pools: Pools,
     /// Extra mount point of `/qod/v0`, normalised to `/a/b` (no trailing slash).
     pub v0_prefix: Option<String>,
@@ -533,6 +539,7 @@ impl Settings {
             },
             notify,
             catalogue,
+            eligibility: v.devices.take().unwrap_or_default(),
             pools: Pools::builtin().with_overrides(&v.workers)?,
             v0_prefix: v0_prefix(v.v0_prefix.clone())?,
             auth,
@@ -754,12 +761,14 @@ fn lay_over(top: &ServeArgs, mut bottom: ServeArgs) -> anyhow::Result<ServeArgs>
         top.nef_qos_references.clone(),
         top.qos_profiles.clone(),
         top.workers.clone(),
+        top.devices.clone(),
     );
     let bottom_tables = (
         std::mem::take(&mut bottom.nef_subscription_fields),
         std::mem::take(&mut bottom.nef_qos_references),
         bottom.qos_profiles.take(),
         std::mem::take(&mut bottom.workers),
+        bottom.devices.take(),
     );
     let mut merged = serde_json::to_value(&bottom)?;
     if let (serde_json::Value::Object(merged), serde_json::Value::Object(given)) =
@@ -773,6 +782,7 @@ fn lay_over(top: &ServeArgs, mut bottom: ServeArgs) -> anyhow::Result<ServeArgs>
     v.nef_qos_references = pick(top_tables.1, bottom_tables.1);
     v.qos_profiles = top_tables.2.or(bottom_tables.2);
     v.workers = pick(top_tables.3, bottom_tables.3);
+    v.devices = top_tables.4.or(bottom_tables.4);
     Ok(v)
 }
 

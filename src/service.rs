@@ -6,11 +6,13 @@ use chrono::{DateTime, Utc};
 
 use crate::auth::Caller;
 use crate::core::{Core, Timings};
+use crate::directory::DeviceDirectory;
 use crate::domain::session::Transition;
 use crate::domain::{
     ApiVersion, Catalogue, ClientId, Device, Flow, GrantState, PlainCredential, ProfileStatus,
     QosStatus, Session, SessionId, SinkCredential, StatusInfo,
 };
+use crate::domain::{QosProfile, Verdict};
 use crate::jobs;
 use crate::lifecycle::{self, Effects, ScheduledJob};
 use crate::notify::address_policy::SinkPolicy;
@@ -51,6 +53,15 @@ pub enum ServiceError {
     /// The session exists but belongs to another client.
     #[error("the caller may not access this session")]
     Forbidden,
+    /// No device of this deployment matches the identifier.
+    #[error("the device is not known")]
+    UnknownDevice,
+    /// A known device the service is not offered to.
+    #[error("the service is not offered to this device")]
+    ServiceNotApplicable,
+    /// The device directory cannot tell now.
+    #[error("the device directory cannot answer: {0}")]
+    DirectoryUnavailable(String),
     /// The caller's token speaks for another device than the session's (or the request's).
     #[error("the access token was issued for another device")]
     OtherDevice,
@@ -88,25 +99,55 @@ pub struct Service {
     /// Active sessions one client may hold; 0 for no cap.
     max_active_sessions: u64,
     sink_policy: SinkPolicy,
+    /// Which devices this deployment serves.
+    directory: Arc<dyn DeviceDirectory>,
+}
+
+/// What the service is built from beside the core.
+pub struct Offer {
+    pub catalogue: Catalogue,
+    pub directory: Arc<dyn DeviceDirectory>,
+    /// Active sessions one client may hold; 0 for no cap.
+    pub max_active_sessions: u64,
+    pub sink_policy: SinkPolicy,
 }
 
 impl Service {
-    pub fn new(
-        core: Arc<Core>,
-        catalogue: Catalogue,
-        secrets: Arc<SecretBox>,
-        timings: Timings,
-        max_active_sessions: u64,
-        sink_policy: SinkPolicy,
-    ) -> Self {
+    pub fn new(core: Arc<Core>, secrets: Arc<SecretBox>, timings: Timings, offer: Offer) -> Self {
         Self {
             core,
-            catalogue,
+            catalogue: offer.catalogue,
             secrets,
             timings,
-            max_active_sessions,
-            sink_policy,
+            max_active_sessions: offer.max_active_sessions,
+            sink_policy: offer.sink_policy,
+            directory: offer.directory,
         }
+    }
+
+    /// Refuses a device this deployment does not serve: unknown (404) or not offered the
+    /// service (422). Checked before anything is stored.
+    pub async fn check_device(&self, device: &Device) -> Result<()> {
+        match self.directory.judge(device).await {
+            Ok(Verdict::Eligible) => Ok(()),
+            Ok(Verdict::Unknown) => Err(ServiceError::UnknownDevice),
+            Ok(Verdict::NotApplicable) => Err(ServiceError::ServiceNotApplicable),
+            Err(e) => Err(ServiceError::DirectoryUnavailable(e.0)),
+        }
+    }
+
+    /// The profiles on offer to `device` (only the unrestricted ones without a device), with
+    /// this name and status when given.
+    pub async fn profiles(
+        &self,
+        device: Option<&Device>,
+        name: Option<&str>,
+        status: Option<ProfileStatus>,
+    ) -> Result<Vec<QosProfile>> {
+        if let Some(device) = device {
+            self.check_device(device).await?;
+        }
+        Ok(self.catalogue.matching(name, status, device))
     }
 
     pub fn core(&self) -> &Core {
@@ -132,7 +173,8 @@ impl Service {
             .catalogue
             .get(&req.qos_profile)
             .ok_or_else(|| ServiceError::UnknownProfile(req.qos_profile.clone()))?;
-        if profile.status != ProfileStatus::Active {
+        self.check_device(&req.device).await?;
+        if profile.status != ProfileStatus::Active || !profile.offered_to(Some(&req.device)) {
             return Err(ServiceError::ProfileNotApplicable(profile.name.clone()));
         }
         let range = profile.duration_range();
@@ -220,6 +262,7 @@ impl Service {
         if caller.device.as_ref().is_some_and(|d| d != device) {
             return Err(ServiceError::OtherDevice);
         }
+        self.check_device(device).await?;
         Ok(self
             .core
             .store

@@ -101,6 +101,24 @@ impl From<ServiceError> for ApiError {
         match e {
             ServiceError::NotFound => Self::not_found(),
             ServiceError::Forbidden | ServiceError::OtherDevice => Self::permission_denied(),
+            ServiceError::UnknownDevice => Self::new(
+                StatusCode::NOT_FOUND,
+                "IDENTIFIER_NOT_FOUND",
+                "Device identifier not found.",
+            ),
+            ServiceError::ServiceNotApplicable => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "SERVICE_NOT_APPLICABLE",
+                "The service is not available for the provided identifier.",
+            ),
+            ServiceError::DirectoryUnavailable(why) => {
+                tracing::warn!(error = %why, "device directory unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "UNAVAILABLE",
+                    "Service Unavailable.",
+                )
+            }
             ServiceError::QuotaExceeded(_) => Self::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "QUOTA_EXCEEDED",

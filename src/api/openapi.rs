@@ -60,7 +60,8 @@ pub fn amend(doc: &mut Value, v0: bool) {
             if operation.contains_key("requestBody") {
                 statuses.extend([413, 415]);
             }
-            if path.contains('{') {
+            // A path with an id, and v0's create (an unknown device: code 60).
+            if path.contains('{') || (v0 && path == "/sessions" && method == "post") {
                 statuses.push(404);
             }
             if v0 {

@@ -1,11 +1,13 @@
 //! Domain types: what a session is, independent of HTTP and storage.
 
 pub mod device;
+pub mod eligibility;
 pub mod flow;
 pub mod profile;
 pub mod session;
 
 pub use device::{Device, DeviceIdentifiers, DeviceIpv4, PhoneNumber, SelectionError};
+pub use eligibility::{DeviceRules, Eligibility, Verdict};
 pub use flow::{ApplicationServer, DeviceAddresses, Flow, PortsSpec};
 pub use profile::{Catalogue, ProfileStatus, QosProfile};
 pub use session::{

@@ -114,9 +114,23 @@ pub struct QosProfile {
     pub jitter: Option<TimeSpan>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub packet_error_loss_rate: Option<u8>,
+    /// The devices this profile is offered to; `None`: every device. Configuration only,
+    /// never shown in the API.
+    #[serde(default, skip_serializing)]
+    pub devices: Option<super::DeviceRules>,
 }
 
 impl QosProfile {
+    /// Whether `device` may use this profile; a restricted profile is offered to no one when
+    /// no device is named.
+    pub fn offered_to(&self, device: Option<&super::Device>) -> bool {
+        match (&self.devices, device) {
+            (None, _) => true,
+            (Some(rules), Some(device)) => rules.matches(device),
+            (Some(_), None) => false,
+        }
+    }
+
     pub fn duration_range(&self) -> std::ops::RangeInclusive<i64> {
         self.min_duration.as_secs().max(1)..=self.max_duration.as_secs()
     }
@@ -164,12 +178,19 @@ impl Catalogue {
         &self.profiles
     }
 
-    /// The profiles with this name and this status, each criterion only when given.
-    pub fn matching(&self, name: Option<&str>, status: Option<ProfileStatus>) -> Vec<QosProfile> {
+    /// The profiles with this name and this status, each criterion only when given, offered
+    /// to `device` (without one, only the unrestricted profiles).
+    pub fn matching(
+        &self,
+        name: Option<&str>,
+        status: Option<ProfileStatus>,
+        device: Option<&super::Device>,
+    ) -> Vec<QosProfile> {
         self.profiles
             .iter()
             .filter(|p| name.is_none_or(|n| p.name == n))
             .filter(|p| status.is_none_or(|s| p.status == s))
+            .filter(|p| p.offered_to(device))
             .cloned()
             .collect()
     }
@@ -194,6 +215,7 @@ impl Catalogue {
                     packet_delay_budget: Some(TimeSpan::millis(delay_ms)),
                     jitter: Some(TimeSpan::millis(jitter_ms)),
                     packet_error_loss_rate: Some(loss),
+                    devices: None,
                 }
             };
         Self {

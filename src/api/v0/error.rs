@@ -285,6 +285,7 @@ impl From<ServiceError> for V0Error {
                 51,
                 "The session belongs to another requester.",
             ),
+            ServiceError::UnknownDevice => Self::not_found("The device is not known."),
             ServiceError::OtherDevice => Self::new(
                 StatusCode::FORBIDDEN,
                 52,

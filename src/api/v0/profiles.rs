@@ -3,12 +3,13 @@
 
 use axum::extract::{Path, Query, State};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
 
 use super::error::{V0Error, bad};
 use crate::api::AppState;
 use crate::api::v1::wire::check_profile_name;
+use crate::auth::Caller;
 use crate::domain::{ProfileStatus, QosProfile};
 
 pub fn routes() -> Router<AppState> {
@@ -29,8 +30,11 @@ struct Filter {
     status: Option<String>,
 }
 
+/// The profiles on offer: all unrestricted ones, and with a three-legged token those offered to
+/// its device as well (v0 has no device parameter).
 async fn list(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     query: Result<Query<Filter>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<QosProfile>>, V0Error> {
     let Query(filter) =
@@ -49,8 +53,8 @@ async fn list(
         .transpose()?;
     let profiles = state
         .service
-        .catalogue()
-        .matching(filter.name.as_deref(), status);
+        .profiles(caller.device.as_ref(), filter.name.as_deref(), status)
+        .await?;
     if profiles.is_empty() {
         return Err(V0Error::not_found("No QoS profile matches the criteria."));
     }
@@ -59,14 +63,16 @@ async fn list(
 
 async fn read(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<QosProfile>, V0Error> {
     check_profile_name(&name).map_err(|e| V0Error::bad_request(bad::URL_PARAMETER, e.message))?;
     state
         .service
-        .catalogue()
-        .get(&name)
-        .cloned()
+        .profiles(caller.device.as_ref(), Some(&name), None)
+        .await?
+        .into_iter()
+        .next()
         .map(Json)
         .ok_or_else(|| V0Error::not_found(format!("QoS profile {name} does not exist.")))
 }

@@ -26,8 +26,8 @@ struct RetrieveBody {
     status: Option<ProfileStatus>,
 }
 
-/// Every profile is offered to every device here, so a device filter is validated but does not
-/// narrow the list.
+/// The profiles on offer to the device (the body's, or a three-legged token's): without one,
+/// only the unrestricted profiles; an unknown device is 404, one not served 422.
 async fn retrieve(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -37,16 +37,17 @@ async fn retrieve(
     if caller.device.is_some() && body.device.is_some() {
         return Err(ApiError::unnecessary_identifier());
     }
-    if let Some(device) = body.device {
-        device.into_device()?;
-    }
+    let device = match body.device {
+        Some(device) => Some(device.into_device()?),
+        None => caller.device.clone(),
+    };
     if let Some(name) = &body.name {
         check_profile_name(name)?;
     }
     let profiles = state
         .service
-        .catalogue()
-        .matching(body.name.as_deref(), body.status);
+        .profiles(device.as_ref(), body.name.as_deref(), body.status)
+        .await?;
     Ok(Json(profiles))
 }
 
@@ -59,9 +60,10 @@ async fn read(
     check_profile_name(&name)?;
     state
         .service
-        .catalogue()
-        .get(&name)
-        .cloned()
+        .profiles(caller.device.as_ref(), Some(&name), None)
+        .await?
+        .into_iter()
+        .next()
         .map(Json)
         .ok_or_else(ApiError::not_found)
 }
