@@ -120,18 +120,19 @@ pub fn find(tx: &Tx, id: SessionId) -> anyhow::Result<Option<Session>> {
     row.transpose()
 }
 
+// `+owner`: the owner is a filter here, never the index to walk (one client may hold
+// thousands of live sessions; a device has a handful).
+const LIVE_BY_KEY: &str = "FROM sessions WHERE device_key = ?1 AND +owner = ?2 \
+     AND status <> 'UNAVAILABLE' AND deleted = 0";
+const LIVE_BY_ALIAS: &str = "FROM sessions WHERE id IN \
+     (SELECT session_id FROM session_device_aliases WHERE device_key = ?1) \
+     AND +owner = ?2 AND status <> 'UNAVAILABLE' AND deleted = 0";
+
 /// One client's sessions that still hold or seek QoS for a device named by any of `keys`, as
 /// the kept identifier or as an alias (the overlap check's candidates), each once.
 pub fn live_for_device(tx: &Tx, owner: &ClientId, keys: &[String]) -> anyhow::Result<Vec<Session>> {
-    let mut by_key = tx.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM sessions WHERE device_key = ?1 AND owner = ?2 \
-         AND status <> 'UNAVAILABLE' AND deleted = 0"
-    ))?;
-    let mut by_alias = tx.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM sessions WHERE id IN \
-         (SELECT session_id FROM session_device_aliases WHERE device_key = ?1) \
-         AND owner = ?2 AND status <> 'UNAVAILABLE' AND deleted = 0"
-    ))?;
+    let mut by_key = tx.prepare_cached(&format!("SELECT {COLUMNS} {LIVE_BY_KEY}"))?;
+    let mut by_alias = tx.prepare_cached(&format!("SELECT {COLUMNS} {LIVE_BY_ALIAS}"))?;
     let mut found: Vec<Session> = Vec::new();
     for key in keys {
         for stmt in [&mut by_key, &mut by_alias] {
@@ -211,4 +212,47 @@ pub fn census(conn: &Tx) -> anyhow::Result<Vec<(QosStatus, GrantState, i64)>> {
         Ok((status.parse()?, grant.parse()?, n))
     })
     .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The schema as the migrations build it.
+    fn schema() -> rusqlite::Connection {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite");
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for file in files {
+            conn.execute_batch(&std::fs::read_to_string(file).unwrap())
+                .unwrap();
+        }
+        conn
+    }
+
+    fn plan(conn: &rusqlite::Connection, sql: &str) -> String {
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN SELECT id {sql}"))
+            .unwrap();
+        let rows = stmt
+            .query_map(params!["tel:+33612345678", "shop"], |r| {
+                r.get::<_, String>(3)
+            })
+            .unwrap();
+        rows.map(|r| r.unwrap()).collect::<Vec<_>>().join("; ")
+    }
+
+    #[test]
+    fn the_overlap_check_walks_the_device_index_not_the_owners_sessions() {
+        let conn = schema();
+        let by_key = plan(&conn, LIVE_BY_KEY);
+        assert!(by_key.contains("by_device (device_key=?)"), "{by_key}");
+        let by_alias = plan(&conn, LIVE_BY_ALIAS);
+        assert!(!by_alias.contains("sessions_owner_live"), "{by_alias}");
+        assert!(by_alias.contains("session_device_aliases"), "{by_alias}");
+    }
 }
