@@ -110,31 +110,33 @@ impl Pools {
             let Some(base) = builtin.specs.get(queue) else {
                 continue;
             };
-            let mut note = |field: &str, now: String, was: String| {
+            let fields = [
+                (
+                    "concurrency",
+                    spec.concurrency.to_string(),
+                    base.concurrency.to_string(),
+                ),
+                (
+                    "batch_size",
+                    spec.batch_size.to_string(),
+                    base.batch_size.to_string(),
+                ),
+                (
+                    "poll_interval_ms",
+                    spec.poll_interval_ms.to_string(),
+                    base.poll_interval_ms.to_string(),
+                ),
+                (
+                    "retry",
+                    format!("{:?}", spec.retry),
+                    format!("{:?}", base.retry),
+                ),
+            ];
+            for (field, now, was) in fields {
                 if now != was {
                     changed.push(format!("{queue}.{field}={now}"));
                 }
-            };
-            note(
-                "concurrency",
-                spec.concurrency.to_string(),
-                base.concurrency.to_string(),
-            );
-            note(
-                "batch_size",
-                spec.batch_size.to_string(),
-                base.batch_size.to_string(),
-            );
-            note(
-                "poll_interval_ms",
-                spec.poll_interval_ms.to_string(),
-                base.poll_interval_ms.to_string(),
-            );
-            note(
-                "retry",
-                format!("{:?}", spec.retry),
-                format!("{:?}", base.retry),
-            );
+            }
         }
         changed
     }
