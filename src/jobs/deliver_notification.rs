@@ -15,26 +15,29 @@ use crate::lifecycle::{self, ScheduledJob};
 use crate::metrics::delivery;
 use crate::notify::sink_client::{Outcome, SinkClient};
 use crate::notify::with_source;
+use crate::pools::RetryPolicy;
 use crate::store::Settled;
 use crate::store::{Notification, state};
 
 /// When a sink already has its share of deliveries in flight and its line is full, look again
-/// after this, doubled each time it is still busy (with jitter), up to `SINK_BUSY_CAP`: a
-/// backlog behind a slow sink waits instead of polling it every quarter second.
-const SINK_BUSY_DELAY: Duration = Duration::from_millis(250);
-const SINK_BUSY_CAP: Duration = Duration::from_secs(10);
+/// after 250 ms, doubled each time it is still busy (with jitter, at most 10 s): a backlog
+/// behind a slow sink waits instead of polling it every quarter second.
+const SINK_BUSY: RetryPolicy = RetryPolicy {
+    max_attempts: 0,
+    base_ms: 250,
+    factor: 2.0,
+    cap_ms: 5_000,
+    jitter: true,
+    max_age_secs: None,
+};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeliverNotification {
     pub notification_id: Uuid,
     /// How many times in a row this delivery found its sink busy (not an attempt: nothing
     /// was sent).
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "super::is_zero")]
     pub busy: u32,
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
 }
 
 impl DeliverNotification {
@@ -43,12 +46,6 @@ impl DeliverNotification {
             notification_id,
             busy: 0,
         }
-    }
-
-    /// How long to wait before looking again at a sink found busy `busy` times in a row.
-    fn busy_wait(busy: u32, random: &crate::random::Random) -> Duration {
-        let doubled = SINK_BUSY_DELAY.saturating_mul(1u32 << busy.min(16));
-        random.jitter(doubled.min(SINK_BUSY_CAP) / 2)
     }
 }
 
@@ -106,7 +103,7 @@ impl JobKind for DeliverNotification {
                 notification_id: self.notification_id,
                 busy: self.busy.saturating_add(1),
             };
-            let wait = Self::busy_wait(self.busy, &ctx.random);
+            let wait = SINK_BUSY.delay(self.busy + 1, &ctx.random);
             let later =
                 ScheduledJob::retry(again, n.attempts, now + chrono::Duration::from_std(wait)?);
             return lifecycle::enqueue(ctx, later).await;

@@ -15,12 +15,8 @@ pub struct PurgeSession {
     pub session_id: SessionId,
     /// How many times this purge found the grant not yet released and waited (a wait is not a
     /// failure: the release job retries on its own; this only spaces out the checks).
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "super::is_zero")]
     pub waited: u32,
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
 }
 
 impl PurgeSession {
