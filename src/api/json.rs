@@ -74,6 +74,19 @@ pub enum BodyError {
 #[derive(Debug, Clone, Copy)]
 pub struct BodyDeadline(pub tokio::time::Instant);
 
+/// The request's body, at most `limit` bytes, by the request's `BodyDeadline` when it has one.
+pub async fn read_body(req: Request, limit: usize) -> Result<axum::body::Bytes, BodyError> {
+    let deadline = req.extensions().get::<BodyDeadline>().copied();
+    let read = to_bytes(req.into_body(), limit);
+    match deadline {
+        Some(BodyDeadline(at)) => tokio::time::timeout_at(at, read)
+            .await
+            .map_err(|_| BodyError::TimedOut)?,
+        None => read.await,
+    }
+    .map_err(|_| BodyError::TooLarge)
+}
+
 /// Reads a JSON body of at most `MAX_BODY_BYTES`.
 pub async fn read_json<T: DeserializeOwned>(req: Request) -> Result<T, BodyError> {
     let content_type = req
@@ -84,15 +97,7 @@ pub async fn read_json<T: DeserializeOwned>(req: Request) -> Result<T, BodyError
     if !is_json(content_type) {
         return Err(BodyError::UnsupportedMediaType);
     }
-    let deadline = req.extensions().get::<BodyDeadline>().copied();
-    let read = to_bytes(req.into_body(), MAX_BODY_BYTES);
-    let bytes = match deadline {
-        Some(BodyDeadline(at)) => tokio::time::timeout_at(at, read)
-            .await
-            .map_err(|_| BodyError::TimedOut)?,
-        None => read.await,
-    }
-    .map_err(|_| BodyError::TooLarge)?;
+    let bytes = read_body(req, MAX_BODY_BYTES).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(BodyError::Empty);
     }

@@ -11,7 +11,7 @@ use axum::{Router, response::IntoResponse, response::Response};
 use serde_json::Value;
 
 use super::AppState;
-use super::json::BodyDeadline;
+use super::json::{BodyError, read_body};
 use crate::domain::SessionId;
 use crate::jobs::ApplyNetworkEvent;
 use crate::jobs::apply_network_event::known_event;
@@ -44,18 +44,10 @@ async fn receive(
         count("REFUSED");
         return StatusCode::NOT_FOUND.into_response();
     };
-    let deadline = req.extensions().get::<BodyDeadline>().copied();
-    let read = axum::body::to_bytes(req.into_body(), MAX_BYTES);
-    let body: Bytes = match deadline {
-        Some(BodyDeadline(at)) => match tokio::time::timeout_at(at, read).await {
-            Ok(Ok(body)) => body,
-            Ok(Err(_)) => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
-            Err(_) => return StatusCode::REQUEST_TIMEOUT.into_response(),
-        },
-        None => match read.await {
-            Ok(body) => body,
-            Err(_) => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
-        },
+    let body: Bytes = match read_body(req, MAX_BYTES).await {
+        Ok(body) => body,
+        Err(BodyError::TimedOut) => return StatusCode::REQUEST_TIMEOUT.into_response(),
+        Err(_) => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
     };
     let Ok(notification) = serde_json::from_slice::<Value>(&body) else {
         return StatusCode::BAD_REQUEST.into_response();
