@@ -15,6 +15,7 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::config::Settings;
 use crate::core::{Core, Timings};
 use crate::jobs::{self, DeliverNotification, Delivery, JobContext, JobKind};
+use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::network::Network;
 use crate::network::nef::NefNetwork;
@@ -27,7 +28,7 @@ use crate::queue::{self, JobQueue};
 use crate::random::{Random, SharedRandom};
 use crate::secrets::SecretBox;
 use crate::service::{Offer, Service};
-use crate::store::{self, ProcessLock, SharedStore, SqliteStore};
+use crate::store::{self, SharedStore, SqliteStore};
 
 /// The time and the chance a server runs on.
 #[derive(Clone)]
@@ -52,13 +53,12 @@ pub struct Application {
     service: Service,
     jobs: Arc<JobContext>,
     callbacks: CallbackUrls,
-    sqlite: Arc<SqliteStore>,
+    opened: store::Opened,
     network: Arc<SimulatedNetwork>,
     settings: Settings,
     instance: String,
     guard: Arc<Guard>,
     dev_token: Option<String>,
-    _lock: Option<ProcessLock>,
 }
 
 impl Application {
@@ -77,19 +77,19 @@ impl Application {
             Some(url) => url.clone(),
             None => format!("http://{}", listener.local_addr()?),
         };
-        let lock = match store::database_path(&settings.database_url) {
-            Some(path) => {
-                store::prepare_data_files(&path)?;
-                Some(ProcessLock::acquire(&path)?)
-            }
-            None => None,
-        };
-        let sqlite = store::open_sqlite(&settings).await?;
-        let store: SharedStore = sqlite.clone();
-        let secrets = SecretBox::load(&store::secret_key_path(&settings)?)?;
+        let secret_key = store::secret_key_path(&settings)?;
+        let opened = store::open_store(&settings).await?;
+        let store: SharedStore = opened.shared();
+        let secrets = SecretBox::load(&secret_key)?;
         // Under the process lock no other worker can hold a job: whatever a previous process
         // claimed and did not finish goes back to the queue now, not after orphan detection.
-        let reclaimed = store.release_all_claims().await?;
+        // A shared store's claims are leases instead: other nodes may hold them, and a dead
+        // node's lapse by themselves.
+        let reclaimed = if store.shared() {
+            0
+        } else {
+            store.release_claims(None).await?
+        };
         let adopted = store.adopt_legacy_jobs().await?;
         if adopted > 0 {
             tracing::info!(
@@ -102,7 +102,7 @@ impl Application {
         }
         let instance = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
         let network = SimulatedNetwork::new(
-            sqlite.clone(),
+            opened.ledger(),
             clock.clone(),
             random.clone(),
             settings.sim.clone(),
@@ -164,13 +164,12 @@ impl Application {
             service,
             jobs,
             callbacks,
-            sqlite,
+            opened,
             network,
             settings,
             instance,
             guard: Arc::new(guard),
             dev_token,
-            _lock: lock,
         })
     }
 
@@ -185,9 +184,13 @@ impl Application {
         self.dev_token.as_deref()
     }
 
-    /// The SQLite store behind the server, for tests that look at the file.
-    pub fn sqlite(&self) -> &Arc<SqliteStore> {
-        &self.sqlite
+    /// The SQLite store behind the server, for tests that look at the file (None on
+    /// PostgreSQL).
+    pub fn sqlite(&self) -> Option<&Arc<SqliteStore>> {
+        match &self.opened {
+            store::Opened::Sqlite(s, _) => Some(s),
+            store::Opened::Postgres(_) => None,
+        }
     }
 
     pub fn simulated_network(&self) -> Arc<SimulatedNetwork> {
@@ -269,9 +272,35 @@ impl Application {
             },
         );
 
+        let shared = self.core.store.shared();
+        let leadership = Leadership::new(!shared);
+        let mut helpers = Vec::new();
+        if shared {
+            let core = &self.core;
+            helpers.push(tokio::spawn(queue::run_heartbeat(
+                core.queue.clone(),
+                core.store.clone(),
+                core.clock.clone(),
+                self.settings.job_lease,
+                stopped(stop_rx.clone()),
+            )));
+            helpers.push(tokio::spawn(leadership.clone().run(
+                core.store.clone(),
+                core.clock.clone(),
+                self.instance.clone(),
+                self.settings.job_lease,
+                stopped(stop_rx.clone()),
+            )));
+        }
+        // Ends with the store; aborted when the server stops.
+        let listener = tokio::spawn(queue::listen(
+            self.core.queue.clone(),
+            self.core.store.clone(),
+        ));
         let retention = tokio::spawn(crate::retention::run(
             self.core.clone(),
             self.settings.history_retention,
+            leadership,
             stopped(stop_rx.clone()),
         ));
         // Each part is a task of its own on the multi-thread runtime: nothing of the server,
@@ -287,7 +316,11 @@ impl Application {
         }
         dispatched.context("job dispatcher task")?;
         retention.await.context("history purge task")?;
-        let handed_back = self.core.store.release_all_claims().await?;
+        for helper in helpers {
+            helper.await.context("lease and leadership tasks")?;
+        }
+        listener.abort();
+        let handed_back = self.core.store.release_claims(Some(&self.instance)).await?;
         if handed_back > 0 {
             tracing::info!(handed_back, "returned unfinished jobs to the queue");
         }

@@ -35,9 +35,17 @@ pub struct ServeArgs {
     /// Address to listen on: HOST:PORT (a name or an IP address) or a bare PORT (on 127.0.0.1).
     #[arg(long, env = "QOD_LISTEN")]
     pub listen: Option<Listen>,
-    /// Database URL; `sqlite://PATH` (the folder is created).
+    /// Database URL: `sqlite://PATH` (the folder is created) or
+    /// `postgres://USER[:PASSWORD]@HOST:PORT/DATABASE` (several nodes may share it).
     #[arg(long, env = "QOD_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// PostgreSQL: connections this node keeps to the database at most.
+    #[arg(long, env = "QOD_DATABASE_MAX_CONNECTIONS")]
+    pub database_max_connections: Option<u32>,
+    /// PostgreSQL: how long a node's claim of a job holds without its heartbeat (renewed every
+    /// third of it); a node that died or stalled loses its jobs to the others after this.
+    #[arg(long, env = "QOD_JOB_LEASE")]
+    pub job_lease: Option<Span>,
     /// TOML file with settings, the QoS profile catalogue and worker pool overrides.
     #[arg(long, env = "QOD_CONFIG")]
     #[serde(skip)]
@@ -370,6 +378,9 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub http: crate::api::listener::Limits,
     pub database_url: String,
+    pub database_max_connections: u32,
+    /// How long a claim of a job holds without the node's heartbeat (shared stores).
+    pub job_lease: Duration,
     pub durability: Durability,
     pub busy_timeout: Duration,
     pub provision_timeout: Duration,
@@ -400,6 +411,8 @@ impl ServeArgs {
         Self {
             listen: Some(Listen::from_str("127.0.0.1:8080").expect("valid default")),
             database_url: Some(DEFAULT_DATABASE_URL.to_owned()),
+            database_max_connections: Some(16),
+            job_lease: Some(Span(Duration::from_secs(3))),
             durability: Some(Durability::Normal),
             provision_timeout_secs: Some(60),
             grant_lifetime: Some(Span(Duration::from_secs(900))),
@@ -513,6 +526,11 @@ impl Settings {
                 ),
             },
             database_url: database_url(given(v.database_url.clone(), "database_url"))?,
+            database_max_connections: given(v.database_max_connections, "database_max_connections")
+                .max(2),
+            job_lease: given(v.job_lease, "job_lease")
+                .0
+                .max(Duration::from_millis(300)),
             durability: given(v.durability, "durability"),
             busy_timeout: Duration::from_secs(30),
             grant_lifetime: given(v.grant_lifetime, "grant_lifetime").0,
@@ -594,14 +612,26 @@ impl Settings {
             (true, true) => "http(s), private addresses too",
         };
         let workers = self.pools.changed();
+        let database = if self.is_postgres() {
+            format!(
+                "{} (PostgreSQL, up to {} connections, job lease {} ms)",
+                crate::store::redacted_url(&self.database_url),
+                self.database_max_connections,
+                self.job_lease.as_millis()
+            )
+        } else {
+            format!(
+                "{} ({} durability)",
+                self.database_url,
+                match self.durability {
+                    Durability::Normal => "normal",
+                    Durability::Full => "full",
+                }
+            )
+        };
         format!(
-            "config {config}; database {} ({} durability); network {network}; auth {auth}; \
+            "config {config}; database {database}; network {network}; auth {auth}; \
              {} profiles ({}); sinks {sinks}; workers {}",
-            self.database_url,
-            match self.durability {
-                Durability::Normal => "normal",
-                Durability::Full => "full",
-            },
             profiles.len(),
             profiles.join(", "),
             if workers.is_empty() {
@@ -610,6 +640,11 @@ impl Settings {
                 workers.join(", ")
             },
         )
+    }
+
+    /// The database is PostgreSQL (shared by several nodes), not a SQLite file.
+    pub fn is_postgres(&self) -> bool {
+        is_postgres_url(&self.database_url)
     }
 
     /// Settings for tests and embedding: defaults with the given database.
@@ -901,20 +936,18 @@ impl<'de> Deserialize<'de> for Span {
     }
 }
 
-/// The database URL, if this build can keep its data there: a SQLite file. Anything else would
-/// otherwise be taken for a file name (`postgres://host/db` became a folder `postgres:`), and an
-/// in-memory database loses every accepted request when the process ends.
+/// The database URL, if the server can keep its data there: a SQLite file or a PostgreSQL
+/// database. Anything else would otherwise be taken for a file name, and an in-memory database
+/// loses every accepted request when the process ends.
 fn database_url(url: String) -> anyhow::Result<String> {
-    let lower = url.to_ascii_lowercase();
-    if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
-        anyhow::bail!(
-            "database URL {url}: this build keeps its data in SQLite only; \
-             give --database-url sqlite://PATH (PostgreSQL support is planned)"
-        );
+    if is_postgres_url(&url) {
+        return Ok(url);
     }
+    let lower = url.to_ascii_lowercase();
     anyhow::ensure!(
         lower.starts_with("sqlite:"),
-        "database URL {url}: expected sqlite://PATH, e.g. sqlite://./qod-data/qod.db"
+        "database URL {url}: expected sqlite://PATH (e.g. sqlite://./qod-data/qod.db) or \
+         postgres://USER@HOST:PORT/DATABASE"
     );
     anyhow::ensure!(
         !lower.contains(":memory:") && !lower.contains("mode=memory"),
@@ -922,6 +955,11 @@ fn database_url(url: String) -> anyhow::Result<String> {
          server stops; give a file, e.g. sqlite://./qod-data/qod.db"
     );
     Ok(url)
+}
+
+pub fn is_postgres_url(url: &str) -> bool {
+    let lower = url.to_ascii_lowercase();
+    lower.starts_with("postgres://") || lower.starts_with("postgresql://")
 }
 
 /// `/a/b`: a leading slash, none at the end, only path characters; empty means none.
@@ -1091,7 +1129,7 @@ maxDuration = { value = 2, unit = "Hours" }
     }
 
     #[test]
-    fn a_database_url_this_build_cannot_keep_data_in_is_refused_with_a_sentence() {
+    fn a_database_url_the_server_cannot_keep_data_in_is_refused_with_a_sentence() {
         let load = |url: &str| {
             Settings::load(&ServeArgs {
                 database_url: Some(url.into()),
@@ -1101,8 +1139,6 @@ maxDuration = { value = 2, unit = "Hours" }
             .map_err(|e| format!("{e:#}"))
         };
         for (url, says) in [
-            ("postgres://localhost/qod", "SQLite only"),
-            ("postgresql://u@h/qod", "SQLite only"),
             ("sqlite::memory:", "in-memory"),
             ("sqlite://file:x?mode=memory", "in-memory"),
             ("mysql://localhost/qod", "expected sqlite://PATH"),
@@ -1111,10 +1147,13 @@ maxDuration = { value = 2, unit = "Hours" }
             let refused = load(url).expect_err(url);
             assert!(refused.contains(says), "{url}: {refused}");
         }
-        assert_eq!(
-            load("sqlite://./data/q.db").unwrap(),
-            "sqlite://./data/q.db"
-        );
+        for url in [
+            "sqlite://./data/q.db",
+            "postgres://localhost/qod",
+            "postgresql://u@h:5433/qod",
+        ] {
+            assert_eq!(load(url).unwrap(), url);
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod directory;
 pub mod domain;
 pub mod fake_nef;
 pub mod jobs;
+pub mod leader;
 pub mod lifecycle;
 pub mod metrics;
 pub mod network;

@@ -24,6 +24,8 @@ pub struct Metrics {
     pub network_events: IntCounterVec,
     pub store_commits: IntCounter,
     pub store_writes: IntCounter,
+    pub queue_fenced: IntCounter,
+    pub queue_taken_over: IntCounter,
     pub history_purged: IntCounterVec,
 }
 
@@ -42,6 +44,8 @@ pub mod outcome {
     pub const FAILED: &str = "failed";
     pub const RETRIED: &str = "retried";
     pub const DEAD: &str = "dead";
+    /// The job was claimed again by another node while this one ran it.
+    pub const FENCED: &str = "fenced";
 }
 
 impl Metrics {
@@ -175,6 +179,17 @@ impl Metrics {
             "Writes (state changes, job settlements, enqueues) carried by those commits.",
         )
         .expect("valid metric");
+        let queue_fenced = IntCounter::new(
+            "qod_queue_fenced_total",
+            "Writes and settlements of jobs refused because another node claimed the job again \
+             after this node's lease lapsed (fencing).",
+        )
+        .expect("valid metric");
+        let queue_taken_over = IntCounter::new(
+            "qod_queue_taken_over_total",
+            "Jobs this node claimed from another node's lapsed lease (a node died or stalled).",
+        )
+        .expect("valid metric");
         let history_purged = IntCounterVec::new(
             Opts::new(
                 "qod_history_purged_rows_total",
@@ -184,7 +199,12 @@ impl Metrics {
             &["table"],
         )
         .expect("valid metric");
-        for c in [&store_commits, &store_writes] {
+        for c in [
+            &store_commits,
+            &store_writes,
+            &queue_fenced,
+            &queue_taken_over,
+        ] {
             registry
                 .register(Box::new(c.clone()))
                 .expect("unique metric");
@@ -239,6 +259,8 @@ impl Metrics {
             network_events,
             store_commits,
             store_writes,
+            queue_fenced,
+            queue_taken_over,
             history_purged,
         }
     }

@@ -12,13 +12,21 @@ pub const EVERY: Duration = Duration::from_secs(60);
 /// Rows per table and transaction.
 pub const BATCH: usize = 500;
 
-/// Runs until `stop` resolves.
-pub async fn run(core: std::sync::Arc<Core>, retention: Duration, stop: impl Future<Output = ()>) {
+/// Runs until `stop` resolves, purging while this node holds the maintenance role.
+pub async fn run(
+    core: std::sync::Arc<Core>,
+    retention: Duration,
+    leadership: std::sync::Arc<crate::leader::Leadership>,
+    stop: impl Future<Output = ()>,
+) {
     tokio::pin!(stop);
     loop {
         tokio::select! {
             () = &mut stop => return,
             () = core.clock.sleep(EVERY) => {}
+        }
+        if !leadership.held() {
+            continue;
         }
         if let Err(e) = purge_once(&core, retention).await {
             tracing::warn!(error = %format!("{e:#}"), "purging old history failed; trying again later");

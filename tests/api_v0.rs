@@ -184,13 +184,13 @@ async fn a_network_terminated_v0_session_stays_readable_for_at_least_360_seconds
     let id = created["sessionId"].as_str().unwrap().to_owned();
     let ended = wait_v0(&app, &id, "UNAVAILABLE").await;
     V0Contract::load().assert_schema("SessionInfo", &ended);
-    let purge_due: i64 = sqlx::query_scalar(
-        "SELECT due_at_ms FROM job_queue WHERE queue = 'purge_session' AND payload LIKE ?",
-    )
-    .bind(format!("%{id}%"))
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
+    let purge_due = app
+        .db
+        .int(
+            "SELECT due_at_ms FROM job_queue WHERE queue = 'purge_session' AND payload LIKE ?",
+            &[&format!("%{id}%")],
+        )
+        .await;
     let hold = purge_due - Utc::now().timestamp_millis();
     assert!(hold >= 355_000, "purged after {hold} ms only");
 }
@@ -441,11 +441,7 @@ async fn every_v0_error_carries_the_seeds_code() {
     assert_eq!(r.headers()["allow"], "GET, DELETE");
 
     // Nothing was created by any of it.
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(n, 0);
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM sessions").await, 0);
 }
 
 #[tokio::test]

@@ -11,21 +11,20 @@ use qod::network::simulated::Renewals;
 use serde_json::Value;
 
 async fn renewals(app: &TestApp, id: &str) -> i64 {
-    sqlx::query_scalar(
-        "SELECT COUNT(*) FROM session_events WHERE session_id = ? AND reason = 'GRANT_RENEWED'",
-    )
-    .bind(id)
-    .fetch_one(&app.pool)
-    .await
-    .unwrap()
+    app.db
+        .int(
+            "SELECT COUNT(*) FROM session_events WHERE session_id = ? AND reason = 'GRANT_RENEWED'",
+            &[id],
+        )
+        .await
 }
 
 async fn lease_until_ms(app: &TestApp, id: &str) -> Option<i64> {
-    sqlx::query_scalar("SELECT lease_until_ms FROM sessions WHERE id = ?")
-        .bind(id)
-        .fetch_one(&app.pool)
+    app.db
+        .value("SELECT lease_until_ms FROM sessions WHERE id = ?", &[id])
         .await
-        .unwrap()
+        .expect("the session's row")
+        .as_i64()
 }
 
 /// Spawns a server with this grant lifetime and a session of `duration` s, once AVAILABLE.
@@ -139,12 +138,13 @@ async fn renewals_that_keep_failing_end_the_session_when_its_lease_lapses_not_be
         "ended {} ms after the lease",
         ended_ms - lease
     );
-    let events: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM session_events WHERE session_id = ?")
-            .bind(&id)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+    let events: i64 = app
+        .db
+        .int(
+            "SELECT COUNT(*) FROM session_events WHERE session_id = ?",
+            &[&id],
+        )
+        .await;
     assert_eq!(
         events, 3,
         "REQUESTED, AVAILABLE, UNAVAILABLE: no renewal recorded"

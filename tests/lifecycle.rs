@@ -49,13 +49,21 @@ async fn a_session_becomes_available_then_expires_then_is_purged() {
     app.wait_for_session(&id, Duration::from_secs(5), |code, _| code == 404)
         .await;
     assert_eq!(app.active_grants().await, 0);
-    let history: Vec<(String, String)> = sqlx::query_as(
-        "SELECT to_status, reason FROM session_events WHERE session_id = ? ORDER BY id",
-    )
-    .bind(&id)
-    .fetch_all(&app.pool)
-    .await
-    .unwrap();
+    let history: Vec<(String, String)> = app
+        .db
+        .rows(
+            "SELECT to_status, reason FROM session_events WHERE session_id = ? ORDER BY id",
+            &[&id],
+        )
+        .await
+        .iter()
+        .map(|r| {
+            (
+                r["to_status"].as_str().unwrap().to_owned(),
+                r["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
     let expected = [
         ("REQUESTED", "CREATED"),
         ("AVAILABLE", "NETWORK_GRANTED"),
@@ -95,14 +103,14 @@ async fn deleting_a_session_releases_its_grant_and_hides_it() {
     })
     .await;
     assert!(released.is_some(), "grant not released after DELETE");
-    let reason: String = sqlx::query_scalar(
-        "SELECT reason FROM session_events WHERE session_id = ? AND to_status = 'UNAVAILABLE'",
-    )
-    .bind(&id)
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
-    assert_eq!(reason, "DELETE_REQUESTED");
+    let reason = app
+        .db
+        .text(
+            "SELECT reason FROM session_events WHERE session_id = ? AND to_status = 'UNAVAILABLE'",
+            &[&id],
+        )
+        .await;
+    assert_eq!(reason.as_deref(), Some("DELETE_REQUESTED"));
     // The same flow can be requested again at once.
     let (code, again) = app
         .create(&session_body("+33612345679", "198.51.100.11", 60))
@@ -125,11 +133,10 @@ async fn a_deleted_session_is_purged_once_released_and_waiting_for_the_release_i
         .await;
     assert_eq!(code, 204);
     let purged = poll_until(Duration::from_secs(5), || async {
-        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE id = ?")
-            .bind(&id)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+        let left = app
+            .db
+            .int("SELECT COUNT(*) FROM sessions WHERE id = ?", &[&id])
+            .await;
         (left == 0).then_some(())
     })
     .await;
@@ -306,10 +313,7 @@ async fn a_session_the_network_never_confirms_times_out_and_its_late_grant_is_re
     );
     // The network grants it later anyway; that grant must be given back.
     let granted = poll_until(Duration::from_secs(5), || async {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sim_grants")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+        let n = app.scalar("SELECT COUNT(*) FROM sim_grants").await;
         (n == 1).then_some(())
     })
     .await;

@@ -81,13 +81,10 @@ fn launch(how: Launch) -> Setup {
         false => format!("http://{}", nef.addr),
     };
     let nef_url = format!("{nef_origin}/3gpp-as-session-with-qos/v1");
-    let db = format!("sqlite://{}", dir.path().join("qod.db").display());
-    let mut args = vec![
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--database-url",
-        &db,
+    let db = common::process_database_args_blocking(dir.path());
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+    args.extend(db.iter().map(String::as_str));
+    args.extend([
         "--config",
         config.to_str().unwrap(),
         "--network",
@@ -96,7 +93,7 @@ fn launch(how: Launch) -> Setup {
         &nef_url,
         "--client-rate-limit",
         "0",
-    ];
+    ]);
     if !how.no_scs_as_id {
         args.extend(["--nef-scs-as-id", "as1"]);
     }
@@ -898,21 +895,13 @@ async fn an_unreachable_nef_is_said_at_start_in_health_and_in_warnings_with_the_
         closed.local_addr().unwrap()
     );
     drop(closed);
-    let db = format!("sqlite://{}", dir.path().join("qod.db").display());
+    let db = common::process_database_args(dir.path()).await;
     let log = dir.path().join("qod.log");
     // --nef-url alone means the NEF.
-    let mut qod = start(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--database-url",
-            &db,
-            "--nef-url",
-            &nowhere,
-        ],
-        &log,
-    );
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+    args.extend(db.iter().map(String::as_str));
+    args.extend(["--nef-url", &nowhere]);
+    let mut qod = start(&args, &log);
     let mut out = qod.stdout.take().unwrap();
     let mut token = String::new();
     for _ in 0..2 {

@@ -11,7 +11,6 @@ use std::time::Duration;
 use common::poll_until;
 use common::process::start;
 use serde_json::{Value, json};
-use sqlx::Row;
 
 const BEHAVIOUR: &str = r#"
 slow_posts = 6
@@ -53,30 +52,25 @@ async fn after_a_storm_of_timeouts_refusals_kills_and_deletes_the_nef_holds_exac
         &dir.path().join("nef.log"),
     );
     let nef_url = format!("http://{}/3gpp-as-session-with-qos/v1", nef.addr);
-    let db = format!("sqlite://{}", dir.path().join("qod.db").display());
+    let db_args = common::process_database_args(dir.path()).await;
     let serve = || {
-        start(
-            &[
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--database-url",
-                &db,
-                "--network",
-                "nef",
-                "--nef-url",
-                &nef_url,
-                "--nef-scs-as-id",
-                "as1",
-                "--nef-timeout-ms",
-                "400",
-                "--client-rate-limit",
-                "0",
-                "--retention-secs",
-                "1",
-            ],
-            &dir.path().join("qod.log"),
-        )
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+        args.extend(db_args.iter().map(String::as_str));
+        args.extend([
+            "--network",
+            "nef",
+            "--nef-url",
+            &nef_url,
+            "--nef-scs-as-id",
+            "as1",
+            "--nef-timeout-ms",
+            "400",
+            "--client-rate-limit",
+            "0",
+            "--retention-secs",
+            "1",
+        ]);
+        start(&args, &dir.path().join("qod.log"))
     };
     let token = common::dev_token_in(dir.path());
     let http = common::authorized_builder(Some(&token))
@@ -127,24 +121,24 @@ async fn after_a_storm_of_timeouts_refusals_kills_and_deletes_the_nef_holds_exac
     }
     assert!(deleted >= 6);
     let qod = serve();
-    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    let db = common::TestDb::open(dir.path()).await;
     let last = std::sync::Mutex::new(String::new());
     let settled = poll_until(Duration::from_secs(60), || async {
-        let available: BTreeSet<String> =
-            sqlx::query("SELECT id FROM sessions WHERE status = 'AVAILABLE' AND deleted = 0")
-                .fetch_all(&pool)
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.get::<String, _>("id"))
-                .collect();
-        let pending: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM sessions WHERE status = 'REQUESTED' \
-             OR grant_state IN ('provisioning', 'releasing')",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+        let available: BTreeSet<String> = db
+            .texts(
+                "SELECT id FROM sessions WHERE status = 'AVAILABLE' AND NOT deleted",
+                &[],
+            )
+            .await
+            .into_iter()
+            .collect();
+        let pending = db
+            .int(
+                "SELECT COUNT(*) FROM sessions WHERE status = 'REQUESTED' \
+                 OR grant_state IN ('provisioning', 'releasing')",
+                &[],
+            )
+            .await;
         let held: Vec<Value> = reqwest::get(format!("http://{}/_fake/subscriptions", nef.addr))
             .await
             .ok()?

@@ -48,14 +48,22 @@ async fn notification_row(
     session: &str,
     status: &str,
 ) -> Option<(String, String, i64, Option<String>)> {
-    sqlx::query_as(
-        "SELECT id, state, attempts, last_error FROM notifications WHERE session_id = ? AND event ->> '$.data.qosStatus' = ?",
-    )
-    .bind(session)
-    .bind(status)
-    .fetch_optional(&app.pool)
-    .await
-    .unwrap()
+    // The stored event is compact JSON (serde_json), on either backend.
+    let rows = app
+        .db
+        .rows(
+            "SELECT id, state, attempts, last_error FROM notifications \
+             WHERE session_id = ? AND event LIKE ?",
+            &[session, &format!("%\"qosStatus\":\"{status}\"%")],
+        )
+        .await;
+    let row = rows.into_iter().next()?;
+    Some((
+        row["id"].as_str()?.to_owned(),
+        row["state"].as_str()?.to_owned(),
+        row["attempts"].as_i64()?,
+        row["last_error"].as_str().map(str::to_owned),
+    ))
 }
 
 async fn wait_settled(
@@ -194,7 +202,8 @@ async fn an_event_out_of_attempts_is_dead_lettered_listed_and_can_be_retried() {
     assert!(metrics.contains(r#"qod_notification_attempts_total{outcome="dead"} 1"#));
     assert!(metrics.contains(r#"qod_notification_attempts_total{outcome="retried"} 3"#));
 
-    let db = format!("sqlite://{}", app.dir.path().join("qod.db").display());
+    // The database URL the server was given (a SQLite file, or the test's PostgreSQL one).
+    let db = common::process_database_args(app.dir.path()).await[1].clone();
     // Found through the server's config file, as an operator beside it would.
     let config = app.dir.path().join("qod.toml");
     std::fs::write(&config, format!("database_url = {db:?}\n")).unwrap();
@@ -492,12 +501,13 @@ async fn sink_tokens_are_sealed_at_rest_and_still_sent_in_clear_to_the_sink() {
             "{file} holds the token in clear"
         );
     }
-    let stored: Vec<String> = sqlx::query_scalar(
-        "SELECT sink_credential FROM sessions UNION ALL SELECT credential FROM notifications",
-    )
-    .fetch_all(&app.pool)
-    .await
-    .unwrap_or_default();
+    let stored: Vec<String> = app
+        .db
+        .texts(
+            "SELECT sink_credential FROM sessions UNION ALL SELECT credential FROM notifications",
+            &[],
+        )
+        .await;
     assert!(
         !stored.is_empty() && stored.iter().all(|c| c.contains("sealed1:")),
         "{stored:?}"

@@ -34,21 +34,21 @@ async fn take_write_lock(app: &TestApp) -> sqlx::SqliteConnection {
 
 /// (transition time, scheduled expiry) of a session's DURATION_EXPIRED event, in ms.
 async fn expiry_times(app: &TestApp, id: &str) -> Option<(i64, i64)> {
-    let at: Option<i64> = sqlx::query_scalar(
-        "SELECT at_ms FROM session_events WHERE session_id = ? AND reason = 'DURATION_EXPIRED'",
-    )
-    .bind(id)
-    .fetch_optional(&app.pool)
-    .await
-    .unwrap();
-    let started: Option<i64> = sqlx::query_scalar(
-        "SELECT at_ms FROM session_events WHERE session_id = ? AND to_status = 'AVAILABLE'",
-    )
-    .bind(id)
-    .fetch_optional(&app.pool)
-    .await
-    .unwrap();
-    Some((at?, started?))
+    let at = app
+        .db
+        .value(
+            "SELECT at_ms FROM session_events WHERE session_id = ? AND reason = 'DURATION_EXPIRED'",
+            &[id],
+        )
+        .await?;
+    let started = app
+        .db
+        .value(
+            "SELECT at_ms FROM session_events WHERE session_id = ? AND to_status = 'AVAILABLE'",
+            &[id],
+        )
+        .await?;
+    Some((at.as_i64()?, started.as_i64()?))
 }
 
 #[tokio::test]
@@ -87,17 +87,25 @@ async fn failing_jobs_are_retried_with_growing_delays() {
     // attempt's row lives only milliseconds; the retries wait 100 ms and more, and are watched.
     let before_ms = Utc::now().timestamp_millis();
     let watcher = {
-        let pool = app.pool.clone();
+        let db = app.db.clone();
         tokio::spawn(async move {
             let mut seen: Vec<(i64, i64)> = Vec::new();
             loop {
-                let rows: Vec<(i64, i64)> = sqlx::query_as(
-                    "SELECT attempt, due_at_ms FROM job_queue \
-                     WHERE queue = 'provision_session' AND attempt > 0",
-                )
-                .fetch_all(&pool)
-                .await
-                .unwrap();
+                let rows: Vec<(i64, i64)> = db
+                    .rows(
+                        "SELECT attempt, due_at_ms FROM job_queue \
+                         WHERE queue = 'provision_session' AND attempt > 0",
+                        &[],
+                    )
+                    .await
+                    .iter()
+                    .map(|r| {
+                        (
+                            r["attempt"].as_i64().unwrap(),
+                            r["due_at_ms"].as_i64().unwrap(),
+                        )
+                    })
+                    .collect();
                 for r in rows {
                     if !seen.contains(&r) {
                         seen.push(r);
@@ -157,6 +165,9 @@ async fn failing_jobs_are_retried_with_growing_delays() {
 
 #[tokio::test]
 async fn a_long_write_lock_held_elsewhere_stops_no_worker_and_loses_no_job() {
+    if common::sqlite_only("a_long_write_lock_held_elsewhere_stops_no_worker_and_loses_no_job") {
+        return;
+    }
     let app = TestApp::spawn().await;
     let (_, early) = app
         .create(&session_body("+33610000020", "198.51.100.1", 2))
@@ -206,6 +217,9 @@ async fn a_long_write_lock_held_elsewhere_stops_no_worker_and_loses_no_job() {
 
 #[tokio::test]
 async fn workers_that_fail_on_a_lock_beyond_the_busy_timeout_are_restarted() {
+    if common::sqlite_only("workers_that_fail_on_a_lock_beyond_the_busy_timeout_are_restarted") {
+        return;
+    }
     let app = TestApp::spawn_with(|s| s.busy_timeout = Duration::from_millis(200)).await;
     let (_, created) = app
         .create(&session_body("+33610000030", "198.51.100.1", 1))
@@ -259,7 +273,7 @@ async fn a_restarted_server_resumes_work_at_once_including_expiries_due_while_it
 async fn pragmas_of_every_connection(app: &TestApp) -> Vec<(i64, String, i64)> {
     let mut held = Vec::new();
     for _ in 0..8 {
-        held.push(app.pool.acquire().await.unwrap());
+        held.push(app.db.sqlite().acquire().await.unwrap());
     }
     let mut out = Vec::new();
     for conn in &mut held {
@@ -280,6 +294,8 @@ async fn pragmas_of_every_connection(app: &TestApp) -> Vec<(i64, String, i64)> {
     // The writer's own connection, which does all the writing.
     let writer = app
         .writer
+        .as_ref()
+        .expect("the SQLite store's writer")
         .run(|tx| {
             let sync: i64 = tx.pragma_query_value(None, "synchronous", |r| r.get(0))?;
             let journal: String = tx.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
@@ -294,6 +310,9 @@ async fn pragmas_of_every_connection(app: &TestApp) -> Vec<(i64, String, i64)> {
 
 #[tokio::test]
 async fn every_connection_has_the_configured_durability() {
+    if common::sqlite_only("every_connection_has_the_configured_durability") {
+        return;
+    }
     let normal = TestApp::spawn().await;
     for p in pragmas_of_every_connection(&normal).await {
         assert_eq!(p, (1, "wal".to_owned(), 30_000));
@@ -317,29 +336,24 @@ async fn finished_jobs_leave_the_table_and_nothing_stays_claimed() {
         .await;
     let id = created["sessionId"].as_str().unwrap().to_owned();
     let gone = poll_until(Duration::from_secs(6), || async {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE id = ?")
-            .bind(&id)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+        let n = app
+            .db
+            .int("SELECT COUNT(*) FROM sessions WHERE id = ?", &[&id])
+            .await;
         (n == 0).then_some(())
     })
     .await;
     assert!(gone.is_some(), "session {id} was never purged");
     // Acknowledgements are batched: the purge job's own row goes with a later round.
     let left = poll_until(Duration::from_secs(2), || async {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM job_queue")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+        let n = app.scalar("SELECT COUNT(*) FROM job_queue").await;
         (n == 0).then_some(())
     })
     .await;
-    let rows: Vec<(String, Option<String>)> =
-        sqlx::query_as("SELECT queue, claimed_by FROM job_queue")
-            .fetch_all(&app.pool)
-            .await
-            .unwrap();
+    let rows = app
+        .db
+        .rows("SELECT queue, claimed_by FROM job_queue", &[])
+        .await;
     assert!(left.is_some(), "jobs left behind: {rows:?}");
 }
 
@@ -354,21 +368,28 @@ async fn jobs_written_by_another_process_are_found_by_the_poll() {
         .await;
     // Nobody tells this process about the row: only its poll can find it. The expiry job is
     // harmless (not yet due by the session), so a well-formed foreign job is one that runs.
-    let foreign: i64 = sqlx::query_scalar(
-        "INSERT INTO job_queue (queue, payload, attempt, due_at_ms) \
-         VALUES ('expire_session', ?, 0, ?) RETURNING id",
-    )
-    .bind(serde_json::json!({ "session_id": id }).to_string())
-    .bind(Utc::now().timestamp_millis())
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
+    app.db
+        .execute(
+            &format!(
+                "INSERT INTO job_queue (queue, payload, attempt, due_at_ms) \
+                 VALUES ('expire_session', ?, 0, {})",
+                Utc::now().timestamp_millis()
+            ),
+            &[&serde_json::json!({ "session_id": id }).to_string()],
+        )
+        .await;
+    // The newest row of the queue (the session's own expiry was written before).
+    let foreign = app
+        .scalar("SELECT MAX(id) FROM job_queue WHERE queue = 'expire_session'")
+        .await;
     let ran = poll_until(Duration::from_secs(2), || async {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM job_queue WHERE id = ?")
-            .bind(foreign)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+        let n = app
+            .db
+            .int(
+                &format!("SELECT COUNT(*) FROM job_queue WHERE id = {foreign}"),
+                &[],
+            )
+            .await;
         (n == 0).then_some(())
     })
     .await;
@@ -378,18 +399,16 @@ async fn jobs_written_by_another_process_are_found_by_the_poll() {
 #[tokio::test]
 async fn an_undecodable_job_is_dropped_and_the_queue_keeps_working() {
     let app = TestApp::spawn().await;
-    sqlx::query(
-        "INSERT INTO job_queue (queue, payload, attempt, due_at_ms) VALUES ('provision_session', '{\"nonsense\": 1}', 0, 0)",
-    )
-    .execute(&app.pool)
-    .await
-    .unwrap();
+    app.db
+        .execute(
+            "INSERT INTO job_queue (queue, payload, attempt, due_at_ms) VALUES ('provision_session', '{\"nonsense\": 1}', 0, 0)",
+            &[],
+        )
+        .await;
     let dropped = poll_until(Duration::from_secs(2), || async {
-        let n: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM job_queue WHERE payload LIKE '%nonsense%'")
-                .fetch_one(&app.pool)
-                .await
-                .unwrap();
+        let n = app
+            .scalar("SELECT COUNT(*) FROM job_queue WHERE payload LIKE '%nonsense%'")
+            .await;
         (n == 0).then_some(())
     })
     .await;
@@ -399,6 +418,9 @@ async fn an_undecodable_job_is_dropped_and_the_queue_keeps_working() {
 
 #[tokio::test]
 async fn jobs_left_in_the_previous_versions_queue_table_are_adopted_at_start() {
+    if common::sqlite_only("jobs_left_in_the_previous_versions_queue_table_are_adopted_at_start") {
+        return;
+    }
     let app = TestApp::spawn().await;
     let (_, created) = app
         .create(&session_body("+33610000080", "198.51.100.1", 3600))
@@ -456,10 +478,8 @@ async fn jobs_left_in_the_previous_versions_queue_table_are_adopted_at_start() {
         })
         .await;
     assert_eq!(ended["statusInfo"], "DURATION_EXPIRED");
-    let old_table: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE name = 'Jobs'")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+    let old_table = app
+        .scalar("SELECT COUNT(*) FROM sqlite_master WHERE name = 'Jobs'")
+        .await;
     assert_eq!(old_table, 0, "the old queue table is gone once adopted");
 }

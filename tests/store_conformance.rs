@@ -18,22 +18,36 @@ use qod::store::{
     StaleRevision, Write, state,
 };
 
+mod common;
+
 struct Backend {
     store: SharedStore,
     ledger: Arc<dyn GrantLedger>,
     _dir: tempfile::TempDir,
 }
 
-async fn sqlite() -> Backend {
+async fn sqlite(_: &str) -> Option<Backend> {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("qod.db").display());
     let settings = qod::Settings::for_database(url).unwrap();
     let store = qod::store::open_sqlite(&settings).await.unwrap();
-    Backend {
+    Some(Backend {
         store: store.clone(),
         ledger: store,
         _dir: dir,
-    }
+    })
+}
+
+/// A fresh database on the test cluster (None: PostgreSQL tests are skipped here).
+async fn postgres(test: &str) -> Option<Backend> {
+    let url = common::pg::fresh_database(test).await?;
+    let settings = qod::Settings::for_database(url).unwrap();
+    let opened = qod::store::open_store(&settings).await.unwrap();
+    Some(Backend {
+        store: opened.shared(),
+        ledger: opened.ledger(),
+        _dir: tempfile::tempdir().unwrap(),
+    })
 }
 
 macro_rules! suite {
@@ -42,7 +56,9 @@ macro_rules! suite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
-                    let backend = super::$backend().await;
+                    let Some(backend) = super::$backend(stringify!($test)).await else {
+                        return;
+                    };
                     super::$test(&backend).await;
                 }
             )+
@@ -50,7 +66,16 @@ macro_rules! suite {
     };
 }
 
-suite!(sqlite:
+/// Every backend passes the common tests; a store shared by several processes passes the
+/// tests of leases, fencing and leadership too.
+macro_rules! suites {
+    (common: [$($common:ident),+ $(,)?], shared: [$($shared:ident),+ $(,)?]) => {
+        suite!(sqlite: $($common),+);
+        suite!(postgres: $($common),+, $($shared),+);
+    };
+}
+
+suites!(common: [
     a_created_session_reads_back_as_it_was_stored,
     only_one_of_concurrent_overlapping_creates_is_stored,
     the_quota_counts_live_sessions_of_the_owner_only,
@@ -68,7 +93,12 @@ suite!(sqlite:
     delivery_state_is_recorded_and_dead_letters_can_be_revived,
     the_census_counts_what_is_stored,
     the_grant_ledger_keeps_one_grant_per_session,
-);
+], shared: [
+    a_lapsed_lease_passes_the_job_on_and_fences_the_first_claim,
+    a_renewed_lease_keeps_the_job_with_its_node,
+    a_stopping_node_hands_back_only_its_own_claims,
+    the_maintenance_role_has_one_holder_until_its_term_lapses,
+]);
 
 fn t0() -> DateTime<Utc> {
     DateTime::from_timestamp_millis(1_900_000_000_000).unwrap()
@@ -544,9 +574,15 @@ async fn a_job_is_claimed_only_when_due_and_retries_wait_for_their_time(b: &Back
     let round = claim_once(&b.store, "test", ExpireSession::QUEUE, 10, t0()).await;
     assert_eq!(round.len(), 1);
     assert_eq!(round[0].rows.len(), 1, "only the due job");
+    // On a shared store the claim just made is due again when its lease lapses, if sooner.
+    let next = if b.store.shared() {
+        ms(later).min(ms(t0() + lease()) + 1)
+    } else {
+        ms(later)
+    };
     assert_eq!(
         round[0].next_due_ms,
-        Some(ms(later)),
+        Some(next),
         "and when the next one is due"
     );
     let first = round[0].rows[0].clone();
@@ -554,7 +590,7 @@ async fn a_job_is_claimed_only_when_due_and_retries_wait_for_their_time(b: &Back
     // Retried for 5 s later: not claimable before, claimable then, with its attempt count.
     let retry_at = t0() + chrono::Duration::seconds(5);
     let retry = Settlement::Retry {
-        id: first.id,
+        fence: first.fence(),
         attempt: 1,
         due_at_ms: ms(retry_at),
     };
@@ -567,11 +603,11 @@ async fn a_job_is_claimed_only_when_due_and_retries_wait_for_their_time(b: &Back
     let again = &round[0].rows;
     assert_eq!(again.len(), 1);
     assert_eq!((again[0].id, again[0].attempt), (first.id, 1));
-    // Done: deleted, never handed out again.
+    // Done (by the claim that holds it now): deleted, never handed out again.
     b.store
         .queue_round(
             "test",
-            Arc::new(vec![Settlement::Done(first.id)]),
+            Arc::new(vec![Settlement::Done(again[0].fence())]),
             Vec::new(),
             0,
         )
@@ -586,7 +622,7 @@ async fn claims_of_a_stopped_process_can_be_handed_back(b: &Backend) {
     enqueue(b, (0..5).map(|_| expiry(t0()))).await;
     assert_eq!(claim_all(b, ExpireSession::QUEUE, t0()).await.len(), 5);
     assert!(claim_all(b, ExpireSession::QUEUE, t0()).await.is_empty());
-    assert_eq!(b.store.release_all_claims().await.unwrap(), 5);
+    assert_eq!(b.store.release_claims(None).await.unwrap(), 5);
     assert_eq!(claim_all(b, ExpireSession::QUEUE, t0()).await.len(), 5);
 }
 
@@ -828,5 +864,174 @@ async fn the_grant_ledger_keeps_one_grant_per_session(b: &Backend) {
     assert_eq!(
         b.ledger.extend(s, Some("g-1".into()), later).await.unwrap(),
         None
+    );
+}
+
+/// The lease every test store is opened with (the settings' default).
+fn lease() -> chrono::Duration {
+    let settings = qod::Settings::for_database("sqlite::memory:").unwrap();
+    chrono::Duration::from_std(settings.job_lease).unwrap()
+}
+
+async fn a_lapsed_lease_passes_the_job_on_and_fences_the_first_claim(b: &Backend) {
+    enqueue(b, [expiry(t0())]).await;
+    let first = claim_once(&b.store, "node-a", ExpireSession::QUEUE, 10, t0()).await;
+    let held = first[0].rows[0].clone();
+    assert_eq!(first[0].taken_over, 0);
+    // While the lease runs, nobody else gets the job.
+    let during = t0() + lease() - chrono::Duration::milliseconds(1);
+    assert!(
+        claim_once(&b.store, "node-b", ExpireSession::QUEUE, 10, during).await[0]
+            .rows
+            .is_empty()
+    );
+    // Once it lapsed, another node claims it with the next epoch.
+    let after = t0() + lease() + chrono::Duration::milliseconds(1);
+    let second = claim_once(&b.store, "node-b", ExpireSession::QUEUE, 10, after).await;
+    let taken = second[0].rows[0].clone();
+    assert_eq!(taken.id, held.id);
+    assert!(
+        taken.epoch > held.epoch,
+        "{} after {}",
+        taken.epoch,
+        held.epoch
+    );
+    assert_eq!(second[0].taken_over, 1);
+    // The first claim's writes are refused and write nothing; the second claim's go through.
+    let before = b.store.write_counts().fenced;
+    let mut fx = Effects::default();
+    fx.schedule(expiry(t0()));
+    let refused = qod::store::fence::scope(held.fence(), b.store.commit(fx))
+        .await
+        .expect_err("a write of a lost claim is refused");
+    assert!(qod::store::fence::Fenced::caused(&refused), "{refused:#}");
+    let mut fx = Effects::default();
+    fx.schedule(expiry(t0() + chrono::Duration::days(1)));
+    qod::store::fence::scope(taken.fence(), b.store.commit(fx))
+        .await
+        .expect("the current claim writes");
+    // So is the first claim's settlement: the job stays with node-b.
+    b.store
+        .queue_round(
+            "node-a",
+            Arc::new(vec![Settlement::Done(held.fence())]),
+            Vec::new(),
+            0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        b.store.write_counts().fenced,
+        before + 2,
+        "both refusals counted"
+    );
+    let waiting = claim_rounds(&b.store, "node-c", ExpireSession::QUEUE, 10, after).await;
+    assert!(
+        waiting.is_empty(),
+        "only the far job waits, not the refused one: {waiting:?}"
+    );
+    b.store
+        .queue_round(
+            "node-b",
+            Arc::new(vec![Settlement::Done(taken.fence())]),
+            Vec::new(),
+            0,
+        )
+        .await
+        .unwrap();
+    let much_later = t0() + chrono::Duration::days(2);
+    let left = claim_rounds(&b.store, "node-c", ExpireSession::QUEUE, 10, much_later).await;
+    assert_eq!(
+        left.len(),
+        1,
+        "the finished job is gone, the far one is left: {left:?}"
+    );
+    assert_ne!(left[0], held.id);
+}
+
+async fn a_renewed_lease_keeps_the_job_with_its_node(b: &Backend) {
+    enqueue(b, [expiry(t0())]).await;
+    let claimed = claim_once(&b.store, "node-a", ExpireSession::QUEUE, 10, t0()).await;
+    assert_eq!(claimed[0].rows.len(), 1);
+    // The heartbeat renews the lease before it lapses...
+    let beat = t0() + lease() / 2;
+    assert_eq!(b.store.renew_leases("node-a", ms(beat)).await.unwrap(), 1);
+    assert_eq!(b.store.renew_leases("node-b", ms(beat)).await.unwrap(), 0);
+    let past_first_term = t0() + lease() + chrono::Duration::milliseconds(1);
+    assert!(
+        claim_once(
+            &b.store,
+            "node-b",
+            ExpireSession::QUEUE,
+            10,
+            past_first_term
+        )
+        .await[0]
+            .rows
+            .is_empty()
+    );
+    // ...and a round's next due time tells when the renewed lease lapses.
+    let round = claim_once(
+        &b.store,
+        "node-b",
+        ExpireSession::QUEUE,
+        10,
+        past_first_term,
+    )
+    .await;
+    assert_eq!(round[0].next_due_ms, Some(ms(beat + lease()) + 1));
+    let past_renewal = beat + lease() + chrono::Duration::milliseconds(1);
+    let taken = claim_once(&b.store, "node-b", ExpireSession::QUEUE, 10, past_renewal).await;
+    assert_eq!(taken[0].rows.len(), 1);
+}
+
+async fn a_stopping_node_hands_back_only_its_own_claims(b: &Backend) {
+    enqueue(b, (0..6).map(|_| expiry(t0()))).await;
+    let a = claim_once(&b.store, "node-a", ExpireSession::QUEUE, 2, t0()).await;
+    let c = claim_once(&b.store, "node-c", ExpireSession::QUEUE, 4, t0()).await;
+    assert_eq!((a[0].rows.len(), c[0].rows.len()), (2, 4));
+    assert_eq!(b.store.release_claims(Some("node-a")).await.unwrap(), 2);
+    let mut again: Vec<i64> =
+        claim_rounds(&b.store, "node-b", ExpireSession::QUEUE, 10, t0()).await;
+    let mut released: Vec<i64> = a[0].rows.iter().map(|r| r.id).collect();
+    again.sort_unstable();
+    released.sort_unstable();
+    assert_eq!(again, released, "node-c's claims stay with node-c");
+}
+
+async fn the_maintenance_role_has_one_holder_until_its_term_lapses(b: &Backend) {
+    let term = std::time::Duration::from_secs(3);
+    let role = qod::leader::MAINTENANCE;
+    assert!(b.store.lead(role, "node-a", ms(t0()), term).await.unwrap());
+    assert!(
+        !b.store
+            .lead(role, "node-b", ms(t0()) + 1_000, term)
+            .await
+            .unwrap()
+    );
+    // The holder renews its term; the other node waits for it to lapse.
+    assert!(
+        b.store
+            .lead(role, "node-a", ms(t0()) + 2_000, term)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !b.store
+            .lead(role, "node-b", ms(t0()) + 4_000, term)
+            .await
+            .unwrap()
+    );
+    assert!(
+        b.store
+            .lead(role, "node-b", ms(t0()) + 5_001, term)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !b.store
+            .lead(role, "node-a", ms(t0()) + 5_500, term)
+            .await
+            .unwrap()
     );
 }

@@ -79,13 +79,12 @@ async fn an_untrusted_sink_certificate_is_never_accepted() {
     let (_, created) = app.create(&body).await;
     let session = created["sessionId"].as_str().unwrap().to_owned();
     let dead: Option<String> = poll_until(Duration::from_secs(5), || async {
-        sqlx::query_scalar(
-            "SELECT last_error FROM notifications WHERE session_id = ? AND state = 'dead'",
-        )
-        .bind(&session)
-        .fetch_optional(&app.pool)
-        .await
-        .unwrap()
+        app.db
+            .text(
+                "SELECT last_error FROM notifications WHERE session_id = ? AND state = 'dead'",
+                &[&session],
+            )
+            .await
     })
     .await;
     let error = dead.expect("the delivery should have failed for good");

@@ -17,13 +17,21 @@ fn whole_millis_now() -> DateTime<Utc> {
 }
 
 async fn events(app: &TestApp, id: &str) -> Vec<(String, String, i64)> {
-    sqlx::query_as(
-        "SELECT to_status, reason, at_ms FROM session_events WHERE session_id = ? ORDER BY id",
-    )
-    .bind(id)
-    .fetch_all(&app.pool)
-    .await
-    .unwrap()
+    app.db
+        .rows(
+            "SELECT to_status, reason, at_ms FROM session_events WHERE session_id = ? ORDER BY id",
+            &[id],
+        )
+        .await
+        .iter()
+        .map(|r| {
+            (
+                r["to_status"].as_str().unwrap().to_owned(),
+                r["reason"].as_str().unwrap().to_owned(),
+                r["at_ms"].as_i64().unwrap(),
+            )
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,7 +173,7 @@ async fn an_expiry_that_runs_late_keeps_expires_at_and_duration_and_records_when
 }
 
 async fn count(app: &TestApp, sql: &'static str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(&app.pool).await.unwrap()
+    app.scalar(sql).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,13 +218,13 @@ async fn history_past_its_retention_is_deleted_and_counted() {
     assert_eq!(count(&app, notifications).await, 2);
     assert_eq!(count(&app, grants).await, 2);
     let events_of = |id: String| {
-        let pool = app.pool.clone();
+        let db = app.db.clone();
         async move {
-            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM session_events WHERE session_id = ?")
-                .bind(id)
-                .fetch_one(&pool)
-                .await
-                .unwrap()
+            db.int(
+                "SELECT COUNT(*) FROM session_events WHERE session_id = ?",
+                &[&id],
+            )
+            .await
         }
     };
     assert_eq!(events_of(id.clone()).await, 4);

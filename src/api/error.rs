@@ -152,6 +152,14 @@ impl From<ServiceError> for ApiError {
                     status.as_str()
                 ),
             ),
+            ServiceError::Internal(e) if crate::store::fence::Unavailable::caused(&e) => {
+                tracing::warn!(error = %format!("{e:#}"), "request refused: the database is unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "UNAVAILABLE",
+                    "Service Unavailable.",
+                )
+            }
             ServiceError::Internal(e) => {
                 tracing::error!(error = %format!("{e:#}"), "request failed");
                 Self::internal()

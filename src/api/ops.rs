@@ -87,6 +87,8 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
     for (counter, total) in [
         (&core.metrics.store_commits, counts.commits),
         (&core.metrics.store_writes, counts.writes),
+        (&core.metrics.queue_fenced, counts.fenced),
+        (&core.metrics.queue_taken_over, counts.taken_over),
     ] {
         counter.inc_by(total.saturating_sub(counter.get()));
     }

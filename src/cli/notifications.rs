@@ -36,12 +36,7 @@ pub enum Command {
 
 async fn open(server: &ServerLocation) -> anyhow::Result<SharedStore> {
     let settings = server.settings(ServeArgs::default())?;
-    anyhow::ensure!(
-        store::database_path(&settings.database_url).is_some_and(|p| p.exists()),
-        "no database at {}: give the --database-url (or --config) of the server",
-        settings.database_url
-    );
-    Ok(store::open_sqlite(&settings).await?)
+    store::open_beside_server(&settings).await
 }
 
 pub async fn run(cmd: Command) -> anyhow::Result<()> {

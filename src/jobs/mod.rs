@@ -74,7 +74,8 @@ pub trait JobKind: Serialize + DeserializeOwned + Clone + Send + Sync + Unpin + 
 /// was due.
 #[derive(Debug, Clone)]
 pub struct Claimed<J> {
-    pub id: i64,
+    /// The row and the claim's epoch: every write of the job carries it.
+    pub fence: crate::store::fence::Fence,
     pub job: J,
     pub attempt: u32,
     pub due_at_ms: i64,

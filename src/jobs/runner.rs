@@ -14,7 +14,7 @@ use futures::FutureExt;
 use super::{Claimed, JobContext, JobKind};
 use crate::metrics::outcome;
 use crate::queue::{LaneBackend, Settlement};
-use crate::store::from_millis;
+use crate::store::{fence, from_millis};
 
 /// When giving up itself failed (the database is down), the job is tried again this much later.
 const AFTER_FAILED_GIVE_UP: Duration = Duration::from_secs(1);
@@ -72,8 +72,8 @@ async fn run_claimed<J: JobKind>(claimed: Claimed<J>, ctx: Arc<JobContext>) {
         .observe(lateness);
 
     let started = Instant::now();
-    let result = AssertUnwindSafe(claimed.job.run(ctx))
-        .catch_unwind()
+    let fence = claimed.fence;
+    let result = fence::scope(fence, AssertUnwindSafe(claimed.job.run(ctx)).catch_unwind())
         .await
         .unwrap_or_else(|panic| {
             Err(anyhow::anyhow!(
@@ -89,7 +89,14 @@ async fn run_claimed<J: JobKind>(claimed: Claimed<J>, ctx: Arc<JobContext>) {
     let error = match result {
         Ok(()) => {
             ctx.metrics.job(J::QUEUE, outcome::SUCCEEDED);
-            ctx.queue.settle(Settlement::Done(claimed.id));
+            ctx.queue.settle(Settlement::Done(fence));
+            return;
+        }
+        Err(e) if fence::Fenced::caused(&e) => {
+            // Another node claimed the job again (this one stalled past its lease): the job
+            // is that node's now, and this claim's settlement would be refused too.
+            tracing::warn!(queue = J::QUEUE, job = fence.job, error = %format!("{e:#}"), "job lost to another node; its writes were refused");
+            ctx.metrics.job(J::QUEUE, outcome::FENCED);
             return;
         }
         Err(e) => e,
@@ -100,10 +107,10 @@ async fn run_claimed<J: JobKind>(claimed: Claimed<J>, ctx: Arc<JobContext>) {
     let message = format!("{error:#}");
     let (delay, settled_outcome) = if policy.exhausted(attempt) {
         tracing::warn!(queue = J::QUEUE, attempt, error = %message, "job ran out of attempts");
-        match claimed.job.give_up(ctx, &message).await {
+        match fence::scope(fence, claimed.job.give_up(ctx, &message)).await {
             Ok(()) => {
                 ctx.metrics.job(J::QUEUE, outcome::DEAD);
-                ctx.queue.settle(Settlement::Done(claimed.id));
+                ctx.queue.settle(Settlement::Done(fence));
                 return;
             }
             Err(e) => {
@@ -126,7 +133,7 @@ async fn run_claimed<J: JobKind>(claimed: Claimed<J>, ctx: Arc<JobContext>) {
     let due = ctx.clock.now() + chrono::Duration::from_std(delay).unwrap_or_default();
     let due = claimed.job.retry_by().map_or(due, |by| due.min(by));
     ctx.queue.settle(Settlement::Retry {
-        id: claimed.id,
+        fence,
         attempt,
         due_at_ms: due.timestamp_millis(),
     });

@@ -64,7 +64,7 @@ impl<J: JobKind> Backend for LaneBackend<J> {
             match serde_json::from_str::<J>(&row.payload) {
                 Ok(job) => {
                     return Poll::Ready(Some(Ok(Task::new(Claimed {
-                        id: row.id,
+                        fence: row.fence(),
                         job,
                         attempt: row.attempt,
                         due_at_ms: row.due_at_ms,
@@ -74,7 +74,7 @@ impl<J: JobKind> Backend for LaneBackend<J> {
                     // A payload no version of this job can read would fail forever: drop it
                     // loudly instead of blocking the queue.
                     tracing::error!(queue = J::QUEUE, job = row.id, error = %e, payload = %row.payload, "undecodable job dropped");
-                    self.queue.settle(Settlement::Done(row.id));
+                    self.queue.settle(Settlement::Done(row.fence()));
                 }
             }
         }

@@ -5,6 +5,7 @@
 
 mod backend;
 mod dispatcher;
+mod heartbeat;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -18,6 +19,7 @@ use crate::store::ClaimedRow;
 
 pub use backend::LaneBackend;
 pub use dispatcher::run_dispatcher;
+pub use heartbeat::{listen, run_heartbeat};
 
 pub use crate::store::Settlement;
 

@@ -12,6 +12,17 @@ pub struct ClaimedRow {
     pub payload: String,
     pub attempt: u32,
     pub due_at_ms: i64,
+    /// The claim's fencing epoch (always 0 in SQLite: one process, no leases).
+    pub epoch: i64,
+}
+
+impl ClaimedRow {
+    pub fn fence(&self) -> super::fence::Fence {
+        super::fence::Fence {
+            job: self.id,
+            epoch: self.epoch,
+        }
+    }
 }
 
 pub fn push(
@@ -52,6 +63,7 @@ pub fn claim(
             payload: r.get(1)?,
             attempt: r.get::<_, i64>(2)?.max(0) as u32,
             due_at_ms: r.get(3)?,
+            epoch: 0,
         })
     })?;
     let mut claimed = rows.collect::<Result<Vec<_>, _>>()?;
@@ -90,12 +102,13 @@ pub fn reschedule(tx: &Tx, id: i64, attempt: u32, due_at_ms: i64) -> anyhow::Res
     Ok(())
 }
 
-/// Hands every claimed job back. Only safe when no live worker holds them: at startup under
-/// the process lock, or after this process's workers stopped.
-pub fn reclaim_all(tx: &Tx) -> anyhow::Result<usize> {
+/// Hands back the jobs `owner` holds, or every claimed job (None: only safe when no live
+/// worker holds them, at startup under the process lock).
+pub fn reclaim(tx: &Tx, owner: Option<&str>) -> anyhow::Result<usize> {
     Ok(tx.execute(
-        "UPDATE job_queue SET claimed_by = NULL, claimed_at_ms = NULL WHERE claimed_by IS NOT NULL",
-        [],
+        "UPDATE job_queue SET claimed_by = NULL, claimed_at_ms = NULL \
+         WHERE claimed_by IS NOT NULL AND (?1 IS NULL OR claimed_by = ?1)",
+        [owner],
     )?)
 }
 

@@ -4,11 +4,13 @@
 //! leaves this module.
 
 mod events;
+pub mod fence;
 mod history;
 mod jobs;
 mod ledger;
 mod notifications;
 mod port;
+mod postgres;
 mod readers;
 mod sessions;
 mod sqlite;
@@ -18,9 +20,10 @@ pub use history::Purged;
 pub use jobs::{ClaimedRow, Depth};
 pub use notifications::{ForDelivery, NewNotification, Notification, state};
 pub use port::{
-    Census, Claim, Claimed, Created, Decide, GrantLedger, NotificationFilter, Provisioned, Settled,
-    Settlement, SharedStore, StaleRevision, Store, Write, WriteCounts,
+    Census, Claim, Claimed, Created, Decide, GrantLedger, JobWake, NotificationFilter, Provisioned,
+    Settled, Settlement, SharedStore, StaleRevision, Store, Write, WriteCounts,
 };
+pub use postgres::{PgStore, redacted as redacted_url};
 pub use sqlite::SqliteStore;
 
 use std::path::{Path, PathBuf};
@@ -92,6 +95,9 @@ pub fn prepare_data_files(db: &Path) -> anyhow::Result<()> {
 
 /// The database file behind a URL, if it is a file.
 pub fn database_path(database_url: &str) -> Option<PathBuf> {
+    if crate::config::is_postgres_url(database_url) {
+        return None;
+    }
     let opts = SqliteConnectOptions::from_str(database_url).ok()?;
     let path = opts.get_filename();
     let s = path.to_string_lossy();
@@ -119,12 +125,27 @@ pub async fn open(settings: &Settings) -> anyhow::Result<SqlitePool> {
     Ok(pool)
 }
 
-/// The key that seals stored secrets lives beside the database file, never inside it.
+/// The key that seals stored secrets lives beside the database file, never inside it. With
+/// PostgreSQL there is no such file and every node must open what another sealed: the key
+/// file is then configured.
 pub fn secret_key_path(settings: &Settings) -> anyhow::Result<KeyFile> {
     Ok(match &settings.sealing_key_file {
         Some(path) => KeyFile::Configured(path.clone()),
-        None => KeyFile::BesideDatabase(database_file(settings)?.with_extension("key")),
+        None => KeyFile::BesideDatabase(
+            key_beside_database(settings, "--sealing-key-file")?.with_extension("key"),
+        ),
     })
+}
+
+/// The SQLite file next to which a key is kept by default; with PostgreSQL, the error that
+/// names the flag to give instead.
+fn key_beside_database(settings: &Settings, flag: &str) -> anyhow::Result<PathBuf> {
+    anyhow::ensure!(
+        !settings.is_postgres(),
+        "with PostgreSQL, every node needs the same key: give {flag} FILE (create the file once \
+         with `qod keys generate --out FILE` and give it to every node)"
+    );
+    database_file(settings)
 }
 
 /// Where a key is kept: a configured file (shared by several nodes, so never created here:
@@ -166,7 +187,10 @@ impl KeyFile {
 pub fn dev_signing_key_path(settings: &Settings) -> anyhow::Result<KeyFile> {
     Ok(match &settings.dev_signing_key_file {
         Some(path) => KeyFile::Configured(path.clone()),
-        None => KeyFile::BesideDatabase(database_file(settings)?.with_extension("dev-signing.key")),
+        None => KeyFile::BesideDatabase(
+            key_beside_database(settings, "--dev-signing-key-file")?
+                .with_extension("dev-signing.key"),
+        ),
     })
 }
 
@@ -185,6 +209,61 @@ pub async fn open_sqlite(settings: &Settings) -> anyhow::Result<std::sync::Arc<S
     let writer = open_writer(settings)?;
     let readers = readers::Readers::new(&database_file(settings)?, settings.busy_timeout);
     Ok(SqliteStore::new(pool, writer, readers))
+}
+
+/// The store of `settings`, by its database URL.
+pub enum Opened {
+    /// The file's store and the lock that makes this process its only user.
+    Sqlite(std::sync::Arc<SqliteStore>, ProcessLock),
+    Postgres(std::sync::Arc<PgStore>),
+}
+
+impl Opened {
+    pub fn shared(&self) -> SharedStore {
+        match self {
+            Self::Sqlite(s, _) => s.clone(),
+            Self::Postgres(p) => p.clone(),
+        }
+    }
+
+    pub fn ledger(&self) -> std::sync::Arc<dyn GrantLedger> {
+        match self {
+            Self::Sqlite(s, _) => s.clone(),
+            Self::Postgres(p) => p.clone(),
+        }
+    }
+}
+
+/// Opens the database of `settings`: the SQLite file (owner-only, locked for this process) or
+/// the PostgreSQL database (which must answer now).
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Opened> {
+    if settings.is_postgres() {
+        let store = postgres::open(
+            &settings.database_url,
+            settings.database_max_connections,
+            settings.job_lease,
+        )
+        .await?;
+        return Ok(Opened::Postgres(store));
+    }
+    let path = database_file(settings)?;
+    prepare_data_files(&path)?;
+    let lock = ProcessLock::acquire(&path)?;
+    Ok(Opened::Sqlite(open_sqlite(settings).await?, lock))
+}
+
+/// The store of a server, for a command-line tool used beside it (the server may be running):
+/// the SQLite file must exist already; a PostgreSQL database must answer.
+pub async fn open_beside_server(settings: &Settings) -> anyhow::Result<SharedStore> {
+    if settings.is_postgres() {
+        return Ok(postgres::open(&settings.database_url, 2, settings.job_lease).await?);
+    }
+    anyhow::ensure!(
+        database_path(&settings.database_url).is_some_and(|p| p.exists()),
+        "no database at {}: give the --database-url (or --config) of the server",
+        settings.database_url
+    );
+    Ok(open_sqlite(settings).await?)
 }
 
 /// The server keeps its data in a file (the writer, the key and the lock live beside it).

@@ -42,10 +42,10 @@ pub struct Notification {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-const COLUMNS: &str = "id, session_id, seq, sink, credential, event, state, attempts, last_error, \
+pub(super) const COLUMNS: &str = "id, session_id, seq, sink, credential, event, state, attempts, last_error, \
     created_at_ms, next_attempt_ms, finished_at_ms";
 
-fn decode(r: &impl Columns) -> anyhow::Result<Notification> {
+pub(super) fn decode(r: &impl Columns) -> anyhow::Result<Notification> {
     Ok(Notification {
         id: r.text("id")?.parse()?,
         session_id: SessionId(r.text("session_id")?.parse()?),

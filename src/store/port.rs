@@ -2,16 +2,19 @@
 //! session is a decision over the session as the store read it for writing, and the store
 //! commits it with the events, notifications and jobs it implies, in one transaction. A write
 //! whose session is not the revision the store read is refused (`StaleRevision`), never
-//! silently dropped. Implementations: SQLite (`super::sqlite`); every one must pass the
-//! conformance suite (`tests/store_conformance.rs`).
+//! silently dropped. Implementations: SQLite (`super::sqlite`, one process) and PostgreSQL
+//! (`super::postgres`, several nodes); every one must pass the conformance suite
+//! (`tests/store_conformance.rs`).
 
 use std::any::Any;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::fence::Fence;
 use super::{ClaimedRow, Depth, ForDelivery, Notification, Purged};
 use crate::domain::{ClientId, GrantState, QosStatus, Session, SessionId};
 use crate::lifecycle::{Effects, ScheduledJob};
@@ -60,12 +63,14 @@ pub enum Created {
 
 /// What a worker reports about a job it was handed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Each names the job as claimed: a settlement of a claim that another node took over since
+/// is refused.
 pub enum Settlement {
     /// Finished (succeeded, gave up or could not be decoded): delete the row.
-    Done(i64),
+    Done(Fence),
     /// Run it again as attempt `attempt` at `due_at_ms`.
     Retry {
-        id: i64,
+        fence: Fence,
         attempt: u32,
         due_at_ms: i64,
     },
@@ -79,12 +84,22 @@ pub struct Claim {
 }
 
 /// What a round claimed for one queue, and the earliest due time of its jobs still waiting
-/// (`now` when the claim was full).
+/// (`now` when the claim was full; on a shared store also the moment a claim of a due job
+/// lapses, when another node's jobs pass to this one).
 #[derive(Debug)]
 pub struct Claimed {
     pub queue: &'static str,
     pub rows: Vec<ClaimedRow>,
     pub next_due_ms: Option<i64>,
+    /// Of the rows, those taken over from a claim whose lease lapsed (a node died or stalled).
+    pub taken_over: usize,
+}
+
+/// What another node's commit announced (or that announcements may have been missed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobWake<'a> {
+    Pushed { queue: &'a str, due_at_ms: i64 },
+    Missed,
 }
 
 /// A delivery attempt's end: the event's final state.
@@ -110,6 +125,10 @@ pub struct NotificationFilter {
 pub struct WriteCounts {
     pub commits: u64,
     pub writes: u64,
+    /// Writes and settlements refused because another node holds the job now.
+    pub fenced: u64,
+    /// Jobs claimed from another node's lapsed lease.
+    pub taken_over: u64,
 }
 
 /// Stored state counted for the gauges of `/metrics`.
@@ -169,8 +188,38 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
     ) -> anyhow::Result<Vec<Claimed>>;
 
-    /// Hands every claimed job back to the queue. Only when no live worker holds one.
-    async fn release_all_claims(&self) -> anyhow::Result<usize>;
+    /// Hands claimed jobs back to the queue: `owner`'s (a node stopping), or all of them
+    /// (None: only when no live worker of any process holds one).
+    async fn release_claims(&self, owner: Option<&str>) -> anyhow::Result<usize>;
+
+    /// Several processes may work on this store at once (leases, wake-ups and leadership
+    /// matter); false for a store that belongs to one process.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Extends the leases of the jobs `owner` holds (the heartbeat of a shared store).
+    async fn renew_leases(&self, _owner: &str, _now_ms: i64) -> anyhow::Result<usize> {
+        Ok(0)
+    }
+
+    /// Takes or keeps `role` for `holder` until `now_ms + ttl`; false while another holder's
+    /// term runs. A store of one process has one holder.
+    async fn lead(
+        &self,
+        _role: &str,
+        _holder: &str,
+        _now_ms: i64,
+        _ttl: Duration,
+    ) -> anyhow::Result<bool> {
+        Ok(true)
+    }
+
+    /// Tells `wake` of jobs other processes commit, until the store closes. A store of one
+    /// process has none to tell of and returns at once.
+    async fn listen_for_jobs(&self, _wake: &(dyn Fn(JobWake) + Send + Sync)) -> anyhow::Result<()> {
+        Ok(())
+    }
 
     /// Moves jobs an earlier version's queue left behind into the queue.
     async fn adopt_legacy_jobs(&self) -> anyhow::Result<usize>;

@@ -9,11 +9,11 @@ use crate::domain::{
     ClientId, Device, Flow, GrantState, QosStatus, Session, SessionId, SinkCredential,
 };
 
-const COLUMNS: &str = "id, revision, status, status_info, device, flow, qos_profile, duration_secs, \
+pub(super) const COLUMNS: &str = "id, revision, status, status_info, device, flow, qos_profile, duration_secs, \
     sink, sink_credential, created_at_ms, started_at_ms, expires_at_ms, grant_state, grant_id, deleted, \
     api, lease_until_ms, owner, stray_grant_possible";
 
-fn decode(row: &impl Columns) -> anyhow::Result<Session> {
+pub(super) fn decode(row: &impl Columns) -> anyhow::Result<Session> {
     Ok(Session {
         id: SessionId(row.text("id")?.parse()?),
         revision: row.int("revision")?,

@@ -120,19 +120,19 @@ fn settlements(tx: &Tx, settlements: &[Settlement]) -> anyhow::Result<()> {
     let done: Vec<i64> = settlements
         .iter()
         .filter_map(|s| match s {
-            Settlement::Done(id) => Some(*id),
+            Settlement::Done(f) => Some(f.job),
             Settlement::Retry { .. } => None,
         })
         .collect();
     jobs::finish(tx, &done)?;
     for s in settlements {
         if let Settlement::Retry {
-            id,
+            fence,
             attempt,
             due_at_ms,
         } = *s
         {
-            jobs::reschedule(tx, id, attempt, due_at_ms)?;
+            jobs::reschedule(tx, fence.job, attempt, due_at_ms)?;
         }
     }
     Ok(())
@@ -236,6 +236,7 @@ impl Store for SqliteStore {
                         queue,
                         rows,
                         next_due_ms,
+                        taken_over: 0,
                     });
                 }
                 Ok(claimed)
@@ -243,8 +244,11 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn release_all_claims(&self) -> anyhow::Result<usize> {
-        self.writer.run(jobs::reclaim_all).await
+    async fn release_claims(&self, owner: Option<&str>) -> anyhow::Result<usize> {
+        let owner = owner.map(str::to_owned);
+        self.writer
+            .run(move |tx| jobs::reclaim(tx, owner.as_deref()))
+            .await
     }
 
     async fn adopt_legacy_jobs(&self) -> anyhow::Result<usize> {
@@ -344,7 +348,11 @@ impl Store for SqliteStore {
 
     fn write_counts(&self) -> WriteCounts {
         let (commits, writes) = self.writer.counts().get();
-        WriteCounts { commits, writes }
+        WriteCounts {
+            commits,
+            writes,
+            ..WriteCounts::default()
+        }
     }
 
     async fn close(&self) {

@@ -1,7 +1,11 @@
-//! Test harness: the real application on port 0 with a temporary SQLite file.
+//! Test harness: the real application on port 0 with a temporary SQLite file, or with a
+//! fresh PostgreSQL database when `QOD_TEST_BACKEND=postgres` (the test command runs the
+//! black-box tests once per backend).
 #![allow(dead_code)]
 
 pub mod contract;
+pub mod db;
+pub mod pg;
 pub mod process;
 pub mod sink;
 pub mod tls;
@@ -14,8 +18,9 @@ use std::time::{Duration, Instant};
 use qod::network::simulated::SimulatedNetwork;
 use qod::{Application, Settings};
 use serde_json::{Value, json};
-use sqlx::SqlitePool;
 use tokio::sync::oneshot;
+
+pub use db::{TestDb, postgres_backend};
 
 pub struct TestApp {
     pub addr: SocketAddr,
@@ -23,8 +28,10 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The development token (client `dev-client`, every scope).
     pub token: Option<String>,
-    pub pool: SqlitePool,
-    pub writer: qod::store::writer::Writer,
+    /// The server's database, on either backend.
+    pub db: TestDb,
+    /// The SQLite store's writer (None on PostgreSQL).
+    pub writer: Option<qod::store::writer::Writer>,
     pub network: Arc<SimulatedNetwork>,
     pub dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
@@ -57,7 +64,12 @@ impl TestApp {
     }
 
     /// A server on the given clock and randomness (a virtual clock, a seed).
-    pub async fn spawn_on(dir: tempfile::TempDir, settings: Settings, ports: qod::Ports) -> Self {
+    pub async fn spawn_on(
+        dir: tempfile::TempDir,
+        mut settings: Settings,
+        ports: qod::Ports,
+    ) -> Self {
+        on_test_backend(dir.path(), &mut settings).await;
         if let Ok(filter) = std::env::var("QOD_TEST_LOG") {
             // Post-mortem mode: the in-process server logs to the test's stderr.
             let _ = tracing_subscriber::fmt()
@@ -70,8 +82,22 @@ impl TestApp {
             .expect("application builds");
         let addr = app.local_addr();
         let token = app.dev_token().map(str::to_owned);
-        let pool = app.sqlite().pool().clone();
-        let writer = app.sqlite().writer().clone();
+        let (db, writer) = match app.sqlite() {
+            Some(sqlite) => (
+                TestDb::Sqlite(sqlite.pool().clone()),
+                Some(sqlite.writer().clone()),
+            ),
+            None => (
+                TestDb::Postgres(
+                    sqlx::postgres::PgPoolOptions::new()
+                        .max_connections(2)
+                        .connect(&settings_url(dir.path()))
+                        .await
+                        .expect("the test database answers"),
+                ),
+                None,
+            ),
+        };
         let network = app.simulated_network();
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(app.run_until(async {
@@ -81,7 +107,7 @@ impl TestApp {
             addr,
             client: authorized_client(token.as_deref()),
             token,
-            pool,
+            db,
             writer,
             network,
             dir,
@@ -186,10 +212,7 @@ impl TestApp {
     }
 
     pub async fn scalar(&self, sql: &'static str) -> i64 {
-        sqlx::query_scalar(sql)
-            .fetch_one(&self.pool)
-            .await
-            .expect("query runs")
+        self.db.int(sql, &[]).await
     }
 }
 
@@ -199,6 +222,104 @@ impl Drop for TestApp {
             let _ = tx.send(());
         }
     }
+}
+
+/// The file in a test's folder that names its PostgreSQL database (kept for restarts).
+fn url_file(dir: &std::path::Path) -> std::path::PathBuf {
+    dir.join("postgres-url")
+}
+
+fn settings_url(dir: &std::path::Path) -> String {
+    std::fs::read_to_string(url_file(dir)).expect("the test's database URL")
+}
+
+/// On the PostgreSQL backend, moves settings that name the test folder's SQLite file to the
+/// test's own database (created at its first start, reused by restarts), with the keys kept in
+/// the folder where the SQLite store keeps them, so that tokens minted for the folder work.
+pub async fn on_test_backend(dir: &std::path::Path, settings: &mut Settings) {
+    let sqlite_here = format!("sqlite://{}", dir.join("qod.db").display());
+    if !postgres_backend() || settings.database_url != sqlite_here {
+        return;
+    }
+    let url = match std::fs::read_to_string(url_file(dir)) {
+        Ok(url) => url,
+        Err(_) => {
+            let admin = pg::admin_url("black-box test")
+                .unwrap_or_else(|| panic!("QOD_TEST_BACKEND=postgres needs {}", pg::URL_VAR));
+            let url = pg::create_database(&admin).await;
+            std::fs::write(url_file(dir), &url).expect("URL kept");
+            url
+        }
+    };
+    for (file, slot) in [
+        ("qod.key", &mut settings.sealing_key_file),
+        ("qod.dev-signing.key", &mut settings.dev_signing_key_file),
+    ] {
+        let path = dir.join(file);
+        qod::secrets::key_file(&path, "test").expect("key file");
+        slot.get_or_insert(path);
+    }
+    settings.database_url = url;
+}
+
+/// The flags that give a `qod serve` process the test folder's database on the test backend
+/// (the SQLite file in `dir`, or the test's PostgreSQL database with its key files).
+pub async fn process_database_args(dir: &std::path::Path) -> Vec<String> {
+    let mut settings = settings_in(dir);
+    on_test_backend(dir, &mut settings).await;
+    let mut args = vec!["--database-url".to_owned(), settings.database_url];
+    for (flag, file) in [
+        ("--sealing-key-file", settings.sealing_key_file),
+        ("--dev-signing-key-file", settings.dev_signing_key_file),
+    ] {
+        if let Some(file) = file {
+            args.extend([flag.to_owned(), file.display().to_string()]);
+        }
+    }
+    args
+}
+
+/// `process_database_args` for code outside the runtime (it runs on a thread of its own).
+pub fn process_database_args_blocking(dir: &std::path::Path) -> Vec<String> {
+    let dir = dir.to_owned();
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(process_database_args(&dir))
+    })
+    .join()
+    .expect("database arguments")
+}
+
+impl TestDb {
+    /// The database of the test folder `dir` (once its server created it).
+    pub async fn open(dir: &std::path::Path) -> Self {
+        match std::fs::read_to_string(url_file(dir)) {
+            Ok(url) => Self::Postgres(
+                sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(2)
+                    .connect(&url)
+                    .await
+                    .expect("the test database answers"),
+            ),
+            Err(_) => Self::Sqlite(
+                sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.join("qod.db").display()))
+                    .await
+                    .expect("the test database opens"),
+            ),
+        }
+    }
+}
+
+/// Skips a test of what only the SQLite store has when the tests run on PostgreSQL.
+pub fn sqlite_only(test: &str) -> bool {
+    if postgres_backend() {
+        eprintln!("{test}: skipped on PostgreSQL (it tests the SQLite store itself)");
+        return true;
+    }
+    false
 }
 
 pub async fn split(r: reqwest::Response) -> (u16, Value) {

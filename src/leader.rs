@@ -1,0 +1,64 @@
+//! Leadership for maintenance that must run once per database (the history purge): on a
+//! shared store one node holds the role for a term it renews every third of it; when that node
+//! dies or stalls, another takes the role within a term. A store of one process always leads.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::clock::SharedClock;
+use crate::store::SharedStore;
+
+pub const MAINTENANCE: &str = "maintenance";
+
+#[derive(Debug)]
+pub struct Leadership {
+    held: AtomicBool,
+}
+
+impl Leadership {
+    /// Held from the start (one process), or only once won (shared store).
+    pub fn new(held: bool) -> Arc<Self> {
+        Arc::new(Self {
+            held: AtomicBool::new(held),
+        })
+    }
+
+    pub fn held(&self) -> bool {
+        self.held.load(Ordering::Acquire)
+    }
+
+    /// Competes for `role` until `stop`; a failed renewal gives the role up at once (another
+    /// node may take it when the term lapses).
+    pub async fn run(
+        self: Arc<Self>,
+        store: SharedStore,
+        clock: SharedClock,
+        holder: String,
+        term: Duration,
+        stop: impl Future<Output = ()>,
+    ) {
+        tokio::pin!(stop);
+        loop {
+            let now_ms = clock.now().timestamp_millis();
+            let held = match store.lead(MAINTENANCE, &holder, now_ms, term).await {
+                Ok(held) => held,
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "renewing the maintenance role failed");
+                    false
+                }
+            };
+            if held != self.held.swap(held, Ordering::AcqRel) {
+                tracing::info!(
+                    held,
+                    "maintenance role (history purge) {}",
+                    if held { "taken" } else { "lost" }
+                );
+            }
+            tokio::select! {
+                () = &mut stop => return,
+                () = clock.sleep(term / 3) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,713 @@
+//! The PostgreSQL store, for several `qod serve` nodes on one database. Every write is a
+//! transaction on a pooled connection; what SQLite gets from its single writer comes from row
+//! and advisory locks here:
+//! - a change of a session locks its row (`FOR UPDATE`) and checks the revision it read;
+//! - a create takes an advisory lock per owner (with a quota) or per owner and device key, so
+//!   that the overlap and quota checks are atomic across nodes;
+//! - writes that pick which event of a session gets the delivery job take the session's outbox
+//!   lock;
+//! - a job's writes check its claim's epoch (`fence`), and so do its settlements; a claim
+//!   takes jobs whose lease lapsed, so a dead node's jobs move on by themselves.
+//!
+//! Commits that enqueue jobs `NOTIFY` the other nodes (a wake-up hint; each node also polls).
+
+mod history;
+mod jobs;
+mod ledger;
+mod listener;
+mod notifications;
+mod sessions;
+
+use std::any::Any;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{PgConnection, PgPool, Postgres, Row, Transaction};
+use uuid::Uuid;
+
+use super::fence::{self, Fence, Fenced, Unavailable};
+use super::notifications::{ForDelivery, Notification};
+use super::port::{
+    Census, Claim, Claimed, Created, Decide, GrantLedger, JobWake, NotificationFilter, Provisioned,
+    Settled, Settlement, StaleRevision, Store, Write, WriteCounts,
+};
+use super::{Columns, Purged};
+use crate::domain::{ClientId, Session, SessionId};
+use crate::lifecycle::{Effects, ScheduledJob};
+
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The channel on which commits announce new jobs (`queue:due_ms`).
+const JOBS_CHANNEL: &str = "qod_jobs";
+
+pub struct PgStore {
+    pool: PgPool,
+    lease_ms: i64,
+    commits: AtomicU64,
+    fenced: AtomicU64,
+    taken_over: AtomicU64,
+}
+
+/// Connects (a database that cannot be reached is an error at once) and brings the schema up
+/// to date; several nodes starting together migrate once (sqlx holds an advisory lock).
+pub async fn open(
+    url: &str,
+    max_connections: u32,
+    lease: Duration,
+) -> anyhow::Result<Arc<PgStore>> {
+    let options: PgConnectOptions = url
+        .parse()
+        .with_context(|| format!("invalid PostgreSQL URL {}", redacted(url)))?;
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(1)
+        // A request waits this long for a connection before it is answered 503.
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_with(options)
+        .await
+        .with_context(|| format!("cannot reach the database at {}", redacted(url)))?;
+    MIGRATIONS
+        .run(&pool)
+        .await
+        .context("applying the PostgreSQL migrations")?;
+    Ok(Arc::new(PgStore {
+        pool,
+        lease_ms: i64::try_from(lease.as_millis()).unwrap_or(i64::MAX),
+        commits: AtomicU64::new(0),
+        fenced: AtomicU64::new(0),
+        taken_over: AtomicU64::new(0),
+    }))
+}
+
+/// The URL without its password, for messages.
+pub fn redacted(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// A connection-level failure (the database down, restarting, unreachable or out of
+/// connections) becomes `Unavailable`; anything else stays as it is.
+fn classify(e: anyhow::Error) -> anyhow::Error {
+    let Some(sqlx_error) = e.downcast_ref::<sqlx::Error>() else {
+        return e;
+    };
+    let unavailable = match sqlx_error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 08: connection exception; 57P01-57P03: shutting down or starting up; 53300:
+            // too many connections.
+            code.starts_with("08") || code.starts_with("57P") || code == "53300"
+        }),
+        _ => false,
+    };
+    if unavailable {
+        anyhow::Error::new(Unavailable(sqlx_error.to_string()))
+    } else {
+        e
+    }
+}
+
+impl Columns for PgRow {
+    fn text(&self, col: &str) -> anyhow::Result<String> {
+        Ok(self.try_get(col)?)
+    }
+    fn opt_text(&self, col: &str) -> anyhow::Result<Option<String>> {
+        Ok(self.try_get(col)?)
+    }
+    /// Integers, and the booleans SQLite stores as integers.
+    fn int(&self, col: &str) -> anyhow::Result<i64> {
+        match self.try_get::<i64, _>(col) {
+            Ok(v) => Ok(v),
+            Err(_) => Ok(i64::from(self.try_get::<bool, _>(col)?)),
+        }
+    }
+    fn opt_int(&self, col: &str) -> anyhow::Result<Option<i64>> {
+        Ok(self.try_get(col)?)
+    }
+}
+
+/// A stable 64-bit key for an advisory lock.
+fn lock_key(parts: &[&str]) -> i64 {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    let digest = h.finalize();
+    i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
+impl PgStore {
+    /// Begins a write; inside a job, only while the job's claim still holds (see `fence`).
+    async fn begin(&self) -> anyhow::Result<Transaction<'static, Postgres>> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(f) = fence::current()
+            && !jobs::holds(&mut tx, f).await?
+        {
+            self.fenced.fetch_add(1, Ordering::Relaxed);
+            return Err(Fenced(f).into());
+        }
+        Ok(tx)
+    }
+
+    /// Writes the effects into the transaction and commits it.
+    async fn finish(
+        &self,
+        mut tx: Transaction<'static, Postgres>,
+        fx: &mut Effects,
+    ) -> anyhow::Result<()> {
+        write_effects(&mut tx, fx).await?;
+        tx.commit().await?;
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn read<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut PgConnection) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let mut c = self
+            .pool
+            .acquire()
+            .await
+            .map_err(anyhow::Error::from)
+            .map_err(classify)?;
+        f(&mut c).await.map_err(classify)
+    }
+}
+
+/// Writes the events, the outbox and the jobs of `fx`, and announces the jobs.
+async fn write_effects(c: &mut PgConnection, fx: &mut Effects) -> anyhow::Result<()> {
+    for (id, revision, t, at) in &fx.transitions {
+        sessions::append_event(c, *id, *revision, t, *at).await?;
+    }
+    for (n, delivery) in std::mem::take(&mut fx.notifications) {
+        notifications::lock_session(c, n.session_id).await?;
+        notifications::insert(c, &n).await?;
+        if !notifications::earlier_pending_than(c, n.session_id, n.id).await? {
+            fx.jobs.push(delivery);
+        }
+    }
+    jobs::push(c, &fx.jobs).await?;
+    announce(c, &fx.jobs).await
+}
+
+/// `NOTIFY`s the earliest due time per queue of the jobs written (sent at commit).
+async fn announce(c: &mut PgConnection, jobs: &[ScheduledJob]) -> anyhow::Result<()> {
+    let mut earliest: Vec<(&str, i64)> = Vec::new();
+    for job in jobs {
+        let due = job.due.timestamp_millis();
+        match earliest.iter_mut().find(|(q, _)| *q == job.queue) {
+            Some((_, d)) => *d = (*d).min(due),
+            None => earliest.push((job.queue, due)),
+        }
+    }
+    if earliest.is_empty() {
+        return Ok(());
+    }
+    let payloads: Vec<String> = earliest.iter().map(|(q, d)| format!("{q}:{d}")).collect();
+    sqlx::query("SELECT pg_notify($1, p) FROM UNNEST($2::text[]) AS p")
+        .bind(JOBS_CHANNEL)
+        .bind(payloads)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// Applies a decision's write to the session read at revision `read`.
+async fn apply(
+    c: &mut PgConnection,
+    id: SessionId,
+    read: Option<i64>,
+    write: Write,
+) -> anyhow::Result<()> {
+    match (write, read) {
+        (Write::Nothing, _) => Ok(()),
+        (Write::Update(s), Some(stored)) => {
+            anyhow::ensure!(s.id == id, "a change of {id} wrote session {}", s.id);
+            if s.revision <= stored || !sessions::update(c, &s, stored).await? {
+                return Err(StaleRevision {
+                    id,
+                    written: s.revision,
+                    stored,
+                }
+                .into());
+            }
+            Ok(())
+        }
+        (Write::Delete, Some(stored)) => {
+            anyhow::ensure!(
+                sessions::delete(c, id, stored).await?,
+                "session {id} vanished under its row lock"
+            );
+            Ok(())
+        }
+        (_, None) => anyhow::bail!("a change of {id} wrote a session that does not exist"),
+    }
+}
+
+impl PgStore {
+    async fn create(
+        &self,
+        session: Session,
+        device_keys: Vec<String>,
+        quota: u64,
+        planned: Effects,
+    ) -> anyhow::Result<(Created, Effects)> {
+        let mut tx = self.begin().await?;
+        let mut keys = device_keys;
+        if !keys.contains(&session.device.key()) {
+            keys.insert(0, session.device.key());
+        }
+        // Creates that could conflict take the same lock: all of an owner's with a quota (the
+        // count must not race), otherwise those naming the same device key.
+        let mut locks: Vec<i64> = if quota > 0 {
+            vec![lock_key(&["owner", session.owner.as_str()])]
+        } else {
+            keys.iter()
+                .map(|k| lock_key(&["device", session.owner.as_str(), k]))
+                .collect()
+        };
+        locks.sort_unstable();
+        locks.dedup();
+        for key in locks {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if quota > 0
+            && sessions::live_count_for_owner(&mut tx, &session.owner, quota).await? >= quota
+        {
+            return Ok((Created::QuotaExceeded, Effects::default()));
+        }
+        let live = sessions::live_for_device(&mut tx, &session.owner, &keys).await?;
+        if live.iter().any(|other| other.flow.overlaps(&session.flow)) {
+            return Ok((Created::Conflict, Effects::default()));
+        }
+        sessions::insert(&mut tx, &session).await?;
+        sessions::insert_aliases(&mut tx, &session, &keys).await?;
+        let mut fx = planned;
+        self.finish(tx, &mut fx).await?;
+        Ok((Created::Stored, fx))
+    }
+
+    async fn change(
+        &self,
+        id: SessionId,
+        decide: Decide,
+    ) -> anyhow::Result<(Box<dyn Any + Send>, Effects)> {
+        let mut tx = self.begin().await?;
+        let current = sessions::find(&mut tx, id, true).await?;
+        let read = current.as_ref().map(|s| s.revision);
+        let mut fx = Effects::default();
+        let (write, value) = decide(current, &mut fx)?;
+        apply(&mut tx, id, read, write).await?;
+        self.finish(tx, &mut fx).await?;
+        Ok((value, fx))
+    }
+
+    async fn round(
+        &self,
+        owner: &str,
+        done: &[Settlement],
+        claims: Vec<Claim>,
+        now_ms: i64,
+    ) -> anyhow::Result<Vec<Claimed>> {
+        let mut tx = self.pool.begin().await?;
+        let finished: Vec<Fence> = done
+            .iter()
+            .filter_map(|s| match s {
+                Settlement::Done(f) => Some(*f),
+                Settlement::Retry { .. } => None,
+            })
+            .collect();
+        let retries: Vec<(Fence, u32, i64)> = done
+            .iter()
+            .filter_map(|s| match *s {
+                Settlement::Retry {
+                    fence,
+                    attempt,
+                    due_at_ms,
+                } => Some((fence, attempt, due_at_ms)),
+                Settlement::Done(_) => None,
+            })
+            .collect();
+        let settled =
+            jobs::finish(&mut tx, &finished).await? + jobs::reschedule(&mut tx, &retries).await?;
+        let refused = done.len().saturating_sub(settled);
+        let mut claimed = Vec::with_capacity(claims.len());
+        let mut taken_over = 0;
+        for Claim { queue, limit } in claims {
+            let (rows, over) =
+                jobs::claim(&mut tx, queue, owner, now_ms, self.lease_ms, limit).await?;
+            taken_over += over;
+            let next_due_ms = if rows.len() == limit {
+                Some(now_ms)
+            } else {
+                jobs::next_due(&mut tx, queue).await?
+            };
+            claimed.push(Claimed {
+                queue,
+                rows,
+                next_due_ms,
+                taken_over: over,
+            });
+        }
+        tx.commit().await?;
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        if refused > 0 {
+            self.fenced.fetch_add(refused as u64, Ordering::Relaxed);
+            tracing::warn!(
+                refused,
+                "settlements of jobs another node claimed since were refused"
+            );
+        }
+        self.taken_over
+            .fetch_add(taken_over as u64, Ordering::Relaxed);
+        Ok(claimed)
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn ping(&self) -> anyhow::Result<()> {
+        self.read(async |c| {
+            sqlx::query("SELECT 1").execute(c).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn session(&self, id: SessionId) -> anyhow::Result<Option<Session>> {
+        self.read(async |c| sessions::find(c, id, false).await)
+            .await
+    }
+
+    async fn visible_sessions(
+        &self,
+        owner: &ClientId,
+        device_key: &str,
+    ) -> anyhow::Result<Vec<Session>> {
+        self.read(async |c| sessions::visible_for_device(c, owner, device_key).await)
+            .await
+    }
+
+    async fn create_session(
+        &self,
+        session: Session,
+        device_keys: Vec<String>,
+        quota: u64,
+        planned: Effects,
+    ) -> anyhow::Result<(Created, Effects)> {
+        self.create(session, device_keys, quota, planned)
+            .await
+            .map_err(classify)
+    }
+
+    async fn change_session(
+        &self,
+        id: SessionId,
+        decide: Decide,
+    ) -> anyhow::Result<(Box<dyn Any + Send>, Effects)> {
+        self.change(id, decide).await.map_err(classify)
+    }
+
+    async fn commit(&self, planned: Effects) -> anyhow::Result<Effects> {
+        async {
+            let tx = self.begin().await?;
+            let mut fx = planned;
+            self.finish(tx, &mut fx).await?;
+            Ok(fx)
+        }
+        .await
+        .map_err(classify)
+    }
+
+    async fn queue_round(
+        &self,
+        owner: &str,
+        settlements: Arc<Vec<Settlement>>,
+        claims: Vec<Claim>,
+        now_ms: i64,
+    ) -> anyhow::Result<Vec<Claimed>> {
+        self.round(owner, &settlements, claims, now_ms)
+            .await
+            .map_err(classify)
+    }
+
+    async fn release_claims(&self, owner: Option<&str>) -> anyhow::Result<usize> {
+        self.read(async |c| match owner {
+            Some(owner) => jobs::release_owned(c, owner).await,
+            None => jobs::release_all(c).await,
+        })
+        .await
+    }
+
+    async fn adopt_legacy_jobs(&self) -> anyhow::Result<usize> {
+        // No earlier version kept its queue in PostgreSQL.
+        Ok(0)
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    async fn renew_leases(&self, owner: &str, now_ms: i64) -> anyhow::Result<usize> {
+        let until = now_ms.saturating_add(self.lease_ms);
+        self.read(async |c| jobs::renew(c, owner, until).await)
+            .await
+    }
+
+    async fn lead(
+        &self,
+        role: &str,
+        holder: &str,
+        now_ms: i64,
+        ttl: Duration,
+    ) -> anyhow::Result<bool> {
+        let until = now_ms.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+        self.read(async |c| {
+            let held: Option<String> = sqlx::query_scalar(
+                "INSERT INTO leaders (role, holder, until_ms) VALUES ($1, $2, $3) \
+                 ON CONFLICT (role) DO UPDATE SET holder = EXCLUDED.holder, until_ms = EXCLUDED.until_ms \
+                 WHERE leaders.holder = EXCLUDED.holder OR leaders.until_ms < $4 \
+                 RETURNING holder",
+            )
+            .bind(role)
+            .bind(holder)
+            .bind(until)
+            .bind(now_ms)
+            .fetch_optional(c)
+            .await?;
+            Ok(held.is_some())
+        })
+        .await
+    }
+
+    async fn listen_for_jobs(&self, wake: &(dyn Fn(JobWake) + Send + Sync)) -> anyhow::Result<()> {
+        listener::run(&self.pool, JOBS_CHANNEL, wake).await
+    }
+
+    async fn notification_for_delivery(&self, id: Uuid) -> anyhow::Result<Option<ForDelivery>> {
+        self.read(async |c| notifications::find_for_delivery(c, id).await)
+            .await
+    }
+
+    async fn retry_notification(
+        &self,
+        id: Uuid,
+        attempts: u32,
+        error: String,
+        next: DateTime<Utc>,
+        job: ScheduledJob,
+    ) -> anyhow::Result<Effects> {
+        async {
+            let mut tx = self.begin().await?;
+            notifications::record_retry(&mut tx, id, attempts, &error, next).await?;
+            let mut fx = Effects::default();
+            fx.schedule(job);
+            self.finish(tx, &mut fx).await?;
+            Ok(fx)
+        }
+        .await
+        .map_err(classify)
+    }
+
+    async fn settle_notification(
+        &self,
+        s: Settled,
+        next: fn(Uuid, DateTime<Utc>) -> ScheduledJob,
+    ) -> anyhow::Result<Effects> {
+        async {
+            let mut tx = self.begin().await?;
+            if let Some(session) = notifications::session_of(&mut tx, s.id).await? {
+                notifications::lock_session(&mut tx, session).await?;
+            }
+            let finished = notifications::finish(
+                &mut tx,
+                s.id,
+                s.final_state,
+                s.attempts,
+                s.error.as_deref(),
+                s.at,
+            )
+            .await?;
+            let mut fx = Effects::default();
+            if finished
+                && let Some(waiting) = notifications::next_pending_after(&mut tx, s.id).await?
+            {
+                fx.schedule(next(waiting, s.at));
+            }
+            self.finish(tx, &mut fx).await?;
+            Ok(fx)
+        }
+        .await
+        .map_err(classify)
+    }
+
+    async fn mark_sink_gone(&self, sink: String, at: DateTime<Utc>) -> anyhow::Result<()> {
+        async {
+            let mut tx = self.begin().await?;
+            notifications::mark_gone(&mut tx, &sink, at).await?;
+            self.finish(tx, &mut Effects::default()).await
+        }
+        .await
+        .map_err(classify)
+    }
+
+    async fn revive_notification(&self, id: Uuid, job: ScheduledJob) -> anyhow::Result<bool> {
+        async {
+            let mut tx = self.begin().await?;
+            let Some(sink) = notifications::revive(&mut tx, id).await? else {
+                return Ok(false);
+            };
+            notifications::forget_gone(&mut tx, &sink).await?;
+            let mut fx = Effects::default();
+            fx.schedule(job);
+            self.finish(tx, &mut fx).await?;
+            Ok(true)
+        }
+        .await
+        .map_err(classify)
+    }
+
+    async fn notifications(&self, filter: NotificationFilter) -> anyhow::Result<Vec<Notification>> {
+        self.read(async |c| {
+            notifications::list(c, filter.state, filter.session, filter.limit).await
+        })
+        .await
+    }
+
+    async fn census(&self, now_ms: i64) -> anyhow::Result<Census> {
+        self.read(async |c| {
+            Ok(Census {
+                sessions: sessions::census(c).await?,
+                dead_notifications: notifications::dead_count(c).await?,
+                queues: jobs::depth(c, now_ms).await?,
+            })
+        })
+        .await
+    }
+
+    async fn purge_history(&self, before_ms: i64, batch: usize) -> anyhow::Result<Purged> {
+        async {
+            let mut tx = self.pool.begin().await?;
+            let purged = history::purge(&mut tx, before_ms, batch).await?;
+            tx.commit().await?;
+            Ok(purged)
+        }
+        .await
+        .map_err(classify)
+    }
+
+    fn write_counts(&self) -> WriteCounts {
+        let commits = self.commits.load(Ordering::Relaxed);
+        WriteCounts {
+            commits,
+            writes: commits,
+            fenced: self.fenced.load(Ordering::Relaxed),
+            taken_over: self.taken_over.load(Ordering::Relaxed),
+        }
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[async_trait]
+impl GrantLedger for PgStore {
+    async fn provision(
+        &self,
+        session: SessionId,
+        fresh_id: String,
+        refuse: bool,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> anyhow::Result<Provisioned> {
+        async {
+            let mut tx = self.pool.begin().await?;
+            let outcome = match ledger::find_by_session(&mut tx, session).await? {
+                Some(g) if !g.released => Provisioned::Granted(g.grant_id),
+                Some(_) => Provisioned::AlreadyReleased,
+                None if refuse => Provisioned::Refused,
+                None => {
+                    if ledger::insert(&mut tx, &fresh_id, session, now, until).await? {
+                        Provisioned::Granted(fresh_id)
+                    } else {
+                        // Another node's provisioning of the same session won the insert.
+                        match ledger::find_by_session(&mut tx, session).await? {
+                            Some(g) if !g.released => Provisioned::Granted(g.grant_id),
+                            _ => Provisioned::AlreadyReleased,
+                        }
+                    }
+                }
+            };
+            tx.commit().await?;
+            Ok(outcome)
+        }
+        .await
+        .map_err(classify)
+    }
+
+    async fn extend(
+        &self,
+        session: SessionId,
+        grant_id: Option<String>,
+        until: DateTime<Utc>,
+    ) -> anyhow::Result<Option<String>> {
+        self.read(async |c| {
+            let id = match grant_id {
+                Some(id) => id,
+                None => match ledger::find_by_session(c, session).await? {
+                    Some(g) => g.grant_id,
+                    None => return Ok(None),
+                },
+            };
+            Ok(ledger::extend_lease(c, &id, until).await?.then_some(id))
+        })
+        .await
+    }
+
+    async fn release(
+        &self,
+        session: SessionId,
+        grant_id: Option<String>,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        self.read(async |c| {
+            let id = match grant_id {
+                Some(id) => Some(id),
+                None => ledger::find_by_session(c, session)
+                    .await?
+                    .map(|g| g.grant_id),
+            };
+            if let Some(id) = id {
+                ledger::release(c, &id, now).await?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn active(&self) -> anyhow::Result<i64> {
+        self.read(async |c| ledger::active_count(c).await).await
+    }
+}
