@@ -173,6 +173,11 @@ impl Application {
         })
     }
 
+    /// This process's name in the job queue (its claims carry it).
+    pub fn node(&self) -> &str {
+        &self.instance
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
             .local_addr()

@@ -104,7 +104,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::load(&args)?;
     tracing::info!("settings: {}", settings.summary());
     let app = Application::build(settings).await?;
-    tracing::info!(addr = %app.local_addr(), "qod listening");
+    tracing::info!(addr = %app.local_addr(), node = %app.node(), "qod listening");
     if let Some(token) = app.dev_token() {
         // On stdout, alone on its line, so that scripts can pick it up.
         println!("development access token (client dev-client, every scope, valid 24 h):");

@@ -23,6 +23,10 @@ pub struct Behaviour {
     pub slow_posts: u32,
     #[serde(default)]
     pub slow_ms: u64,
+    /// Every creation answers this long after it was made (a network that takes its time:
+    /// jobs are in flight when a node stops).
+    #[serde(default)]
+    pub latency_ms: u64,
     /// The slow creations make their subscription only after the delay, when the client has
     /// given up (a retry that looks first finds nothing).
     #[serde(default)]

@@ -354,6 +354,9 @@ async fn create(
     if slow && !fake.behaviour.slow_posts_create_late {
         tokio::time::sleep(Duration::from_millis(fake.behaviour.slow_ms)).await;
     }
+    if fake.behaviour.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(fake.behaviour.latency_ms)).await;
+    }
     (
         StatusCode::CREATED,
         [(header::LOCATION, location)],
