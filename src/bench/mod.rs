@@ -25,8 +25,10 @@ use stats::{Summary, summarize};
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Base URL of the server to drive.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    pub target: String,
+    /// The server, or several nodes of one database separated by commas: creates go to them
+    /// in turn, and their CPU and counters are summed.
+    #[arg(long, default_value = "http://127.0.0.1:8080", value_delimiter = ',')]
+    pub target: Vec<String>,
     /// Bearer token sent with every request.
     #[arg(long, env = "QOD_BENCH_TOKEN")]
     pub token: Option<String>,
@@ -62,6 +64,10 @@ pub struct BenchArgs {
     /// number of active sessions.
     #[arg(long, default_value_t = 0)]
     pub prefill: u64,
+    /// A scratch PostgreSQL database for the baselines on PostgreSQL (with --baselines): its
+    /// one-row commit rate and apalis-postgres's drain. Not the server's database.
+    #[arg(long)]
+    pub baseline_database_url: Option<String>,
     /// Folder for the baselines' scratch databases (put it on the server's disk).
     #[arg(long, default_value = "./qod-data")]
     pub baseline_dir: PathBuf,
@@ -117,7 +123,13 @@ impl Shared {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let target = args.target.trim_end_matches('/').to_owned();
+    let targets: Vec<String> = args
+        .target
+        .iter()
+        .map(|t| t.trim_end_matches('/').to_owned())
+        .collect();
+    anyhow::ensure!(!targets.is_empty(), "--target needs a server URL");
+    let target = targets[0].clone();
     let (sink_addr, recorder) = sink::start(args.sink_listen)
         .await
         .context("starting the bench sink")?;
@@ -126,17 +138,24 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .pool_max_idle_per_host(args.concurrency)
         .timeout(Duration::from_secs(10))
         .build()?;
-    probe::one_session(&client, &target, args.token.as_deref(), &sink_url).await?;
+    for target in &targets {
+        probe::one_session(&client, target, args.token.as_deref(), &sink_url).await?;
+    }
     let baselines = if args.baselines {
-        Some(baselines::measure(&args.baseline_dir).await?)
+        Some(baselines::measure(&args.baseline_dir, args.baseline_database_url.as_deref()).await?)
     } else {
         None
     };
-    let server_pid = reqwest::Url::parse(&target)
-        .ok()
-        .filter(|u| matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")))
-        .and_then(|u| u.port_or_known_default())
-        .and_then(process::pid_listening_on);
+    let server_pids: Option<Vec<u32>> = targets
+        .iter()
+        .map(|t| {
+            reqwest::Url::parse(t)
+                .ok()
+                .filter(|u| matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")))
+                .and_then(|u| u.port_or_known_default())
+                .and_then(process::pid_listening_on)
+        })
+        .collect();
     let run_id: u32 = rand::random::<u32>() % 90 + 10;
     let prefilled = if args.prefill > 0 {
         prefill::run(
@@ -154,10 +173,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if prefilled > 0 {
         wait_until_provisioned(&client, &target).await;
     }
-    let jobs_before = scrape_jobs(&client, &target).await;
-    let writes_before = scrape_writes(&client, &target).await;
-    let cpu_before = server_pid.and_then(process::cpu_seconds);
-    let threads_before = server_pid.and_then(process::cpu_by_thread);
+    let jobs_before = scrape_jobs(&client, &targets).await;
+    let writes_before = scrape_writes(&client, &targets).await;
+    let cpu_before = server_pids.as_deref().and_then(process::cpu_seconds_of);
+    let threads_before = server_pids.as_deref().and_then(process::cpu_by_thread_of);
     let own_before = process::cpu_seconds(std::process::id());
 
     let shared = Arc::new(Shared::default());
@@ -179,7 +198,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             counter.clone(),
             tickets.clone(),
         );
-        let (target, sink_url, token) = (target.clone(), sink_url.clone(), args.token.clone());
+        let (targets, sink_url, token) = (targets.clone(), sink_url.clone(), args.token.clone());
         let session_duration = args.session_duration;
         workers.push(tokio::spawn(async move {
             loop {
@@ -198,7 +217,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     "duration": session_duration,
                     "sink": sink_url,
                 });
-                create_one(&client, &target, token.as_deref(), &body, &shared).await;
+                let target = &targets[(n % targets.len() as u64) as usize];
+                create_one(&client, target, token.as_deref(), &body, &shared).await;
             }
         }));
     }
@@ -225,10 +245,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     progress.abort();
 
-    let jobs_after = scrape_jobs(&client, &target).await;
-    let writes_after = scrape_writes(&client, &target).await;
-    let cpu_after = server_pid.and_then(process::cpu_seconds);
-    let threads_after = server_pid.and_then(process::cpu_by_thread);
+    let jobs_after = scrape_jobs(&client, &targets).await;
+    let writes_after = scrape_writes(&client, &targets).await;
+    let cpu_after = server_pids.as_deref().and_then(process::cpu_seconds_of);
+    let threads_after = server_pids.as_deref().and_then(process::cpu_by_thread_of);
     let own_after = process::cpu_seconds(std::process::id());
     let total_time = started.elapsed().as_secs_f64();
     let arrivals = recorder.snapshot();
@@ -260,7 +280,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     let report = Report {
-        target: target.clone(),
+        target: targets.join(","),
         load: rate.map_or("max".to_owned(), |r| format!("{r}/s")),
         duration_s: load_time,
         session_duration_s: args.session_duration,
@@ -280,7 +300,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone(),
-        server_rss_bytes: server_pid.and_then(process::rss_bytes),
+        server_rss_bytes: server_pids
+            .as_deref()
+            .and_then(|pids| pids.iter().map(|p| process::rss_bytes(*p)).sum()),
         server_cpu_percent: cpu_before
             .zip(cpu_after)
             .map(|(b, a)| (a - b) / total_time * 100.0),
@@ -479,14 +501,21 @@ async fn scrape_sum(
     )
 }
 
-async fn scrape_jobs(client: &reqwest::Client, target: &str) -> Option<f64> {
-    scrape_sum(client, target, "qod_jobs_total{", "outcome=\"succeeded\"").await
+async fn scrape_jobs(client: &reqwest::Client, targets: &[String]) -> Option<f64> {
+    let mut sum = 0.0;
+    for t in targets {
+        sum += scrape_sum(client, t, "qod_jobs_total{", "outcome=\"succeeded\"").await?;
+    }
+    Some(sum)
 }
 
-/// The server's store commits and writes so far.
-async fn scrape_writes(client: &reqwest::Client, target: &str) -> Option<(f64, f64)> {
-    let commits = scrape_sum(client, target, "qod_store_commits_total ", "").await?;
-    let writes = scrape_sum(client, target, "qod_store_writes_total ", "").await?;
+/// The servers' store commits and writes so far, summed.
+async fn scrape_writes(client: &reqwest::Client, targets: &[String]) -> Option<(f64, f64)> {
+    let (mut commits, mut writes) = (0.0, 0.0);
+    for t in targets {
+        commits += scrape_sum(client, t, "qod_store_commits_total ", "").await?;
+        writes += scrape_sum(client, t, "qod_store_writes_total ", "").await?;
+    }
     Some((commits, writes))
 }
 
@@ -601,6 +630,20 @@ fn print_table(r: &Report) {
                 "ours / SQLite commits",
                 j / b.sqlite_commits_per_s
             );
+        }
+        if let (Some(commits), Some(drain)) =
+            (b.postgres_commits_per_s, b.postgres_queue_drain_jobs_per_s)
+        {
+            println!("{:<34} {:>10.0}", "baseline: PostgreSQL commits/s", commits);
+            println!("{:<34} {:>10.0}", "baseline: apalis-postgres jobs/s", drain);
+            if let Some(j) = r.server_jobs_per_s {
+                println!(
+                    "{:<34} {:>10.2}",
+                    "ours / apalis-postgres (jobs)",
+                    j / drain
+                );
+                println!("{:<34} {:>10.3}", "ours / PostgreSQL commits", j / commits);
+            }
         }
     }
     println!();

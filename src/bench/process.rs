@@ -72,6 +72,22 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
 
 /// CPU time of each thread of `pid` so far, in seconds, summed by thread name; the main
 /// thread (whose id is the process's) is named `main`.
+/// CPU seconds of several processes (the nodes of one database), summed.
+pub fn cpu_seconds_of(pids: &[u32]) -> Option<f64> {
+    pids.iter().map(|p| cpu_seconds(*p)).sum()
+}
+
+/// CPU seconds by thread name over several processes, summed per name.
+pub fn cpu_by_thread_of(pids: &[u32]) -> Option<std::collections::BTreeMap<String, f64>> {
+    let mut all = std::collections::BTreeMap::new();
+    for pid in pids {
+        for (name, t) in cpu_by_thread(*pid)? {
+            *all.entry(name).or_insert(0.0) += t;
+        }
+    }
+    Some(all)
+}
+
 pub fn cpu_by_thread(pid: u32) -> Option<std::collections::BTreeMap<String, f64>> {
     let mut by_name = std::collections::BTreeMap::new();
     for entry in std::fs::read_dir(format!("/proc/{pid}/task"))
