@@ -83,6 +83,7 @@ suites!(common: [
     a_write_at_a_stale_revision_is_refused_and_changes_nothing,
     a_write_that_does_not_move_the_revision_on_is_refused,
     concurrent_changes_of_one_session_all_apply_in_turn,
+    a_decision_that_panics_fails_alone_and_the_store_lives_on,
     a_deleted_session_is_gone_and_a_change_sees_nothing,
     a_device_named_by_several_keys_conflicts_under_each_while_live,
     history_is_purged_past_the_cutoff_in_bounded_batches,
@@ -1033,5 +1034,27 @@ async fn the_maintenance_role_has_one_holder_until_its_term_lapses(b: &Backend) 
             .lead(role, "node-a", ms(t0()) + 5_500, term)
             .await
             .unwrap()
+    );
+}
+
+async fn a_decision_that_panics_fails_alone_and_the_store_lives_on(b: &Backend) {
+    let s = session("+33612345690", "198.51.100.10", "shop");
+    create(b, &s).await;
+    let panicking = change(b, s.id, |_, _| panic!("a bug in a decision"));
+    let fine = make_available(b, s.id);
+    let (panicked, ()) = tokio::join!(panicking, fine);
+    let e = panicked.expect_err("a panicking decision is an error");
+    assert!(format!("{e:#}").contains("a bug in a decision"), "{e:#}");
+    let stored = b.store.session(s.id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.status,
+        QosStatus::Available,
+        "the other change applied"
+    );
+    // Later writes still go through.
+    end(b, s.id, StatusInfo::DeleteRequested).await;
+    assert_eq!(
+        b.store.session(s.id).await.unwrap().unwrap().status,
+        QosStatus::Unavailable
     );
 }

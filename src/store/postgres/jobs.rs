@@ -10,6 +10,10 @@ use crate::lifecycle::ScheduledJob;
 
 /// Enqueues jobs in one statement.
 pub async fn push(c: &mut PgConnection, jobs: &[ScheduledJob]) -> anyhow::Result<()> {
+    push_refs(c, &jobs.iter().collect::<Vec<_>>()).await
+}
+
+pub async fn push_refs(c: &mut PgConnection, jobs: &[&ScheduledJob]) -> anyhow::Result<()> {
     if jobs.is_empty() {
         return Ok(());
     }
@@ -43,12 +47,20 @@ pub async fn claim(
     lease_ms: i64,
     limit: usize,
 ) -> anyhow::Result<(Vec<ClaimedRow>, usize)> {
+    // Two locked picks, each through its own index, then the earliest due of both.
     let rows: Vec<(i64, String, i32, i64, i64, bool)> = sqlx::query_as(
-        "WITH picked AS ( \
-             SELECT id, claimed_by IS NOT NULL AS taken_over FROM job_queue \
-             WHERE queue = $1 AND due_at_ms <= $2 \
-               AND (claimed_by IS NULL OR lease_until_ms < $2) \
-             ORDER BY due_at_ms LIMIT $5 FOR UPDATE SKIP LOCKED) \
+        "WITH waiting AS ( \
+             SELECT id, due_at_ms, false AS taken_over FROM job_queue \
+             WHERE queue = $1 AND claimed_by IS NULL AND due_at_ms <= $2 \
+             ORDER BY due_at_ms LIMIT $5 FOR UPDATE SKIP LOCKED), \
+         lapsed AS ( \
+             SELECT id, due_at_ms, true AS taken_over FROM job_queue \
+             WHERE queue = $1 AND claimed_by IS NOT NULL AND lease_until_ms < $2 \
+               AND due_at_ms <= $2 \
+             ORDER BY lease_until_ms LIMIT $5 FOR UPDATE SKIP LOCKED), \
+         picked AS ( \
+             SELECT id, taken_over FROM (SELECT * FROM lapsed UNION ALL SELECT * FROM waiting) AS p \
+             ORDER BY due_at_ms LIMIT $5) \
          UPDATE job_queue AS j SET claimed_by = $3, claimed_at_ms = $2, \
              lease_until_ms = $2 + $4, epoch = j.epoch + 1 \
          FROM picked WHERE j.id = picked.id \
@@ -80,9 +92,11 @@ pub async fn claim(
 /// of a lease on a due job (a node that died leaves those).
 pub async fn next_due(c: &mut PgConnection, queue: &str) -> anyhow::Result<Option<i64>> {
     Ok(sqlx::query_scalar(
-        "SELECT MIN(CASE WHEN claimed_by IS NULL THEN due_at_ms \
-                         ELSE GREATEST(due_at_ms, lease_until_ms + 1) END) \
-         FROM job_queue WHERE queue = $1",
+        "SELECT LEAST( \
+             (SELECT due_at_ms FROM job_queue WHERE queue = $1 AND claimed_by IS NULL \
+              ORDER BY due_at_ms LIMIT 1), \
+             (SELECT GREATEST(due_at_ms, lease_until_ms + 1) FROM job_queue \
+              WHERE queue = $1 AND claimed_by IS NOT NULL ORDER BY lease_until_ms LIMIT 1))",
     )
     .bind(queue)
     .fetch_one(c)
@@ -160,16 +174,42 @@ pub async fn release_all(c: &mut PgConnection) -> anyhow::Result<usize> {
     Ok(done.rows_affected() as usize)
 }
 
-/// Extends the leases `owner` still holds (the heartbeat); returns how many.
+/// Extends the leases `owner` still holds (the heartbeat); returns how many. Rows a write of
+/// their job holds locked now are skipped, not waited for (that write would wait for this
+/// update in turn): they are renewed by the next beat, well within the lease.
 pub async fn renew(c: &mut PgConnection, owner: &str, until_ms: i64) -> anyhow::Result<usize> {
     let done = sqlx::query(
-        "UPDATE job_queue SET lease_until_ms = $2 WHERE claimed_by = $1 AND lease_until_ms < $2",
+        "UPDATE job_queue SET lease_until_ms = $2 WHERE id IN ( \
+             SELECT id FROM job_queue WHERE claimed_by = $1 AND lease_until_ms < $2 \
+             FOR UPDATE SKIP LOCKED)",
     )
     .bind(owner)
     .bind(until_ms)
     .execute(c)
     .await?;
     Ok(done.rows_affected() as usize)
+}
+
+/// Of `fences`, those whose job is still held at their epoch, as (job, epoch), each locked
+/// against a new claim until the transaction ends.
+pub async fn holding(
+    c: &mut PgConnection,
+    fences: &[Fence],
+) -> anyhow::Result<std::collections::HashSet<(i64, i64)>> {
+    if fences.is_empty() {
+        return Ok(Default::default());
+    }
+    let rows: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT j.id, j.epoch FROM job_queue AS j \
+         JOIN UNNEST($1::bigint[], $2::bigint[]) AS f(id, epoch) \
+           ON j.id = f.id AND j.epoch = f.epoch \
+         ORDER BY j.id FOR SHARE OF j",
+    )
+    .bind(fences.iter().map(|f| f.job).collect::<Vec<_>>())
+    .bind(fences.iter().map(|f| f.epoch).collect::<Vec<_>>())
+    .fetch_all(c)
+    .await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// Whether the job is still held at `fence`'s epoch, locking it against a new claim until the

@@ -4,13 +4,17 @@
 //! - a change of a session locks its row (`FOR UPDATE`) and checks the revision it read;
 //! - a create takes an advisory lock per owner (with a quota) or per owner and device key, so
 //!   that the overlap and quota checks are atomic across nodes;
-//! - writes that pick which event of a session gets the delivery job take the session's outbox
-//!   lock;
+//! - writes that pick which event of a session gets the delivery job (a new event, the
+//!   settlement of the one before) hold the session's row lock;
 //! - a job's writes check its claim's epoch (`fence`), and so do its settlements; a claim
 //!   takes jobs whose lease lapsed, so a dead node's jobs move on by themselves.
 //!
-//! Commits that enqueue jobs `NOTIFY` the other nodes (a wake-up hint; each node also polls).
+//! Session changes, plain commits and delivery settlements go through `batch`: many per
+//! transaction, one statement per table. Commits that enqueue jobs are announced to the other
+//! nodes (`announcer`, a wake-up hint; each node also polls).
 
+mod announcer;
+mod batch;
 mod history;
 mod jobs;
 mod ledger;
@@ -34,7 +38,7 @@ use super::fence::{self, Fence, Fenced, Unavailable};
 use super::notifications::{ForDelivery, Notification};
 use super::port::{
     Census, Claim, Claimed, Created, Decide, GrantLedger, JobWake, NotificationFilter, Provisioned,
-    Settled, Settlement, StaleRevision, Store, Write, WriteCounts,
+    Settled, Settlement, Store, WriteCounts,
 };
 use super::{Columns, Purged};
 use crate::domain::{ClientId, Session, SessionId};
@@ -48,7 +52,16 @@ const JOBS_CHANNEL: &str = "qod_jobs";
 pub struct PgStore {
     pool: PgPool,
     lease_ms: i64,
+    counters: Arc<Counters>,
+    batcher: batch::Batcher,
+    announcer: Arc<announcer::Announcer>,
+}
+
+/// What this process's store did so far (monotonic).
+#[derive(Debug, Default)]
+pub(super) struct Counters {
     commits: AtomicU64,
+    writes: AtomicU64,
     fenced: AtomicU64,
     taken_over: AtomicU64,
 }
@@ -75,12 +88,14 @@ pub async fn open(
         .run(&pool)
         .await
         .context("applying the PostgreSQL migrations")?;
+    let counters = Arc::new(Counters::default());
+    let announcer = announcer::Announcer::start(pool.clone(), JOBS_CHANNEL);
     Ok(Arc::new(PgStore {
+        batcher: batch::Batcher::start(pool.clone(), counters.clone(), announcer.clone()),
+        announcer,
         pool,
         lease_ms: i64::try_from(lease.as_millis()).unwrap_or(i64::MAX),
-        commits: AtomicU64::new(0),
-        fenced: AtomicU64::new(0),
-        taken_over: AtomicU64::new(0),
+        counters,
     }))
 }
 
@@ -160,7 +175,7 @@ impl PgStore {
         if let Some(f) = fence::current()
             && !jobs::holds(&mut tx, f).await?
         {
-            self.fenced.fetch_add(1, Ordering::Relaxed);
+            self.counters.fenced.fetch_add(1, Ordering::Relaxed);
             return Err(Fenced(f).into());
         }
         Ok(tx)
@@ -174,7 +189,9 @@ impl PgStore {
     ) -> anyhow::Result<()> {
         write_effects(&mut tx, fx).await?;
         tx.commit().await?;
-        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.announcer.note(&fx.jobs);
+        self.counters.commits.fetch_add(1, Ordering::Relaxed);
+        self.counters.writes.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -192,77 +209,32 @@ impl PgStore {
     }
 }
 
-/// Writes the events, the outbox and the jobs of `fx`, and announces the jobs.
+/// Writes the events, the outbox and the jobs of `fx`.
 async fn write_effects(c: &mut PgConnection, fx: &mut Effects) -> anyhow::Result<()> {
     for (id, revision, t, at) in &fx.transitions {
         sessions::append_event(c, *id, *revision, t, *at).await?;
     }
+    // Only creates come here with events: their session is new, nobody else can see it yet.
     for (n, delivery) in std::mem::take(&mut fx.notifications) {
-        notifications::lock_session(c, n.session_id).await?;
         notifications::insert(c, &n).await?;
         if !notifications::earlier_pending_than(c, n.session_id, n.id).await? {
             fx.jobs.push(delivery);
         }
     }
-    jobs::push(c, &fx.jobs).await?;
-    announce(c, &fx.jobs).await
-}
-
-/// `NOTIFY`s the earliest due time per queue of the jobs written (sent at commit).
-async fn announce(c: &mut PgConnection, jobs: &[ScheduledJob]) -> anyhow::Result<()> {
-    let mut earliest: Vec<(&str, i64)> = Vec::new();
-    for job in jobs {
-        let due = job.due.timestamp_millis();
-        match earliest.iter_mut().find(|(q, _)| *q == job.queue) {
-            Some((_, d)) => *d = (*d).min(due),
-            None => earliest.push((job.queue, due)),
-        }
-    }
-    if earliest.is_empty() {
-        return Ok(());
-    }
-    let payloads: Vec<String> = earliest.iter().map(|(q, d)| format!("{q}:{d}")).collect();
-    sqlx::query("SELECT pg_notify($1, p) FROM UNNEST($2::text[]) AS p")
-        .bind(JOBS_CHANNEL)
-        .bind(payloads)
-        .execute(c)
-        .await?;
-    Ok(())
-}
-
-/// Applies a decision's write to the session read at revision `read`.
-async fn apply(
-    c: &mut PgConnection,
-    id: SessionId,
-    read: Option<i64>,
-    write: Write,
-) -> anyhow::Result<()> {
-    match (write, read) {
-        (Write::Nothing, _) => Ok(()),
-        (Write::Update(s), Some(stored)) => {
-            anyhow::ensure!(s.id == id, "a change of {id} wrote session {}", s.id);
-            if s.revision <= stored || !sessions::update(c, &s, stored).await? {
-                return Err(StaleRevision {
-                    id,
-                    written: s.revision,
-                    stored,
-                }
-                .into());
-            }
-            Ok(())
-        }
-        (Write::Delete, Some(stored)) => {
-            anyhow::ensure!(
-                sessions::delete(c, id, stored).await?,
-                "session {id} vanished under its row lock"
-            );
-            Ok(())
-        }
-        (_, None) => anyhow::bail!("a change of {id} wrote a session that does not exist"),
-    }
+    jobs::push(c, &fx.jobs).await
 }
 
 impl PgStore {
+    /// Hands an operation to the batches, with the fence of the job that asks.
+    async fn batched(&self, op: batch::Op) -> anyhow::Result<()> {
+        self.batcher
+            .send(batch::Request {
+                op,
+                fence: fence::current(),
+            })
+            .await
+    }
+
     async fn create(
         &self,
         session: Session,
@@ -306,21 +278,6 @@ impl PgStore {
         let mut fx = planned;
         self.finish(tx, &mut fx).await?;
         Ok((Created::Stored, fx))
-    }
-
-    async fn change(
-        &self,
-        id: SessionId,
-        decide: Decide,
-    ) -> anyhow::Result<(Box<dyn Any + Send>, Effects)> {
-        let mut tx = self.begin().await?;
-        let current = sessions::find(&mut tx, id, true).await?;
-        let read = current.as_ref().map(|s| s.revision);
-        let mut fx = Effects::default();
-        let (write, value) = decide(current, &mut fx)?;
-        apply(&mut tx, id, read, write).await?;
-        self.finish(tx, &mut fx).await?;
-        Ok((value, fx))
     }
 
     async fn round(
@@ -371,15 +328,21 @@ impl PgStore {
             });
         }
         tx.commit().await?;
-        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.counters.commits.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .writes
+            .fetch_add(done.len() as u64, Ordering::Relaxed);
         if refused > 0 {
-            self.fenced.fetch_add(refused as u64, Ordering::Relaxed);
+            self.counters
+                .fenced
+                .fetch_add(refused as u64, Ordering::Relaxed);
             tracing::warn!(
                 refused,
                 "settlements of jobs another node claimed since were refused"
             );
         }
-        self.taken_over
+        self.counters
+            .taken_over
             .fetch_add(taken_over as u64, Ordering::Relaxed);
         Ok(claimed)
     }
@@ -426,18 +389,17 @@ impl Store for PgStore {
         id: SessionId,
         decide: Decide,
     ) -> anyhow::Result<(Box<dyn Any + Send>, Effects)> {
-        self.change(id, decide).await.map_err(classify)
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.batched(batch::Op::Change { id, decide, reply })
+            .await?;
+        answer.await?
     }
 
     async fn commit(&self, planned: Effects) -> anyhow::Result<Effects> {
-        async {
-            let tx = self.begin().await?;
-            let mut fx = planned;
-            self.finish(tx, &mut fx).await?;
-            Ok(fx)
-        }
-        .await
-        .map_err(classify)
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.batched(batch::Op::Commit { fx: planned, reply })
+            .await?;
+        answer.await?
     }
 
     async fn queue_round(
@@ -532,34 +494,17 @@ impl Store for PgStore {
 
     async fn settle_notification(
         &self,
-        s: Settled,
+        settled: Settled,
         next: fn(Uuid, DateTime<Utc>) -> ScheduledJob,
     ) -> anyhow::Result<Effects> {
-        async {
-            let mut tx = self.begin().await?;
-            if let Some(session) = notifications::session_of(&mut tx, s.id).await? {
-                notifications::lock_session(&mut tx, session).await?;
-            }
-            let finished = notifications::finish(
-                &mut tx,
-                s.id,
-                s.final_state,
-                s.attempts,
-                s.error.as_deref(),
-                s.at,
-            )
-            .await?;
-            let mut fx = Effects::default();
-            if finished
-                && let Some(waiting) = notifications::next_pending_after(&mut tx, s.id).await?
-            {
-                fx.schedule(next(waiting, s.at));
-            }
-            self.finish(tx, &mut fx).await?;
-            Ok(fx)
-        }
-        .await
-        .map_err(classify)
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.batched(batch::Op::Settle {
+            settled,
+            next,
+            reply,
+        })
+        .await?;
+        answer.await?
     }
 
     async fn mark_sink_gone(&self, sink: String, at: DateTime<Utc>) -> anyhow::Result<()> {
@@ -618,12 +563,12 @@ impl Store for PgStore {
     }
 
     fn write_counts(&self) -> WriteCounts {
-        let commits = self.commits.load(Ordering::Relaxed);
+        let c = &self.counters;
         WriteCounts {
-            commits,
-            writes: commits,
-            fenced: self.fenced.load(Ordering::Relaxed),
-            taken_over: self.taken_over.load(Ordering::Relaxed),
+            commits: c.commits.load(Ordering::Relaxed),
+            writes: c.writes.load(Ordering::Relaxed),
+            fenced: c.fenced.load(Ordering::Relaxed),
+            taken_over: c.taken_over.load(Ordering::Relaxed),
         }
     }
 
@@ -642,29 +587,20 @@ impl GrantLedger for PgStore {
         now: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> anyhow::Result<Provisioned> {
-        async {
-            let mut tx = self.pool.begin().await?;
-            let outcome = match ledger::find_by_session(&mut tx, session).await? {
-                Some(g) if !g.released => Provisioned::Granted(g.grant_id),
-                Some(_) => Provisioned::AlreadyReleased,
-                None if refuse => Provisioned::Refused,
-                None => {
-                    if ledger::insert(&mut tx, &fresh_id, session, now, until).await? {
-                        Provisioned::Granted(fresh_id)
-                    } else {
-                        // Another node's provisioning of the same session won the insert.
-                        match ledger::find_by_session(&mut tx, session).await? {
-                            Some(g) if !g.released => Provisioned::Granted(g.grant_id),
-                            _ => Provisioned::AlreadyReleased,
-                        }
-                    }
-                }
-            };
-            tx.commit().await?;
-            Ok(outcome)
+        // A concurrent provisioning of the same session may win the insert between this
+        // statement's look and its insert: the second try then finds that grant.
+        for _ in 0..2 {
+            let now_held = self
+                .read(async |c| ledger::provision(c, &fresh_id, session, refuse, now, until).await)
+                .await?;
+            match now_held {
+                Some(g) if g.released => return Ok(Provisioned::AlreadyReleased),
+                Some(g) => return Ok(Provisioned::Granted(g.grant_id)),
+                None if refuse => return Ok(Provisioned::Refused),
+                None => continue,
+            }
         }
-        .await
-        .map_err(classify)
+        anyhow::bail!("the grant of session {session} was neither found nor recorded")
     }
 
     async fn extend(
@@ -673,17 +609,8 @@ impl GrantLedger for PgStore {
         grant_id: Option<String>,
         until: DateTime<Utc>,
     ) -> anyhow::Result<Option<String>> {
-        self.read(async |c| {
-            let id = match grant_id {
-                Some(id) => id,
-                None => match ledger::find_by_session(c, session).await? {
-                    Some(g) => g.grant_id,
-                    None => return Ok(None),
-                },
-            };
-            Ok(ledger::extend_lease(c, &id, until).await?.then_some(id))
-        })
-        .await
+        self.read(async |c| ledger::extend(c, session, grant_id.as_deref(), until).await)
+            .await
     }
 
     async fn release(
@@ -692,19 +619,8 @@ impl GrantLedger for PgStore {
         grant_id: Option<String>,
         now: DateTime<Utc>,
     ) -> anyhow::Result<()> {
-        self.read(async |c| {
-            let id = match grant_id {
-                Some(id) => Some(id),
-                None => ledger::find_by_session(c, session)
-                    .await?
-                    .map(|g| g.grant_id),
-            };
-            if let Some(id) = id {
-                ledger::release(c, &id, now).await?;
-            }
-            Ok(())
-        })
-        .await
+        self.read(async |c| ledger::release(c, session, grant_id.as_deref(), now).await)
+            .await
     }
 
     async fn active(&self) -> anyhow::Result<i64> {

@@ -1,6 +1,6 @@
 //! SQL of the notification outbox on PostgreSQL. Writes that decide which event of a session
 //! gets the delivery job (an insert behind a pending event, a settlement starting the next)
-//! take the session's outbox lock first, so that they cannot cross under READ COMMITTED.
+//! hold the session's row lock (see `batch`), so that they cannot cross under READ COMMITTED.
 
 use chrono::{DateTime, Utc};
 use sqlx::{AssertSqlSafe, PgConnection, Row};
@@ -10,12 +10,129 @@ use super::super::millis;
 use super::super::notifications::{COLUMNS, ForDelivery, NewNotification, Notification, decode};
 use crate::domain::SessionId;
 
-/// Serialises the outbox writes of one session until the transaction ends.
-pub async fn lock_session(c: &mut PgConnection, session: SessionId) -> anyhow::Result<()> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))")
-        .bind(session.to_string())
-        .execute(c)
-        .await?;
+/// The sessions of the events `ids` (each once).
+pub async fn sessions_of(c: &mut PgConnection, ids: &[Uuid]) -> anyhow::Result<Vec<SessionId>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT session_id FROM notifications WHERE id = ANY($1)")
+            .bind(ids.iter().map(ToString::to_string).collect::<Vec<_>>())
+            .fetch_all(c)
+            .await?;
+    rows.into_iter()
+        .map(|s| Ok(SessionId(s.parse()?)))
+        .collect()
+}
+
+/// Ends the deliveries of `settled` still pending; their ids with their sessions.
+pub async fn finish_many(
+    c: &mut PgConnection,
+    settled: &[&super::super::port::Settled],
+) -> anyhow::Result<std::collections::HashMap<Uuid, SessionId>> {
+    if settled.is_empty() {
+        return Ok(Default::default());
+    }
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "UPDATE notifications AS n SET state = s.state, attempts = s.attempts, \
+         last_error = COALESCE(s.error, n.last_error), finished_at_ms = s.at_ms, \
+         next_attempt_ms = NULL \
+         FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[]) \
+           AS s(id, state, attempts, error, at_ms) \
+         WHERE n.id = s.id AND n.state = 'pending' \
+         RETURNING n.id, n.session_id",
+    )
+    .bind(settled.iter().map(|s| s.id.to_string()).collect::<Vec<_>>())
+    .bind(settled.iter().map(|s| s.final_state).collect::<Vec<_>>())
+    .bind(
+        settled
+            .iter()
+            .map(|s| i64::from(s.attempts))
+            .collect::<Vec<_>>(),
+    )
+    .bind(settled.iter().map(|s| s.error.clone()).collect::<Vec<_>>())
+    .bind(settled.iter().map(|s| millis(s.at)).collect::<Vec<_>>())
+    .fetch_all(c)
+    .await?;
+    rows.into_iter()
+        .map(|(id, session)| Ok((id.parse()?, SessionId(session.parse()?))))
+        .collect()
+}
+
+/// For each of `ids`, the next event of its session waiting behind it.
+pub async fn next_pending_after_many(
+    c: &mut PgConnection,
+    ids: &[Uuid],
+) -> anyhow::Result<std::collections::HashMap<Uuid, Uuid>> {
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT n.id, e.id FROM notifications AS n \
+         JOIN LATERAL (SELECT e.id FROM notifications AS e WHERE e.session_id = n.session_id \
+                       AND e.seq > n.seq AND e.state = 'pending' ORDER BY e.seq LIMIT 1) AS e ON true \
+         WHERE n.id = ANY($1)",
+    )
+    .bind(ids.iter().map(ToString::to_string).collect::<Vec<_>>())
+    .fetch_all(c)
+    .await?;
+    rows.into_iter()
+        .map(|(n, e)| Ok((n.parse()?, e.parse()?)))
+        .collect()
+}
+
+/// Each session's last event number and whether one of its events is pending.
+pub async fn outbox_states(
+    c: &mut PgConnection,
+    sessions: &[SessionId],
+) -> anyhow::Result<std::collections::HashMap<SessionId, super::batch::Outbox>> {
+    if sessions.is_empty() {
+        return Ok(Default::default());
+    }
+    let rows: Vec<(String, i64, bool)> = sqlx::query_as(
+        "SELECT session_id, MAX(seq), bool_or(state = 'pending') FROM notifications \
+         WHERE session_id = ANY($1) GROUP BY session_id",
+    )
+    .bind(sessions.iter().map(ToString::to_string).collect::<Vec<_>>())
+    .fetch_all(c)
+    .await?;
+    rows.into_iter()
+        .map(|(s, last_seq, pending)| {
+            Ok((
+                SessionId(s.parse()?),
+                super::batch::Outbox { last_seq, pending },
+            ))
+        })
+        .collect()
+}
+
+/// Appends events with the numbers given.
+pub async fn insert_many(
+    c: &mut PgConnection,
+    rows: &[(NewNotification, i64)],
+) -> anyhow::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let credentials = rows
+        .iter()
+        .map(|(n, _)| n.credential.as_ref().map(serde_json::to_string).transpose())
+        .collect::<Result<Vec<_>, _>>()?;
+    sqlx::query(
+        "INSERT INTO notifications (id, session_id, seq, sink, credential, event, state, created_at_ms) \
+         SELECT id, session_id, seq, sink, credential, event, 'pending', created_at_ms \
+         FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[]) \
+           AS n(id, session_id, seq, sink, credential, event, created_at_ms)",
+    )
+    .bind(rows.iter().map(|(n, _)| n.id.to_string()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(n, _)| n.session_id.to_string()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, seq)| *seq).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(n, _)| n.sink.clone()).collect::<Vec<_>>())
+    .bind(credentials)
+    .bind(rows.iter().map(|(n, _)| n.event.to_string()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(n, _)| millis(n.created_at)).collect::<Vec<_>>())
+    .execute(c)
+    .await?;
     Ok(())
 }
 
@@ -75,28 +192,6 @@ pub async fn earlier_pending_than(
     .await?)
 }
 
-pub async fn next_pending_after(c: &mut PgConnection, id: Uuid) -> anyhow::Result<Option<Uuid>> {
-    let next: Option<String> = sqlx::query_scalar(
-        "SELECT e.id FROM notifications AS n JOIN notifications AS e \
-         ON e.session_id = n.session_id AND e.seq > n.seq AND e.state = 'pending' \
-         WHERE n.id = $1 ORDER BY e.seq LIMIT 1",
-    )
-    .bind(id.to_string())
-    .fetch_optional(c)
-    .await?;
-    Ok(next.map(|s| s.parse()).transpose()?)
-}
-
-/// The session an event belongs to.
-pub async fn session_of(c: &mut PgConnection, id: Uuid) -> anyhow::Result<Option<SessionId>> {
-    let s: Option<String> =
-        sqlx::query_scalar("SELECT session_id FROM notifications WHERE id = $1")
-            .bind(id.to_string())
-            .fetch_optional(c)
-            .await?;
-    Ok(s.map(|s| s.parse().map(SessionId)).transpose()?)
-}
-
 pub async fn record_retry(
     c: &mut PgConnection,
     id: Uuid,
@@ -115,28 +210,6 @@ pub async fn record_retry(
     .execute(c)
     .await?;
     Ok(())
-}
-
-pub async fn finish(
-    c: &mut PgConnection,
-    id: Uuid,
-    final_state: &str,
-    attempts: u32,
-    error: Option<&str>,
-    at: DateTime<Utc>,
-) -> anyhow::Result<bool> {
-    let done = sqlx::query(
-        "UPDATE notifications SET state = $1, attempts = $2, last_error = COALESCE($3, last_error), \
-         finished_at_ms = $4, next_attempt_ms = NULL WHERE id = $5 AND state = 'pending'",
-    )
-    .bind(final_state)
-    .bind(i64::from(attempts))
-    .bind(error)
-    .bind(millis(at))
-    .bind(id.to_string())
-    .execute(c)
-    .await?;
-    Ok(done.rows_affected() == 1)
 }
 
 pub async fn revive(c: &mut PgConnection, id: Uuid) -> anyhow::Result<Option<String>> {
