@@ -11,7 +11,7 @@ use super::{ExpireSession, JobKind, ReleaseGrant};
 use crate::domain::{GrantState, QosStatus, SessionId, StatusInfo};
 use crate::lifecycle::{self, ScheduledJob};
 use crate::network::{Grant, NetworkError, ProvisionRequest};
-use crate::store::{Write, from_millis};
+use crate::store::{Write, fence, from_millis};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProvisionSession {
@@ -51,7 +51,17 @@ impl JobKind for ProvisionSession {
             }
         };
         match answer {
-            Ok(grant) => self.granted(ctx, grant, &request).await,
+            Ok(grant) => match self.granted(ctx, grant.clone(), &request).await {
+                Err(e) if fence::Fenced::caused(&e) => {
+                    // Another node took the job over while the network answered; the grant this
+                    // claim obtained exists all the same, and nobody else knows of it. `granted`
+                    // decides over the session as it is now (it keeps the grant if the session
+                    // runs on it, gives it back otherwise), so it is safe whoever holds the job.
+                    tracing::warn!(session = %self.session_id, "job lost to another node while the network answered; recording its grant anyway");
+                    fence::unfenced(self.granted(ctx, grant, &request)).await
+                }
+                other => other,
+            },
             Err(NetworkError::Refused(reason)) => {
                 tracing::info!(session = %self.session_id, %reason, "network refused the session");
                 self.refused(ctx).await

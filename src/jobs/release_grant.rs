@@ -25,11 +25,23 @@ impl JobKind for ReleaseGrant {
 
     async fn run(&self, ctx: &JobContext) -> anyhow::Result<()> {
         let current = ctx.store.session(self.session_id).await?;
-        // Never take QoS away from a session that still has it.
-        if current
+        // Never take QoS away from a session that still has it. A grant it does not run on (a
+        // repeated attempt's, answered after another one's grant made it AVAILABLE) goes back
+        // now, alone: no search, which would find the session's own grant too.
+        if let Some(s) = current
             .as_ref()
-            .is_some_and(|s| s.status != QosStatus::Unavailable)
+            .filter(|s| s.status != QosStatus::Unavailable)
         {
+            let stray = matches!((&self.grant_id, &s.grant_id), (Some(g), Some(own)) if g != own);
+            if stray {
+                let grant = GrantRef {
+                    session: self.session_id,
+                    grant_id: self.grant_id.clone(),
+                    search: false,
+                    device: Some(s.device.clone()),
+                };
+                ctx.network.release(&grant).await?;
+            }
             return Ok(());
         }
         let grant = GrantRef {

@@ -14,17 +14,23 @@ pub struct Fence {
 }
 
 tokio::task_local! {
-    static CURRENT: Fence;
+    static CURRENT: Option<Fence>;
 }
 
 /// Runs `work` with its writes fenced by `fence`.
 pub async fn scope<F: Future>(fence: Fence, work: F) -> F::Output {
-    CURRENT.scope(fence, work).await
+    CURRENT.scope(Some(fence), work).await
+}
+
+/// Runs `work` without a fence, inside a fenced job: only for a decision that is right
+/// whoever holds the job now, such as recording what the network did for this claim.
+pub async fn unfenced<F: Future>(work: F) -> F::Output {
+    CURRENT.scope(None, work).await
 }
 
 /// The fence of the job this task runs, if it runs one.
 pub fn current() -> Option<Fence> {
-    CURRENT.try_with(|f| *f).ok()
+    CURRENT.try_with(|f| *f).ok().flatten()
 }
 
 /// A write refused because its job was claimed again by another node (or finished by it).
@@ -49,5 +55,23 @@ impl Unavailable {
     /// Whether `e` (or what caused it) is the store being unavailable.
     pub fn caused(e: &anyhow::Error) -> bool {
         e.chain().any(|c| c.is::<Self>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_job_s_fence_holds_in_its_task_and_can_be_set_aside_for_one_decision() {
+        let fence = Fence { job: 7, epoch: 3 };
+        assert_eq!(current(), None, "outside a job");
+        let seen = scope(fence, async {
+            let inside = current();
+            let set_aside = unfenced(async { current() }).await;
+            (inside, set_aside, current())
+        })
+        .await;
+        assert_eq!(seen, (Some(fence), None, Some(fence)));
     }
 }
