@@ -197,6 +197,30 @@ fn once_per_run(test: &str) -> bool {
     false
 }
 
+/// Every stored session's (status, statusInfo).
+async fn states(db: &TestDb) -> HashMap<String, (String, String)> {
+    db.rows("SELECT id, status, status_info FROM sessions", &[])
+        .await
+        .iter()
+        .map(|r| {
+            let text = |col: &str| r[col].as_str().unwrap_or("").to_owned();
+            (text("id"), (text("status"), text("status_info")))
+        })
+        .collect()
+}
+
+/// A short session ended DURATION_EXPIRED; a long one is AVAILABLE.
+fn in_its_state(states: &HashMap<String, (String, String)>, id: &str, short: bool) -> bool {
+    let want = if short {
+        ("UNAVAILABLE", "DURATION_EXPIRED")
+    } else {
+        ("AVAILABLE", "")
+    };
+    states
+        .get(id)
+        .is_some_and(|(s, i)| (s.as_str(), i.as_str()) == want)
+}
+
 /// Session `i`: its own device; even ones expire during the test, odd ones outlive it.
 fn body(i: usize, sink: &str) -> (Value, bool) {
     let short = i.is_multiple_of(2);
@@ -340,33 +364,10 @@ async fn a_killed_node_and_a_stalled_one_lose_nothing_and_the_stalled_ones_late_
         .collect();
     let last = std::sync::Mutex::new(String::new());
     let settled = poll_until(Duration::from_secs(90), || async {
-        let rows = db
-            .rows("SELECT id, status, status_info FROM sessions", &[])
-            .await;
-        let states: HashMap<String, (String, String)> = rows
-            .iter()
-            .map(|r| {
-                (
-                    r["id"].as_str().unwrap().to_owned(),
-                    (
-                        r["status"].as_str().unwrap_or("").to_owned(),
-                        r["status_info"].as_str().unwrap_or("").to_owned(),
-                    ),
-                )
-            })
-            .collect();
+        let states = states(&db).await;
         let wrong: Vec<&(String, bool, usize)> = sessions
             .iter()
-            .filter(|(id, short, _)| {
-                let want = if *short {
-                    ("UNAVAILABLE", "DURATION_EXPIRED")
-                } else {
-                    ("AVAILABLE", "")
-                };
-                states
-                    .get(id)
-                    .is_none_or(|(s, i)| (s.as_str(), i.as_str()) != want)
-            })
+            .filter(|(id, short, _)| !in_its_state(&states, id, *short))
             .collect();
         let held = cluster.held_by_nef().await;
         let held_set: BTreeSet<String> = held.iter().cloned().collect();
@@ -633,33 +634,10 @@ async fn the_database_crashing_and_restarting_gets_503s_meanwhile_and_loses_no_a
     // Nothing accepted is lost: the short sessions expire, the long ones are AVAILABLE.
     let db = TestDb::open(&keys).await;
     let settled = poll_until(Duration::from_secs(30), || async {
-        let rows = db
-            .rows("SELECT id, status, status_info FROM sessions", &[])
-            .await;
-        let states: HashMap<String, (String, String)> = rows
-            .iter()
-            .map(|r| {
-                (
-                    r["id"].as_str().unwrap().to_owned(),
-                    (
-                        r["status"].as_str().unwrap_or("").to_owned(),
-                        r["status_info"].as_str().unwrap_or("").to_owned(),
-                    ),
-                )
-            })
-            .collect();
+        let states = states(&db).await;
         accepted
             .iter()
-            .all(|(id, short)| {
-                let want = if *short {
-                    ("UNAVAILABLE", "DURATION_EXPIRED")
-                } else {
-                    ("AVAILABLE", "")
-                };
-                states
-                    .get(id)
-                    .is_some_and(|(s, i)| (s.as_str(), i.as_str()) == want)
-            })
+            .all(|(id, short)| in_its_state(&states, id, *short))
             .then_some(())
     })
     .await;

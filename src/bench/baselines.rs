@@ -99,12 +99,18 @@ async fn pg_drain_rate(url: &str) -> anyhow::Result<f64> {
         .await
         .map_err(|e| anyhow::anyhow!("pushing baseline jobs: {e}"))?;
     let done = Arc::new(AtomicU64::new(0));
-    let counter = done.clone();
     let started = Instant::now();
     let worker = WorkerBuilder::new("baseline-drain-postgres")
         .backend(storage)
-        .data(counter)
+        .data(done.clone())
         .build(count_job);
+    let rate = drained_rate(worker.run(), &done, started).await;
+    pool.close().await;
+    Ok(rate)
+}
+
+/// Runs `worker` until it counted every job in `done` (at most 2 minutes); jobs per second.
+async fn drained_rate(worker: impl Future, done: &AtomicU64, started: Instant) -> f64 {
     let drained = async {
         let timeout = Instant::now() + Duration::from_secs(120);
         while done.load(Ordering::Relaxed) < DRAIN_JOBS && Instant::now() < timeout {
@@ -112,12 +118,10 @@ async fn pg_drain_rate(url: &str) -> anyhow::Result<f64> {
         }
     };
     tokio::select! {
-        _ = worker.run() => {}
+        _ = worker => {}
         () = drained => {}
     }
-    let rate = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
-    pool.close().await;
-    Ok(rate)
+    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
 }
 
 fn fresh(path: &Path) -> SqliteConnectOptions {
@@ -162,23 +166,12 @@ async fn drain_rate(path: &Path) -> anyhow::Result<f64> {
         .await
         .map_err(|e| anyhow::anyhow!("pushing baseline jobs: {e}"))?;
     let done = Arc::new(AtomicU64::new(0));
-    let counter = done.clone();
     let started = Instant::now();
     let worker = WorkerBuilder::new("baseline-drain")
         .backend(storage)
-        .data(counter)
+        .data(done.clone())
         .build(count_job);
-    let drained = async {
-        let timeout = Instant::now() + Duration::from_secs(120);
-        while done.load(Ordering::Relaxed) < DRAIN_JOBS && Instant::now() < timeout {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::select! {
-        _ = worker.run() => {}
-        () = drained => {}
-    }
-    let rate = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    let rate = drained_rate(worker.run(), &done, started).await;
     pool.close().await;
     let _ = std::fs::remove_file(path);
     Ok(rate)
