@@ -359,8 +359,7 @@ impl Store for PgStore {
     }
 
     async fn session(&self, id: SessionId) -> anyhow::Result<Option<Session>> {
-        self.read(async |c| sessions::find(c, id, false).await)
-            .await
+        self.read(async |c| sessions::find(c, id).await).await
     }
 
     async fn visible_sessions(

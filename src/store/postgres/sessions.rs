@@ -47,15 +47,10 @@ pub async fn insert(c: &mut PgConnection, s: &Session) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A session by id; `for_update` locks its row until the transaction ends.
-pub async fn find(
-    c: &mut PgConnection,
-    id: SessionId,
-    for_update: bool,
-) -> anyhow::Result<Option<Session>> {
-    let lock = if for_update { " FOR UPDATE" } else { "" };
+/// A session by id (a plain read; changes lock theirs in `lock_many`).
+pub async fn find(c: &mut PgConnection, id: SessionId) -> anyhow::Result<Option<Session>> {
     let row = sqlx::query(AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM sessions WHERE id = $1{lock}"
+        "SELECT {COLUMNS} FROM sessions WHERE id = $1"
     )))
     .bind(id.to_string())
     .fetch_optional(c)
