@@ -33,6 +33,29 @@ impl Write {
     pub fn update(session: Session) -> Self {
         Self::Update(Box::new(session))
     }
+
+    /// Whether a decision over session `id`, read at revision `read` (None: no such session),
+    /// may write this: its own session, a revision past the one read, and a session to write.
+    /// Every store checks it before writing.
+    pub fn check(&self, id: SessionId, read: Option<i64>) -> anyhow::Result<()> {
+        match (self, read) {
+            (Self::Nothing, _) => Ok(()),
+            (Self::Update(s), Some(stored)) => {
+                anyhow::ensure!(s.id == id, "a change of {id} wrote session {}", s.id);
+                if s.revision <= stored {
+                    return Err(StaleRevision {
+                        id,
+                        written: s.revision,
+                        stored,
+                    }
+                    .into());
+                }
+                Ok(())
+            }
+            (Self::Delete, Some(_)) => Ok(()),
+            (_, None) => anyhow::bail!("a change of {id} wrote a session that does not exist"),
+        }
+    }
 }
 
 /// A decision over the session as read inside the write (None: there is no such session). It

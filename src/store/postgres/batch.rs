@@ -19,7 +19,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use uuid::Uuid;
 
 use super::super::fence::{Fence, Fenced};
-use super::super::port::{Decide, Settled, StaleRevision, Write};
+use super::super::port::{Decide, Settled, Write};
 use super::announcer::Announcer;
 use super::{Counters, classify, jobs, sessions};
 use crate::domain::{Session, SessionId};
@@ -283,7 +283,7 @@ async fn decide_and_write(
                     ))
                 });
                 let outcome = decided.and_then(|(write, value)| {
-                    check(id, read, &write)?;
+                    write.check(id, read)?;
                     Ok((write, value))
                 });
                 let (write, value) = match outcome {
@@ -339,27 +339,6 @@ fn answer_of(op: Op) -> Answer {
     match op {
         Op::Change { reply, .. } => Answer::Change(reply),
         Op::Commit { reply, .. } | Op::Settle { reply, .. } => Answer::Effects(reply),
-    }
-}
-
-/// A decision's write must be of its own session, move its revision on, and need a session.
-fn check(id: SessionId, read: Option<i64>, write: &Write) -> anyhow::Result<()> {
-    match (write, read) {
-        (Write::Nothing, _) => Ok(()),
-        (Write::Update(s), Some(stored)) => {
-            anyhow::ensure!(s.id == id, "a change of {id} wrote session {}", s.id);
-            if s.revision <= stored {
-                return Err(StaleRevision {
-                    id,
-                    written: s.revision,
-                    stored,
-                }
-                .into());
-            }
-            Ok(())
-        }
-        (Write::Delete, Some(_)) => Ok(()),
-        (_, None) => anyhow::bail!("a change of {id} wrote a session that does not exist"),
     }
 }
 
