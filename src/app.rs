@@ -285,13 +285,11 @@ impl Application {
             helpers.push(tokio::spawn(queue::run_heartbeat(
                 core.queue.clone(),
                 core.store.clone(),
-                core.clock.clone(),
                 self.settings.job_lease,
                 stopped(stop_rx.clone()),
             )));
             helpers.push(tokio::spawn(leadership.clone().run(
                 core.store.clone(),
-                core.clock.clone(),
                 self.instance.clone(),
                 self.settings.job_lease,
                 stopped(stop_rx.clone()),

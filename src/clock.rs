@@ -1,11 +1,13 @@
-//! The Clock port: every due time, pacing loop, lease, expiry and backoff reads and sleeps on
-//! it, so tests and replays control time. `SystemClock` is the wall clock; `ManualClock` is a
+//! The Clock port: every due time, pacing loop, expiry and backoff reads and sleeps on it, so
+//! tests and replays control time. `SystemClock` is the wall clock; `ManualClock` is a
 //! virtual clock that moves only when told to, and knows when its sleepers are due (what a
 //! discrete-event driver needs to jump to the next timer).
 //!
 //! Timeouts of real I/O (HTTP clients towards sinks, the NEF and the JWKS URL; SQLite's busy
 //! timeout) stay on real time: they bound how long a peer may take, which a virtual clock
-//! cannot speed up, and their expiry is reported to the logic as an ordinary failure.
+//! cannot speed up, and their expiry is reported to the logic as an ordinary failure. So do
+//! the leases and terms of a shared store: they tell whether a real process still works, and
+//! every node reads the same wall clock.
 
 use std::collections::BTreeMap;
 use std::future::Future;

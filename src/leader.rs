@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::clock::SharedClock;
 use crate::store::SharedStore;
 
 pub const MAINTENANCE: &str = "maintenance";
@@ -33,15 +32,15 @@ impl Leadership {
     pub async fn run(
         self: Arc<Self>,
         store: SharedStore,
-        clock: SharedClock,
         holder: String,
         term: Duration,
         stop: impl Future<Output = ()>,
     ) {
         tokio::pin!(stop);
         loop {
-            let now_ms = clock.now().timestamp_millis();
-            let held = match store.lead(MAINTENANCE, &holder, now_ms, term).await {
+            // Terms are on the wall clock, like leases: virtual time does not stop a node.
+            let wall_ms = chrono::Utc::now().timestamp_millis();
+            let held = match store.lead(MAINTENANCE, &holder, wall_ms, term).await {
                 Ok(held) => held,
                 Err(e) => {
                     tracing::warn!(error = %format!("{e:#}"), "renewing the maintenance role failed");
@@ -57,7 +56,7 @@ impl Leadership {
             }
             tokio::select! {
                 () = &mut stop => return,
-                () = clock.sleep(term / 3) => {}
+                () = tokio::time::sleep(term / 3) => {}
             }
         }
     }

@@ -14,8 +14,8 @@ use qod::domain::{
 use qod::jobs::{ExpireSession, JobKind, PurgeSession};
 use qod::lifecycle::{Effects, ScheduledJob};
 use qod::store::{
-    Claim, Created, GrantLedger, NotificationFilter, Provisioned, Settled, Settlement, SharedStore,
-    StaleRevision, Write, state,
+    Claim, Created, GrantLedger, NotificationFilter, Provisioned, RoundTime, Settled, Settlement,
+    SharedStore, StaleRevision, Write, state,
 };
 
 mod common;
@@ -97,6 +97,7 @@ suites!(common: [
 ], shared: [
     a_lapsed_lease_passes_the_job_on_and_fences_the_first_claim,
     a_renewed_lease_keeps_the_job_with_its_node,
+    a_lease_lapses_on_the_wall_clock_not_on_the_clock_port,
     a_stopping_node_hands_back_only_its_own_claims,
     the_maintenance_role_has_one_holder_until_its_term_lapses,
 ]);
@@ -191,7 +192,8 @@ async fn make_available(b: &Backend, id: SessionId) {
     .unwrap();
 }
 
-/// One dispatcher round of `owner` claiming up to `limit` jobs of `queue` due at `now`.
+/// One dispatcher round of `owner` claiming up to `limit` jobs of `queue` due at `now` (on
+/// both clocks).
 async fn claim_once(
     store: &SharedStore,
     owner: &str,
@@ -199,12 +201,22 @@ async fn claim_once(
     limit: usize,
     now: DateTime<Utc>,
 ) -> Vec<qod::store::Claimed> {
+    claim_at(store, owner, queue, limit, RoundTime::at(ms(now))).await
+}
+
+async fn claim_at(
+    store: &SharedStore,
+    owner: &str,
+    queue: &'static str,
+    limit: usize,
+    at: RoundTime,
+) -> Vec<qod::store::Claimed> {
     store
         .queue_round(
             owner,
             Arc::new(Vec::new()),
             vec![Claim { queue, limit }],
-            ms(now),
+            at,
         )
         .await
         .unwrap()
@@ -596,7 +608,7 @@ async fn a_job_is_claimed_only_when_due_and_retries_wait_for_their_time(b: &Back
         due_at_ms: ms(retry_at),
     };
     b.store
-        .queue_round("test", Arc::new(vec![retry]), Vec::new(), 0)
+        .queue_round("test", Arc::new(vec![retry]), Vec::new(), RoundTime::at(0))
         .await
         .unwrap();
     assert!(claim_all(b, ExpireSession::QUEUE, t0()).await.is_empty());
@@ -610,7 +622,7 @@ async fn a_job_is_claimed_only_when_due_and_retries_wait_for_their_time(b: &Back
             "test",
             Arc::new(vec![Settlement::Done(again[0].fence())]),
             Vec::new(),
-            0,
+            RoundTime::at(0),
         )
         .await
         .unwrap();
@@ -917,7 +929,7 @@ async fn a_lapsed_lease_passes_the_job_on_and_fences_the_first_claim(b: &Backend
             "node-a",
             Arc::new(vec![Settlement::Done(held.fence())]),
             Vec::new(),
-            0,
+            RoundTime::at(0),
         )
         .await
         .unwrap();
@@ -936,7 +948,7 @@ async fn a_lapsed_lease_passes_the_job_on_and_fences_the_first_claim(b: &Backend
             "node-b",
             Arc::new(vec![Settlement::Done(taken.fence())]),
             Vec::new(),
-            0,
+            RoundTime::at(0),
         )
         .await
         .unwrap();
@@ -984,6 +996,46 @@ async fn a_renewed_lease_keeps_the_job_with_its_node(b: &Backend) {
     let past_renewal = beat + lease() + chrono::Duration::milliseconds(1);
     let taken = claim_once(&b.store, "node-b", ExpireSession::QUEUE, 10, past_renewal).await;
     assert_eq!(taken[0].rows.len(), 1);
+}
+
+/// Virtual time may jump a day ahead (a test, a replay): the node holding a job has not
+/// stopped for it, and keeps the job until its lease lapses in real time.
+async fn a_lease_lapses_on_the_wall_clock_not_on_the_clock_port(b: &Backend) {
+    enqueue(b, [expiry(t0())]).await;
+    let wall = ms(t0()) - 5_000_000;
+    let start = RoundTime {
+        now_ms: ms(t0()),
+        wall_ms: wall,
+    };
+    let held = claim_at(&b.store, "node-a", ExpireSession::QUEUE, 10, start).await;
+    assert_eq!(held[0].rows.len(), 1);
+    let a_day_on = RoundTime {
+        now_ms: ms(t0() + chrono::Duration::days(1)),
+        wall_ms: wall + 1,
+    };
+    let round = claim_at(&b.store, "node-b", ExpireSession::QUEUE, 10, a_day_on).await;
+    assert!(round[0].rows.is_empty(), "the lease still runs");
+    // The lapse is told on the clock port: as far ahead of its now as it is on the wall.
+    let lease_ms = lease().num_milliseconds();
+    assert_eq!(round[0].next_due_ms, Some(a_day_on.now_ms + lease_ms));
+    // Renewals count from the wall clock too.
+    assert_eq!(
+        b.store.renew_leases("node-a", wall + 1_000).await.unwrap(),
+        1
+    );
+    let past_first = RoundTime {
+        now_ms: a_day_on.now_ms,
+        wall_ms: wall + lease_ms + 1,
+    };
+    let round = claim_at(&b.store, "node-b", ExpireSession::QUEUE, 10, past_first).await;
+    assert!(round[0].rows.is_empty(), "renewed from the wall clock");
+    let past_renewal = RoundTime {
+        now_ms: a_day_on.now_ms,
+        wall_ms: wall + 1_000 + lease_ms + 1,
+    };
+    let taken = claim_at(&b.store, "node-b", ExpireSession::QUEUE, 10, past_renewal).await;
+    assert_eq!(taken[0].rows.len(), 1, "lapsed on the wall clock");
+    assert_eq!(taken[0].taken_over, 1);
 }
 
 async fn a_stopping_node_hands_back_only_its_own_claims(b: &Backend) {

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use super::{JobQueue, Settlement};
 use crate::clock::SharedClock;
 use crate::store::ClaimedRow;
-use crate::store::{Claim, SharedStore};
+use crate::store::{Claim, RoundTime, SharedStore};
 
 /// Pause after a failed round, so that an unavailable database is not hammered.
 const AFTER_FAILURE: Duration = Duration::from_secs(1);
@@ -36,7 +36,11 @@ pub async fn run_dispatcher(
         let pause = if wanted.is_empty() && settlements.is_empty() {
             sleep_time(&queue, now_ms)
         } else {
-            match round(&queue, &store, &wanted, settlements.clone(), now_ms).await {
+            let at = RoundTime {
+                now_ms,
+                wall_ms: Utc::now().timestamp_millis(),
+            };
+            match round(&queue, &store, &wanted, settlements.clone(), at).await {
                 Ok(claimed) => {
                     for name in &wanted {
                         last_scan.insert(name, clock.now());
@@ -115,7 +119,7 @@ async fn round(
     store: &SharedStore,
     wanted: &[&'static str],
     settlements: Arc<Vec<Settlement>>,
-    now_ms: i64,
+    at: RoundTime,
 ) -> anyhow::Result<Vec<(&'static str, Vec<ClaimedRow>)>> {
     // From here on an enqueue lowers next_due_ms below what this round reads from the table,
     // so a job committed while the round runs is not overlooked.
@@ -131,7 +135,7 @@ async fn round(
         })
         .collect();
     let outcome = store
-        .queue_round(&queue.owner, settlements, claims, now_ms)
+        .queue_round(&queue.owner, settlements, claims, at)
         .await?;
     Ok(outcome
         .into_iter()
@@ -168,7 +172,12 @@ async fn final_flush(queue: &JobQueue, store: &SharedStore, clock: &dyn crate::c
             return;
         }
         let result = store
-            .queue_round(&queue.owner, settlements.clone(), Vec::new(), 0)
+            .queue_round(
+                &queue.owner,
+                settlements.clone(),
+                Vec::new(),
+                RoundTime::at(0),
+            )
             .await;
         match result {
             Ok(_) => {}

@@ -5,16 +5,14 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::JobQueue;
-use crate::clock::SharedClock;
 use crate::store::{JobWake, SharedStore};
 
-/// Renews the leases of the jobs this node holds every third of `lease`, until `stop`. A
-/// renewal that fails is tried again at the next beat; a lease that lapses meanwhile passes
-/// the job to another node, whose epoch then fences this node's writes.
+/// Renews the leases of the jobs this node holds every third of `lease` of wall-clock time,
+/// until `stop`. A renewal that fails is tried again at the next beat; a lease that lapses
+/// meanwhile passes the job to another node, whose epoch then fences this node's writes.
 pub async fn run_heartbeat(
     queue: Arc<JobQueue>,
     store: SharedStore,
-    clock: SharedClock,
     lease: Duration,
     stop: impl Future<Output = ()>,
 ) {
@@ -23,10 +21,10 @@ pub async fn run_heartbeat(
     loop {
         tokio::select! {
             () = &mut stop => return,
-            () = clock.sleep(beat) => {}
+            () = tokio::time::sleep(beat) => {}
         }
-        let now_ms = clock.now().timestamp_millis();
-        if let Err(e) = store.renew_leases(&queue.owner, now_ms).await {
+        let wall_ms = chrono::Utc::now().timestamp_millis();
+        if let Err(e) = store.renew_leases(&queue.owner, wall_ms).await {
             tracing::warn!(error = %format!("{e:#}"), "renewing this node's job leases failed");
         }
     }

@@ -21,7 +21,7 @@ pub use jobs::{ClaimedRow, Depth};
 pub use notifications::{ForDelivery, NewNotification, Notification, state};
 pub use port::{
     Census, Claim, Claimed, Created, Decide, GrantLedger, JobWake, NotificationFilter, Provisioned,
-    Settled, Settlement, SharedStore, StaleRevision, Store, Write, WriteCounts,
+    RoundTime, Settled, Settlement, SharedStore, StaleRevision, Store, Write, WriteCounts,
 };
 pub use postgres::{PgStore, redacted as redacted_url};
 pub use sqlite::SqliteStore;

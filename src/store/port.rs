@@ -99,6 +99,27 @@ pub enum Settlement {
     },
 }
 
+/// The two times a dispatcher round reads. Due times are on the clock port (virtual in tests
+/// and replays); leases are on the wall clock, which every node shares: a lease guards against
+/// a real process that stopped, which a jump of virtual time must not look like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoundTime {
+    /// The clock port's now (ms): which jobs are due.
+    pub now_ms: i64,
+    /// The wall clock's now (ms): which leases lapsed, and where new ones end.
+    pub wall_ms: i64,
+}
+
+impl RoundTime {
+    /// One instant on both clocks (a store of one process, or a test that moves both).
+    pub fn at(ms: i64) -> Self {
+        Self {
+            now_ms: ms,
+            wall_ms: ms,
+        }
+    }
+}
+
 /// One queue's claim in a dispatcher round.
 #[derive(Debug, Clone)]
 pub struct Claim {
@@ -208,7 +229,7 @@ pub trait Store: Send + Sync + 'static {
         owner: &str,
         settlements: Arc<Vec<Settlement>>,
         claims: Vec<Claim>,
-        now_ms: i64,
+        at: RoundTime,
     ) -> anyhow::Result<Vec<Claimed>>;
 
     /// Hands claimed jobs back to the queue: `owner`'s (a node stopping), or all of them
@@ -221,18 +242,19 @@ pub trait Store: Send + Sync + 'static {
         false
     }
 
-    /// Extends the leases of the jobs `owner` holds (the heartbeat of a shared store).
-    async fn renew_leases(&self, _owner: &str, _now_ms: i64) -> anyhow::Result<usize> {
+    /// Extends the leases of the jobs `owner` holds (the heartbeat of a shared store), from
+    /// `wall_ms` on the wall clock.
+    async fn renew_leases(&self, _owner: &str, _wall_ms: i64) -> anyhow::Result<usize> {
         Ok(0)
     }
 
-    /// Takes or keeps `role` for `holder` until `now_ms + ttl`; false while another holder's
-    /// term runs. A store of one process has one holder.
+    /// Takes or keeps `role` for `holder` until `wall_ms + ttl` (wall clock, like leases);
+    /// false while another holder's term runs. A store of one process has one holder.
     async fn lead(
         &self,
         _role: &str,
         _holder: &str,
-        _now_ms: i64,
+        _wall_ms: i64,
         _ttl: Duration,
     ) -> anyhow::Result<bool> {
         Ok(true)

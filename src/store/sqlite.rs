@@ -12,8 +12,8 @@ use uuid::Uuid;
 
 use super::notifications::{self, ForDelivery, Notification};
 use super::port::{
-    Census, Claim, Claimed, Created, Decide, GrantLedger, NotificationFilter, Provisioned, Settled,
-    Settlement, StaleRevision, Store, Write, WriteCounts,
+    Census, Claim, Claimed, Created, Decide, GrantLedger, NotificationFilter, Provisioned,
+    RoundTime, Settled, Settlement, StaleRevision, Store, Write, WriteCounts,
 };
 use super::readers::Readers;
 use super::writer::{Tx, Writer};
@@ -217,8 +217,10 @@ impl Store for SqliteStore {
         owner: &str,
         done: Arc<Vec<Settlement>>,
         claims: Vec<Claim>,
-        now_ms: i64,
+        at: RoundTime,
     ) -> anyhow::Result<Vec<Claimed>> {
+        // One process: its claims are not leases, only due times matter.
+        let now_ms = at.now_ms;
         let owner = owner.to_owned();
         self.writer
             .run(move |tx| {

@@ -1,11 +1,13 @@
 //! SQL of the job queue on PostgreSQL: claims in batches with `FOR UPDATE SKIP LOCKED`, each
-//! claim a lease with the next epoch; settlements and fenced writes check the epoch.
+//! claim a lease with the next epoch; settlements and fenced writes check the epoch. Due times
+//! are on the clock port, leases (`claimed_at_ms`, `lease_until_ms`) on the wall clock.
 
 use sqlx::PgConnection;
 
 use super::super::ClaimedRow;
 use super::super::fence::Fence;
 use super::super::jobs::Depth;
+use super::super::port::RoundTime;
 use crate::lifecycle::ScheduledJob;
 
 /// Enqueues jobs in one statement.
@@ -43,7 +45,7 @@ pub async fn claim(
     c: &mut PgConnection,
     queue: &str,
     owner: &str,
-    now_ms: i64,
+    at: RoundTime,
     lease_ms: i64,
     limit: usize,
 ) -> anyhow::Result<(Vec<ClaimedRow>, usize)> {
@@ -55,22 +57,23 @@ pub async fn claim(
              ORDER BY due_at_ms LIMIT $5 FOR UPDATE SKIP LOCKED), \
          lapsed AS ( \
              SELECT id, due_at_ms, true AS taken_over FROM job_queue \
-             WHERE queue = $1 AND claimed_by IS NOT NULL AND lease_until_ms < $2 \
+             WHERE queue = $1 AND claimed_by IS NOT NULL AND lease_until_ms < $6 \
                AND due_at_ms <= $2 \
              ORDER BY lease_until_ms LIMIT $5 FOR UPDATE SKIP LOCKED), \
          picked AS ( \
              SELECT id, taken_over FROM (SELECT * FROM lapsed UNION ALL SELECT * FROM waiting) AS p \
              ORDER BY due_at_ms LIMIT $5) \
-         UPDATE job_queue AS j SET claimed_by = $3, claimed_at_ms = $2, \
-             lease_until_ms = $2 + $4, epoch = j.epoch + 1 \
+         UPDATE job_queue AS j SET claimed_by = $3, claimed_at_ms = $6, \
+             lease_until_ms = $6 + $4, epoch = j.epoch + 1 \
          FROM picked WHERE j.id = picked.id \
          RETURNING j.id, j.payload, j.attempt, j.due_at_ms, j.epoch, picked.taken_over",
     )
     .bind(queue)
-    .bind(now_ms)
+    .bind(at.now_ms)
     .bind(owner)
     .bind(lease_ms)
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .bind(at.wall_ms)
     .fetch_all(c)
     .await?;
     let taken_over = rows.iter().filter(|r| r.5).count();
@@ -88,17 +91,24 @@ pub async fn claim(
     Ok((claimed, taken_over))
 }
 
-/// When `queue` next has a job to claim: the earliest due waiting job, or the earliest lapse
-/// of a lease on a due job (a node that died leaves those).
-pub async fn next_due(c: &mut PgConnection, queue: &str) -> anyhow::Result<Option<i64>> {
+/// When (on the clock port) `queue` next has a job to claim: the earliest due waiting job, or
+/// the earliest lapse of a lease on a due job (a node that died leaves those), carried over
+/// from the wall clock as "that much later than now".
+pub async fn next_due(
+    c: &mut PgConnection,
+    queue: &str,
+    at: RoundTime,
+) -> anyhow::Result<Option<i64>> {
     Ok(sqlx::query_scalar(
         "SELECT LEAST( \
              (SELECT due_at_ms FROM job_queue WHERE queue = $1 AND claimed_by IS NULL \
               ORDER BY due_at_ms LIMIT 1), \
-             (SELECT GREATEST(due_at_ms, lease_until_ms + 1) FROM job_queue \
+             (SELECT GREATEST(due_at_ms, $2 + (lease_until_ms + 1 - $3)) FROM job_queue \
               WHERE queue = $1 AND claimed_by IS NOT NULL ORDER BY lease_until_ms LIMIT 1))",
     )
     .bind(queue)
+    .bind(at.now_ms)
+    .bind(at.wall_ms)
     .fetch_one(c)
     .await?)
 }

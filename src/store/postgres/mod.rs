@@ -38,7 +38,7 @@ use super::fence::{self, Fence, Fenced, Unavailable};
 use super::notifications::{ForDelivery, Notification};
 use super::port::{
     Census, Claim, Claimed, Created, Decide, GrantLedger, JobWake, NotificationFilter, Provisioned,
-    Settled, Settlement, Store, WriteCounts,
+    RoundTime, Settled, Settlement, Store, WriteCounts,
 };
 use super::{Columns, Purged};
 use crate::domain::{ClientId, Session, SessionId};
@@ -285,7 +285,7 @@ impl PgStore {
         owner: &str,
         done: &[Settlement],
         claims: Vec<Claim>,
-        now_ms: i64,
+        at: RoundTime,
     ) -> anyhow::Result<Vec<Claimed>> {
         let mut tx = self.pool.begin().await?;
         let finished: Vec<Fence> = done
@@ -312,13 +312,12 @@ impl PgStore {
         let mut claimed = Vec::with_capacity(claims.len());
         let mut taken_over = 0;
         for Claim { queue, limit } in claims {
-            let (rows, over) =
-                jobs::claim(&mut tx, queue, owner, now_ms, self.lease_ms, limit).await?;
+            let (rows, over) = jobs::claim(&mut tx, queue, owner, at, self.lease_ms, limit).await?;
             taken_over += over;
             let next_due_ms = if rows.len() == limit {
-                Some(now_ms)
+                Some(at.now_ms)
             } else {
-                jobs::next_due(&mut tx, queue).await?
+                jobs::next_due(&mut tx, queue, at).await?
             };
             claimed.push(Claimed {
                 queue,
@@ -406,9 +405,9 @@ impl Store for PgStore {
         owner: &str,
         settlements: Arc<Vec<Settlement>>,
         claims: Vec<Claim>,
-        now_ms: i64,
+        at: RoundTime,
     ) -> anyhow::Result<Vec<Claimed>> {
-        self.round(owner, &settlements, claims, now_ms)
+        self.round(owner, &settlements, claims, at)
             .await
             .map_err(classify)
     }
@@ -430,8 +429,8 @@ impl Store for PgStore {
         true
     }
 
-    async fn renew_leases(&self, owner: &str, now_ms: i64) -> anyhow::Result<usize> {
-        let until = now_ms.saturating_add(self.lease_ms);
+    async fn renew_leases(&self, owner: &str, wall_ms: i64) -> anyhow::Result<usize> {
+        let until = wall_ms.saturating_add(self.lease_ms);
         self.read(async |c| jobs::renew(c, owner, until).await)
             .await
     }
@@ -440,10 +439,10 @@ impl Store for PgStore {
         &self,
         role: &str,
         holder: &str,
-        now_ms: i64,
+        wall_ms: i64,
         ttl: Duration,
     ) -> anyhow::Result<bool> {
-        let until = now_ms.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+        let until = wall_ms.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
         self.read(async |c| {
             let held: Option<String> = sqlx::query_scalar(
                 "INSERT INTO leaders (role, holder, until_ms) VALUES ($1, $2, $3) \
@@ -454,7 +453,7 @@ impl Store for PgStore {
             .bind(role)
             .bind(holder)
             .bind(until)
-            .bind(now_ms)
+            .bind(wall_ms)
             .fetch_optional(c)
             .await?;
             Ok(held.is_some())
