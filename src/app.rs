@@ -115,6 +115,11 @@ impl Application {
                 NefNetwork::new(nef, callbacks.clone(), clock.clone())?
             }
         };
+        let network_port = if settings.record_inputs {
+            crate::recording::network::RecordedNetwork::wrap(network_port, clock.clone())
+        } else {
+            network_port
+        };
         let core = Arc::new(Core {
             store,
             clock: clock.clone(),
@@ -142,6 +147,7 @@ impl Application {
                 timeout: settings.notify.timeout,
                 public_url,
             },
+            record_inputs: settings.record_inputs,
         });
         let service = Service::new(
             core.clone(),
@@ -237,6 +243,7 @@ impl Application {
             callbacks: self.callbacks,
             network,
             body_timeout: self.settings.http.body_timeout,
+            record_inputs: self.settings.record_inputs,
             census: Arc::default(),
         };
         let server = api::listener::serve(

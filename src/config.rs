@@ -76,6 +76,10 @@ pub struct ServeArgs {
     /// purged sessions; older rows are deleted.
     #[arg(long, env = "QOD_HISTORY_RETENTION")]
     pub history_retention: Option<Span>,
+    /// Record the inputs that drive the server (API commands, network and sink answers,
+    /// callbacks, timer firings) beside the transitions, for `qod history export` and replays.
+    #[arg(long, env = "QOD_RECORD_INPUTS", num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub record_inputs: Option<bool>,
     /// Simulated network: latency of each call in milliseconds.
     #[arg(long, env = "QOD_SIM_LATENCY_MS")]
     pub sim_latency_ms: Option<u64>,
@@ -388,6 +392,8 @@ pub struct Settings {
     pub retention: Duration,
     /// How long settled notifications and purged sessions' events are kept.
     pub history_retention: Duration,
+    /// Whether inputs are recorded for replays.
+    pub record_inputs: bool,
     pub shutdown_timeout: Duration,
     pub sim: SimSettings,
     pub notify: NotifySettings,
@@ -418,6 +424,7 @@ impl ServeArgs {
             grant_lifetime: Some(Span(Duration::from_secs(900))),
             retention_secs: Some(60),
             history_retention: Some(Span(Duration::from_secs(86_400))),
+            record_inputs: Some(true),
             sim_latency_ms: Some(0),
             sim_failure_rate: Some(0.0),
             sim_refuse_rate: Some(0.0),
@@ -540,6 +547,7 @@ impl Settings {
             )),
             retention: Duration::from_secs(given(v.retention_secs, "retention_secs")),
             history_retention: given(v.history_retention, "history_retention").0,
+            record_inputs: given(v.record_inputs, "record_inputs"),
             shutdown_timeout: Duration::from_secs(given(
                 v.shutdown_timeout_secs,
                 "shutdown_timeout_secs",

@@ -23,6 +23,7 @@ pub mod panics;
 pub mod pools;
 pub mod queue;
 pub mod random;
+pub mod recording;
 pub mod retention;
 pub mod secrets;
 pub mod service;

@@ -54,6 +54,8 @@ pub struct Effects {
     /// the session is still pending (that one's settlement starts it).
     pub(crate) notifications: Vec<(NewNotification, ScheduledJob)>,
     pub(crate) jobs: Vec<ScheduledJob>,
+    /// The inputs that drove the change (`recording`), written beside it.
+    pub(crate) inputs: Vec<crate::recording::Recorded>,
 }
 
 impl Effects {

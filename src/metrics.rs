@@ -194,7 +194,7 @@ impl Metrics {
             Opts::new(
                 "qod_history_purged_rows_total",
                 "Rows of history deleted past --history-retention, by table (notifications, \
-                 session_events, sim_grants).",
+                 session_events, sim_grants, history_inputs).",
             ),
             &["table"],
         )

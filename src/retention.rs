@@ -46,13 +46,20 @@ pub async fn purge_once(core: &Core, retention: Duration) -> anyhow::Result<()> 
             ("notifications", purged.notifications),
             ("session_events", purged.events),
             ("sim_grants", purged.grants),
+            ("history_inputs", purged.inputs),
         ] {
             core.metrics
                 .history_purged
                 .with_label_values(&[table])
                 .inc_by(n as u64);
         }
-        let full = [purged.notifications, purged.events, purged.grants].contains(&BATCH);
+        let full = [
+            purged.notifications,
+            purged.events,
+            purged.grants,
+            purged.inputs,
+        ]
+        .contains(&BATCH);
         if !full {
             return Ok(());
         }

@@ -257,6 +257,21 @@ async fn history_past_its_retention_is_deleted_and_counted() {
         2,
         "the live session's events are kept"
     );
+    let inputs_of = |id: String| {
+        let db = app.db.clone();
+        async move {
+            db.int(
+                "SELECT COUNT(*) FROM history_inputs WHERE session_id = ?",
+                &[&id],
+            )
+            .await
+        }
+    };
+    assert_eq!(inputs_of(id.clone()).await, 0, "the purged session's inputs go");
+    assert!(
+        inputs_of(kept.clone()).await >= 2,
+        "the live session's create and grant are kept"
+    );
     let (_, still) = app.session(&kept).await;
     assert_eq!(status(&still), "AVAILABLE", "{still}");
     assert_eq!(

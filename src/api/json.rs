@@ -106,6 +106,7 @@ pub async fn read_json<T: DeserializeOwned>(req: Request) -> Result<T, BodyError
             "JSON nested deeper than {MAX_DEPTH} levels"
         )));
     }
+    crate::recording::note_body(&bytes);
     serde_json::from_slice(&bytes).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => BodyError::InvalidField(e.to_string()),
         _ => BodyError::Malformed(e.to_string()),

@@ -10,6 +10,7 @@ pub mod listener;
 pub mod network_callbacks;
 pub mod openapi;
 pub mod ops;
+pub mod recording;
 pub mod v0;
 pub mod v1;
 
@@ -34,17 +35,26 @@ pub struct AppState {
     pub network: Arc<dyn crate::network::Network>,
     /// How long a request's body may take to arrive.
     pub body_timeout: std::time::Duration,
+    /// Whether API commands are recorded for replays.
+    pub record_inputs: bool,
     /// The stored-state counts `/metrics` shows, reused for a second.
     pub census: Arc<ops::CensusCache>,
 }
 
 pub fn router(state: AppState, v0_prefix: Option<&str>) -> Router {
-    let v0 = || v0::routes().layer(middleware::from_fn_with_state(state.clone(), auth::v0));
+    // Commands are recorded inside authentication (the caller is known) and outside the
+    // facades (their answer is final).
+    let v0 = || {
+        v0::routes()
+            .layer(middleware::from_fn_with_state(state.clone(), recording::v0))
+            .layer(middleware::from_fn_with_state(state.clone(), auth::v0))
+    };
     // A wrong method is answered after authentication, as in v0: callers without a token
     // learn nothing about which routes and methods exist.
     let v1 = |routes: Router<AppState>| {
         routes
             .method_not_allowed_fallback(method_not_allowed)
+            .layer(middleware::from_fn_with_state(state.clone(), recording::v1))
             .layer(middleware::from_fn_with_state(state.clone(), auth::v1))
     };
     let mut router = Router::new().nest("/qod/v0", v0());

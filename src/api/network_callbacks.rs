@@ -17,6 +17,7 @@ use crate::jobs::ApplyNetworkEvent;
 use crate::jobs::apply_network_event::known_event;
 use crate::lifecycle::{self, ScheduledJob};
 use crate::network::nef::callback::PATH;
+use crate::recording::{self, Input};
 
 /// Largest notification accepted; real ones are a few hundred bytes.
 const MAX_BYTES: usize = 64 * 1024;
@@ -78,7 +79,19 @@ async fn receive(
             events,
             subscription,
         };
-        if let Err(e) = lifecycle::enqueue(core, ScheduledJob::new(job, core.clock.now())).await {
+        let now = core.clock.now();
+        let stored = lifecycle::enqueue(core, ScheduledJob::new(job, now));
+        let stored = if state.record_inputs {
+            let body = notification.clone();
+            let recorded = async move {
+                recording::push(now, Some(session), Input::Callback { body });
+                stored.await
+            };
+            recording::scope(recorded).await.0
+        } else {
+            stored.await
+        };
+        if let Err(e) = stored {
             tracing::error!(error = %format!("{e:#}"), "network event not stored");
             return StatusCode::SERVICE_UNAVAILABLE.into_response();
         }

@@ -1,5 +1,6 @@
 //! Command line: `qod serve` and friends.
 
+mod history;
 mod notifications;
 mod token;
 
@@ -30,6 +31,9 @@ pub enum Command {
     /// Inspect and retry status notifications (works beside a running server).
     #[command(subcommand)]
     Notifications(notifications::Command),
+    /// Export the recorded history of inputs and transitions, for replays.
+    #[command(subcommand)]
+    History(history::Command),
     /// Create key files to share between the nodes of one database.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -86,6 +90,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(*args).await,
         Command::Notifications(cmd) => notifications::run(cmd).await,
+        Command::History(cmd) => history::run(cmd).await,
         Command::Token(cmd) => token::run(cmd),
         Command::FakeNef(args) => fake_nef(args).await,
         Command::Bench(args) => crate::bench::run(*args).await,

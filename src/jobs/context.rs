@@ -17,6 +17,8 @@ pub struct JobContext {
     pub timings: Timings,
     pub pools: Pools,
     pub delivery: Delivery,
+    /// Whether jobs record the inputs they meet (`recording`).
+    pub record_inputs: bool,
 }
 
 /// Sending notifications to consumers' sinks.

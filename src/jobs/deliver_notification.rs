@@ -16,6 +16,7 @@ use crate::metrics::delivery;
 use crate::notify::sink_client::{Outcome, SinkClient};
 use crate::notify::with_source;
 use crate::pools::RetryPolicy;
+use crate::recording::{self, Input, SinkAnswer};
 use crate::store::Settled;
 use crate::store::{Notification, state};
 
@@ -131,6 +132,15 @@ impl JobKind for DeliverNotification {
         };
         let token = token.as_deref();
         let outcome = ctx.delivery.sinks.post(&n.sink, body, token, now).await;
+        let answer = SinkAnswer::of(&outcome);
+        recording::push(
+            ctx.clock.now(),
+            Some(n.session_id),
+            Input::Sink {
+                event: n.id,
+                answer,
+            },
+        );
         let attempts = n.attempts + 1;
         match outcome {
             Outcome::Delivered => {

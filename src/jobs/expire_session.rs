@@ -20,6 +20,10 @@ pub struct ExpireSession {
 impl JobKind for ExpireSession {
     const QUEUE: &'static str = "expire_session";
 
+    fn timer_of(&self) -> Option<SessionId> {
+        Some(self.session_id)
+    }
+
     async fn run(&self, ctx: &JobContext) -> anyhow::Result<()> {
         let now = ctx.clock.now();
         let deadline =

@@ -64,6 +64,12 @@ pub trait JobKind: Serialize + DeserializeOwned + Clone + Send + Sync + Unpin + 
         None
     }
 
+    /// The session of a job that is a timer (an expiry, a renewal, a purge): its firing is a
+    /// recorded input.
+    fn timer_of(&self) -> Option<crate::domain::SessionId> {
+        None
+    }
+
     /// Called once the retry policy is exhausted.
     async fn give_up(&self, _ctx: &JobContext, _last_error: &str) -> anyhow::Result<()> {
         Ok(())

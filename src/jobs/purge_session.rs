@@ -32,6 +32,10 @@ impl PurgeSession {
 impl JobKind for PurgeSession {
     const QUEUE: &'static str = "purge_session";
 
+    fn timer_of(&self) -> Option<SessionId> {
+        Some(self.session_id)
+    }
+
     async fn run(&self, ctx: &JobContext) -> anyhow::Result<()> {
         let now = ctx.clock.now();
         let waited = self.waited + 1;

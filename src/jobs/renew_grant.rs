@@ -24,6 +24,10 @@ pub struct RenewGrant {
 impl JobKind for RenewGrant {
     const QUEUE: &'static str = "renew_grant";
 
+    fn timer_of(&self) -> Option<SessionId> {
+        Some(self.session_id)
+    }
+
     async fn run(&self, ctx: &JobContext) -> anyhow::Result<()> {
         let now = ctx.clock.now();
         let Some(s) = ctx.store.session(self.session_id).await? else {

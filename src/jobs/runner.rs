@@ -12,8 +12,10 @@ use apalis::prelude::*;
 use futures::FutureExt;
 
 use super::{Claimed, JobContext, JobKind};
+use crate::lifecycle::Effects;
 use crate::metrics::outcome;
 use crate::queue::{LaneBackend, Settlement};
+use crate::recording::{self, Input};
 use crate::store::{fence, from_millis};
 
 /// When giving up itself failed (the database is down), the job is tried again this much later.
@@ -44,7 +46,7 @@ async fn handle<J: JobKind>(
     ctx: Data<Arc<JobContext>>,
 ) -> Result<(), BoxDynError> {
     let ctx: Arc<JobContext> = (*ctx).clone();
-    let task = tokio::spawn(run_claimed(claimed, ctx));
+    let task = tokio::spawn(run_recorded(claimed, ctx));
     // A handler the monitor drops (shutdown timeout) takes its job down with it, as before.
     let _abort = AbortOnDrop(task.abort_handle());
     task.await?;
@@ -56,6 +58,42 @@ struct AbortOnDrop(tokio::task::AbortHandle);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// Runs the job with a recording buffer of its own (when inputs are recorded): what the job
+/// met goes with its writes; what none took is written after it, under its fence. A timer's
+/// firing is recorded on its first attempt; one that changed nothing is not kept.
+async fn run_recorded<J: JobKind>(claimed: Claimed<J>, ctx: Arc<JobContext>) {
+    if !ctx.record_inputs {
+        return run_claimed(claimed, ctx).await;
+    }
+    let fence = claimed.fence;
+    let timer = claimed.job.timer_of().filter(|_| claimed.attempt == 0);
+    let due_ms = claimed.due_at_ms;
+    let job_ctx = ctx.clone();
+    let ((), left) = recording::scope(async move {
+        if let Some(session) = timer {
+            let at = job_ctx.clock.now().max(from_millis(due_ms));
+            let job = J::QUEUE.to_owned();
+            recording::push(at, Some(session), Input::Timer { job, due_ms });
+        }
+        run_claimed(claimed, job_ctx).await
+    })
+    .await;
+    let left: Vec<_> = left
+        .into_iter()
+        .filter(|r| !matches!(r.input, Input::Timer { .. }))
+        .collect();
+    if left.is_empty() {
+        return;
+    }
+    let fx = Effects {
+        inputs: left,
+        ..Effects::default()
+    };
+    if let Err(e) = fence::scope(fence, ctx.store.commit(fx)).await {
+        tracing::warn!(queue = J::QUEUE, error = %format!("{e:#}"), "recording a job's inputs failed");
     }
 }
 

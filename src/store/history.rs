@@ -1,6 +1,7 @@
 //! Deleting history past its retention, a bounded batch per call: settled notifications (with
 //! their sealed tokens and sink URLs), the events of sessions that were purged, and the
-//! simulated network's released grants of such sessions. Oldest rows first (rowid order), so
+//! simulated network's released grants of such sessions, and the recorded inputs of such
+//! sessions (or of none). Oldest rows first (rowid order), so
 //! a batch stops as soon as it found enough.
 
 use rusqlite::params;
@@ -13,11 +14,12 @@ pub struct Purged {
     pub notifications: usize,
     pub events: usize,
     pub grants: usize,
+    pub inputs: usize,
 }
 
 impl Purged {
     pub fn total(&self) -> usize {
-        self.notifications + self.events + self.grants
+        self.notifications + self.events + self.grants + self.inputs
     }
 }
 
@@ -44,9 +46,18 @@ pub fn purge(tx: &Tx, before_ms: i64, batch: usize) -> anyhow::Result<Purged> {
              ORDER BY g.rowid LIMIT ?2)",
         )?
         .execute(params![before_ms, batch])?;
+    let inputs = tx
+        .prepare_cached(
+            "DELETE FROM history_inputs WHERE id IN (SELECT i.id FROM history_inputs i \
+             WHERE i.at_ms < ?1 AND (i.session_id IS NULL \
+               OR NOT EXISTS (SELECT 1 FROM sessions s WHERE s.id = i.session_id)) \
+             ORDER BY i.id LIMIT ?2)",
+        )?
+        .execute(params![before_ms, batch])?;
     Ok(Purged {
         notifications,
         events,
         grants,
+        inputs,
     })
 }

@@ -6,6 +6,7 @@
 mod events;
 pub mod fence;
 mod history;
+mod inputs;
 mod jobs;
 mod ledger;
 mod notifications;
@@ -20,8 +21,9 @@ pub use history::Purged;
 pub use jobs::{ClaimedRow, Depth};
 pub use notifications::{ForDelivery, NewNotification, Notification, state};
 pub use port::{
-    Census, Claim, Claimed, Created, Decide, GrantLedger, JobWake, NotificationFilter, Provisioned,
-    RoundTime, Settled, Settlement, SharedStore, StaleRevision, Store, Write, WriteCounts,
+    Census, Claim, Claimed, Created, Decide, GrantLedger, HistoryEntry, HistoryFilter, HistoryRow,
+    HistorySink, JobWake, NotificationFilter, Provisioned, RoundTime, Settled, Settlement,
+    SharedStore, StaleRevision, Store, Write, WriteCounts,
 };
 pub use postgres::{PgStore, redacted as redacted_url};
 pub use sqlite::SqliteStore;

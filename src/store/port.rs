@@ -164,6 +164,36 @@ pub struct NotificationFilter {
     pub limit: i64,
 }
 
+/// Which part of the recorded history to read: `[since_ms, until_ms)`, one session or all.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryFilter {
+    pub since_ms: i64,
+    pub until_ms: i64,
+    pub session: Option<SessionId>,
+}
+
+/// One row of the recorded history: an input (its JSON as stored) or a transition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryRow {
+    pub at_ms: i64,
+    pub session: Option<String>,
+    pub entry: HistoryEntry,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum HistoryEntry {
+    Input(String),
+    Transition {
+        revision: i64,
+        from: Option<String>,
+        to: String,
+        reason: String,
+    },
+}
+
+/// What reading the history hands each row to.
+pub type HistorySink = Box<dyn FnMut(HistoryRow) -> anyhow::Result<()> + Send>;
+
 /// Commits and writes of this process's store so far (monotonic).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriteCounts {
@@ -303,9 +333,14 @@ pub trait Store: Send + Sync + 'static {
     /// What the gauges show.
     async fn census(&self, now_ms: i64) -> anyhow::Result<Census>;
 
+    /// Streams the recorded inputs and transitions `filter` selects to `each`, in time order
+    /// (at one millisecond, inputs before transitions, each in the order written); returns
+    /// how many rows it read.
+    async fn read_history(&self, filter: HistoryFilter, each: HistorySink) -> anyhow::Result<u64>;
+
     /// Deletes at most `batch` rows per table of history older than `before_ms`: settled
     /// notifications, the events of purged sessions, the released simulated grants of purged
-    /// sessions. One short write; call again while a table gave a full batch.
+    /// sessions, the recorded inputs of purged sessions. One short write; call again while a table gave a full batch.
     async fn purge_history(&self, before_ms: i64, batch: usize) -> anyhow::Result<Purged>;
 
     /// Write transactions committed by this process so far, and the writes they carried.

@@ -12,14 +12,16 @@ use uuid::Uuid;
 
 use super::notifications::{self, ForDelivery, Notification};
 use super::port::{
-    Census, Claim, Claimed, Created, Decide, GrantLedger, NotificationFilter, Provisioned,
-    RoundTime, Settled, Settlement, StaleRevision, Store, Write, WriteCounts,
+    Census, Claim, Claimed, Created, Decide, GrantLedger, HistoryFilter, HistorySink,
+    NotificationFilter, Provisioned, RoundTime, Settled, Settlement, StaleRevision, Store, Write,
+    WriteCounts,
 };
 use super::readers::Readers;
 use super::writer::{Tx, Writer};
-use super::{Purged, events, history, jobs, ledger, sessions};
+use super::{Purged, events, history, inputs, jobs, ledger, sessions};
 use crate::domain::{ClientId, Session, SessionId};
 use crate::lifecycle::{Effects, ScheduledJob};
+use crate::recording;
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -48,15 +50,17 @@ impl SqliteStore {
     }
 
     /// Runs `f` in a write transaction with the effects it records written in the same
-    /// transaction.
+    /// transaction, and the inputs the calling task recorded.
     async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Tx, &mut Effects) -> anyhow::Result<T> + Send + 'static,
     ) -> anyhow::Result<(T, Effects)> {
+        let mut inputs = recording::take();
         self.writer
             .run(move |tx| {
                 let mut fx = Effects::default();
                 let value = f(tx, &mut fx)?;
+                fx.inputs.append(&mut inputs);
                 write_effects(tx, &mut fx)?;
                 Ok((value, fx))
             })
@@ -64,8 +68,10 @@ impl SqliteStore {
     }
 }
 
-/// Writes the events, the notification outbox and the jobs of `fx` into the transaction.
+/// Writes the events, the notification outbox, the jobs and the inputs of `fx` into the
+/// transaction.
 fn write_effects(tx: &Tx, fx: &mut Effects) -> anyhow::Result<()> {
+    inputs::append(tx, &fx.inputs)?;
     for (id, revision, t, at) in &fx.transitions {
         events::append(tx, *id, *revision, t, *at)?;
     }
@@ -337,6 +343,16 @@ impl Store for SqliteStore {
                     queues: jobs::depth(conn, now_ms)?,
                 })
             })
+            .await
+    }
+
+    async fn read_history(
+        &self,
+        filter: HistoryFilter,
+        mut each: HistorySink,
+    ) -> anyhow::Result<u64> {
+        self.readers
+            .scan(move |conn| inputs::read_history(conn, filter, &mut each))
             .await
     }
 

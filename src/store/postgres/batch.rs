@@ -24,6 +24,7 @@ use super::announcer::Announcer;
 use super::{Counters, classify, jobs, sessions};
 use crate::domain::{Session, SessionId};
 use crate::lifecycle::{Effects, ScheduledJob};
+use crate::recording::Recorded;
 
 /// Most operations one transaction carries.
 const MAX_BATCH: usize = 128;
@@ -50,7 +51,45 @@ pub(super) enum Op {
         settled: Settled,
         next: NextDelivery,
         reply: Reply<Effects>,
+        inputs: Vec<Recorded>,
     },
+}
+
+impl Op {
+    /// The operation with `inputs` written beside it.
+    pub(super) fn recording(self, mut inputs: Vec<Recorded>) -> Self {
+        if inputs.is_empty() {
+            return self;
+        }
+        match self {
+            Op::Change { id, decide, reply } => Op::Change {
+                id,
+                decide: Box::new(move |session, fx| {
+                    fx.inputs.append(&mut inputs);
+                    decide(session, fx)
+                }),
+                reply,
+            },
+            Op::Commit { mut fx, reply } => {
+                fx.inputs.append(&mut inputs);
+                Op::Commit { fx, reply }
+            }
+            Op::Settle {
+                settled,
+                next,
+                reply,
+                inputs: mut already,
+            } => {
+                already.append(&mut inputs);
+                Op::Settle {
+                    settled,
+                    next,
+                    reply,
+                    inputs: already,
+                }
+            }
+        }
+    }
 }
 
 pub(super) struct Request {
@@ -321,9 +360,13 @@ async fn decide_and_write(
                 settled,
                 next,
                 reply,
+                inputs,
             } => pending.push(Pending {
                 answer: Answer::Effects(reply),
-                fx: Effects::default(),
+                fx: Effects {
+                    inputs,
+                    ..Effects::default()
+                },
                 value: None,
                 settle: Some((settled, next)),
             }),
@@ -368,6 +411,8 @@ async fn write(
         .collect();
     sessions::append_events(c, &transitions).await?;
     outbox(c, pending).await?;
+    let inputs: Vec<&Recorded> = pending.iter().flat_map(|p| p.fx.inputs.iter()).collect();
+    super::inputs::insert_many(c, &inputs).await?;
     let all_jobs: Vec<&ScheduledJob> = pending.iter().flat_map(|p| p.fx.jobs.iter()).collect();
     jobs::push_refs(c, &all_jobs).await
 }

@@ -36,9 +36,21 @@ pub async fn purge(c: &mut PgConnection, before_ms: i64, batch: usize) -> anyhow
     .execute(&mut *c)
     .await?
     .rows_affected() as usize;
+    let inputs = sqlx::query(
+        "DELETE FROM history_inputs WHERE id IN (SELECT i.id FROM history_inputs i \
+         WHERE i.at_ms < $1 AND (i.session_id IS NULL \
+           OR NOT EXISTS (SELECT 1 FROM sessions s WHERE s.id = i.session_id)) \
+         ORDER BY i.id LIMIT $2)",
+    )
+    .bind(before_ms)
+    .bind(batch)
+    .execute(&mut *c)
+    .await?
+    .rows_affected() as usize;
     Ok(Purged {
         notifications,
         events,
         grants,
+        inputs,
     })
 }

@@ -16,6 +16,7 @@
 mod announcer;
 mod batch;
 mod history;
+mod inputs;
 mod jobs;
 mod ledger;
 mod listener;
@@ -37,8 +38,8 @@ use uuid::Uuid;
 use super::fence::{self, Fence, Fenced, Unavailable};
 use super::notifications::{ForDelivery, Notification};
 use super::port::{
-    Census, Claim, Claimed, Created, Decide, GrantLedger, JobWake, NotificationFilter, Provisioned,
-    RoundTime, Settled, Settlement, Store, WriteCounts,
+    Census, Claim, Claimed, Created, Decide, GrantLedger, HistoryFilter, HistorySink, JobWake,
+    NotificationFilter, Provisioned, RoundTime, Settled, Settlement, Store, WriteCounts,
 };
 use super::{Columns, Purged};
 use crate::domain::{ClientId, Session, SessionId};
@@ -209,8 +210,9 @@ impl PgStore {
     }
 }
 
-/// Writes the events, the outbox and the jobs of `fx`.
+/// Writes the events, the outbox, the jobs and the inputs of `fx`.
 async fn write_effects(c: &mut PgConnection, fx: &mut Effects) -> anyhow::Result<()> {
+    inputs::insert_many(c, &fx.inputs.iter().collect::<Vec<_>>()).await?;
     for (id, revision, t, at) in &fx.transitions {
         sessions::append_event(c, *id, *revision, t, *at).await?;
     }
@@ -225,11 +227,12 @@ async fn write_effects(c: &mut PgConnection, fx: &mut Effects) -> anyhow::Result
 }
 
 impl PgStore {
-    /// Hands an operation to the batches, with the fence of the job that asks.
+    /// Hands an operation to the batches, with the fence of the job that asks and the inputs
+    /// it recorded.
     async fn batched(&self, op: batch::Op) -> anyhow::Result<()> {
         self.batcher
             .send(batch::Request {
-                op,
+                op: op.recording(crate::recording::take()),
                 fence: fence::current(),
             })
             .await
@@ -500,6 +503,7 @@ impl Store for PgStore {
             settled,
             next,
             reply,
+            inputs: Vec::new(),
         })
         .await?;
         answer.await?
@@ -529,6 +533,15 @@ impl Store for PgStore {
         }
         .await
         .map_err(classify)
+    }
+
+    async fn read_history(
+        &self,
+        filter: HistoryFilter,
+        mut each: HistorySink,
+    ) -> anyhow::Result<u64> {
+        self.read(async |c| inputs::read_history(c, filter, &mut each).await)
+            .await
     }
 
     async fn notifications(&self, filter: NotificationFilter) -> anyhow::Result<Vec<Notification>> {
