@@ -21,6 +21,7 @@ use crate::network::Network;
 use crate::network::nef::NefNetwork;
 use crate::network::nef::callback::CallbackUrls;
 use crate::network::simulated::SimulatedNetwork;
+use crate::notify::CallbackSink;
 use crate::notify::address_policy::SinkPolicy;
 use crate::notify::limiter::SinkLimiter;
 use crate::notify::sink_client::SinkClient;
@@ -30,19 +31,30 @@ use crate::secrets::SecretBox;
 use crate::service::{Offer, Service};
 use crate::store::{self, SharedStore, SqliteStore};
 
-/// The time and the chance a server runs on.
+/// The time and the chance a server runs on, and (for replays) the peers it talks to.
 #[derive(Clone)]
 pub struct Ports {
     pub clock: SharedClock,
     pub random: SharedRandom,
+    /// The network instead of the configured one.
+    pub network: Option<Arc<dyn Network>>,
+    /// The consumers' sinks instead of HTTP.
+    pub sinks: Option<Arc<dyn CallbackSink>>,
 }
 
 impl Ports {
     /// The wall clock and draws seeded by the operating system.
     pub fn system() -> Self {
+        Self::new(Arc::new(SystemClock), Random::from_entropy())
+    }
+
+    /// The configured network and HTTP sinks on this time and randomness.
+    pub fn new(clock: SharedClock, random: SharedRandom) -> Self {
         Self {
-            clock: Arc::new(SystemClock),
-            random: Random::from_entropy(),
+            clock,
+            random,
+            network: None,
+            sinks: None,
         }
     }
 }
@@ -68,7 +80,12 @@ impl Application {
 
     /// A server on the given time and randomness (tests and replays: a virtual clock, a seed).
     pub async fn build_with(settings: Settings, ports: Ports) -> anyhow::Result<Self> {
-        let Ports { clock, random } = ports;
+        let Ports {
+            clock,
+            random,
+            network: network_override,
+            sinks,
+        } = ports;
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
@@ -108,9 +125,10 @@ impl Application {
             settings.sim.clone(),
         );
         let callbacks = CallbackUrls::new(&public_url, secrets.derive("qod network callbacks"));
-        let network_port: Arc<dyn Network> = match &settings.nef {
-            None => network.clone(),
-            Some(nef) => {
+        let network_port: Arc<dyn Network> = match (network_override, &settings.nef) {
+            (Some(given), _) => given,
+            (None, None) => network.clone(),
+            (None, Some(nef)) => {
                 tracing::info!(url = %nef.url, "provisioning through the NEF");
                 NefNetwork::new(nef, callbacks.clone(), clock.clone())?
             }
@@ -135,7 +153,10 @@ impl Application {
             timings,
             pools: settings.pools.clone(),
             delivery: Delivery {
-                sinks: SinkClient::new(&settings.notify)?,
+                sinks: match sinks {
+                    Some(given) => given,
+                    None => SinkClient::new(&settings.notify)?,
+                },
                 limiter: SinkLimiter::new(
                     settings.notify.per_sink_concurrency,
                     // A sink may hold at most a quarter of the delivery workers waiting in line.

@@ -11,7 +11,16 @@ use rand::{Rng, SeedableRng};
 
 #[derive(Debug)]
 pub struct Random {
+    seed: u64,
     rng: Mutex<StdRng>,
+    /// The id the next created session takes (a replay names it as the history did).
+    next_session: Mutex<Option<uuid::Uuid>>,
+}
+
+tokio::task_local! {
+    /// The draws of one job: seeded from the source's seed and the job itself, so that what a
+    /// job draws does not depend on which other jobs drew before it (they run side by side).
+    static STREAM: std::cell::RefCell<StdRng>;
 }
 
 pub type SharedRandom = Arc<Random>;
@@ -20,7 +29,9 @@ impl Random {
     /// Reproducible draws from `seed`.
     pub fn seeded(seed: u64) -> SharedRandom {
         Arc::new(Self {
+            seed,
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            next_session: Mutex::new(None),
         })
     }
 
@@ -30,7 +41,41 @@ impl Random {
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut StdRng) -> T) -> T {
-        f(&mut self.rng.lock().unwrap_or_else(|p| p.into_inner()))
+        let mut f = Some(f);
+        if let Ok(out) = STREAM.try_with(|s| (f.take().expect("called once"))(&mut s.borrow_mut()))
+        {
+            return out;
+        }
+        (f.take().expect("called once"))(&mut self.rng.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Runs `work` with draws of its own, seeded from this source's seed and `key` (a job and
+    /// its attempt).
+    pub async fn stream<F: Future>(&self, key: &[u8], work: F) -> F::Output {
+        // FNV-1a: stable across builds and platforms, unlike std's hashers.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ self.seed;
+        for b in key {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        STREAM
+            .scope(std::cell::RefCell::new(StdRng::seed_from_u64(h)), work)
+            .await
+    }
+
+    /// The id of a new session: the one named by `name_next_session`, else a random one.
+    pub fn session_id(&self) -> uuid::Uuid {
+        let named = self
+            .next_session
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        named.unwrap_or_else(|| self.uuid())
+    }
+
+    /// Names the id the next created session takes (once).
+    pub fn name_next_session(&self, id: Option<uuid::Uuid>) {
+        *self.next_session.lock().unwrap_or_else(|p| p.into_inner()) = id;
     }
 
     /// True with probability `p` (0 never draws).
@@ -61,6 +106,29 @@ mod tests {
             assert_eq!(draw(&a), draw(&b));
         }
         assert_ne!(Random::seeded(8).uuid(), Random::seeded(7).uuid());
+    }
+
+    #[tokio::test]
+    async fn a_stream_draws_by_its_key_whatever_was_drawn_before() {
+        let a = Random::seeded(3);
+        let first = a.stream(b"job-1", async { a.uuid() }).await;
+        let b = Random::seeded(3);
+        let _ = b.uuid();
+        let _ = b.stream(b"job-2", async { b.uuid() }).await;
+        assert_eq!(b.stream(b"job-1", async { b.uuid() }).await, first);
+        assert_ne!(
+            Random::seeded(4).stream(b"job-1", async { a.uuid() }).await,
+            first
+        );
+    }
+
+    #[test]
+    fn a_named_session_id_is_taken_once() {
+        let r = Random::seeded(1);
+        let named = uuid::Uuid::from_u128(42);
+        r.name_next_session(Some(named));
+        assert_eq!(r.session_id(), named);
+        assert_ne!(r.session_id(), named);
     }
 
     #[test]

@@ -189,7 +189,7 @@ impl Service {
         let now = self.now();
         let device_keys = req.device_keys;
         let session = Session {
-            id: SessionId(self.core.random.uuid()),
+            id: SessionId(self.core.random.session_id()),
             revision: 1,
             status: QosStatus::Requested,
             status_info: None,

@@ -45,10 +45,7 @@ async fn an_hour_long_session_is_created_expired_and_purged_in_virtual_time() {
     // renewals (stepping from timer to timer is the replay driver's work).
     settings.grant_lifetime = Duration::from_secs(7200);
     let retention = settings.retention;
-    let ports = Ports {
-        clock: clock.clone(),
-        random: Random::seeded(1),
-    };
+    let ports = Ports::new(clock.clone(), Random::seeded(1));
     let app = TestApp::spawn_on(dir, settings, ports).await;
 
     let (code, created) = app
@@ -109,10 +106,7 @@ async fn the_same_seed_gives_the_same_session_and_event_ids() {
         let t0 = DateTime::from_timestamp_millis(1_900_000_000_000).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let settings = settings_in(dir.path());
-        let ports = Ports {
-            clock: ManualClock::new(t0),
-            random: Random::seeded(seed),
-        };
+        let ports = Ports::new(ManualClock::new(t0), Random::seeded(seed));
         let app = TestApp::spawn_on(dir, settings, ports).await;
         let (code, created) = app
             .create(&session_body("+33612345678", "198.51.100.10", 60))
@@ -135,10 +129,7 @@ async fn an_expiry_that_runs_late_keeps_expires_at_and_duration_and_records_when
     let clock = ManualClock::new(t0);
     let dir = tempfile::tempdir().unwrap();
     let settings = settings_in(dir.path());
-    let ports = Ports {
-        clock: clock.clone(),
-        random: Random::seeded(3),
-    };
+    let ports = Ports::new(clock.clone(), Random::seeded(3));
     let app = TestApp::spawn_on(dir, settings, ports).await;
     let (_, created) = app
         .create(&session_body("+33612345678", "198.51.100.10", 60))
@@ -187,10 +178,7 @@ async fn history_past_its_retention_is_deleted_and_counted() {
     settings.history_retention = Duration::from_secs(3600);
     // One grant covers the long session: the clock's jumps must not make its lease lapse.
     settings.grant_lifetime = Duration::from_secs(2 * 86_400);
-    let ports = Ports {
-        clock: clock.clone(),
-        random: Random::seeded(5),
-    };
+    let ports = Ports::new(clock.clone(), Random::seeded(5));
     let app = TestApp::spawn_on(dir, settings, ports).await;
     let sink = common::sink::TestSink::start().await;
     let mut body = session_body("+33612345678", "198.51.100.10", 60);
@@ -267,7 +255,11 @@ async fn history_past_its_retention_is_deleted_and_counted() {
             .await
         }
     };
-    assert_eq!(inputs_of(id.clone()).await, 0, "the purged session's inputs go");
+    assert_eq!(
+        inputs_of(id.clone()).await,
+        0,
+        "the purged session's inputs go"
+    );
     assert!(
         inputs_of(kept.clone()).await >= 2,
         "the live session's create and grant are kept"

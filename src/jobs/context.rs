@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use crate::core::{Core, Timings};
 use crate::network::Network;
+use crate::notify::CallbackSink;
 use crate::notify::limiter::SinkLimiter;
-use crate::notify::sink_client::SinkClient;
 use crate::pools::Pools;
 use crate::secrets::SecretBox;
 
@@ -23,7 +23,7 @@ pub struct JobContext {
 
 /// Sending notifications to consumers' sinks.
 pub struct Delivery {
-    pub sinks: Arc<SinkClient>,
+    pub sinks: Arc<dyn CallbackSink>,
     pub limiter: SinkLimiter,
     /// Opens the sealed sink tokens.
     pub secrets: Arc<SecretBox>,

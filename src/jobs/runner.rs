@@ -46,7 +46,7 @@ async fn handle<J: JobKind>(
     ctx: Data<Arc<JobContext>>,
 ) -> Result<(), BoxDynError> {
     let ctx: Arc<JobContext> = (*ctx).clone();
-    let task = tokio::spawn(run_recorded(claimed, ctx));
+    let task = tokio::spawn(run_keyed(claimed, ctx));
     // A handler the monitor drops (shutdown timeout) takes its job down with it, as before.
     let _abort = AbortOnDrop(task.abort_handle());
     task.await?;
@@ -61,40 +61,53 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Runs the job with a recording buffer of its own (when inputs are recorded): what the job
-/// met goes with its writes; what none took is written after it, under its fence. A timer's
-/// firing is recorded on its first attempt; one that changed nothing is not kept.
-async fn run_recorded<J: JobKind>(claimed: Claimed<J>, ctx: Arc<JobContext>) {
-    if !ctx.record_inputs {
-        return run_claimed(claimed, ctx).await;
-    }
+/// Runs the job on draws of its own (seeded from the job and its attempt: what it draws does
+/// not depend on the jobs running beside it, so a replay draws the same).
+async fn run_keyed<J: JobKind>(claimed: Claimed<J>, ctx: Arc<JobContext>) {
+    let mut key = serde_json::to_vec(&claimed.job).unwrap_or_default();
+    key.extend_from_slice(J::QUEUE.as_bytes());
+    key.extend_from_slice(&claimed.attempt.to_le_bytes());
+    let random = ctx.random.clone();
+    random.stream(&key, run_claimed(claimed, ctx)).await;
+}
+
+/// The job's run with a recording buffer of its own: what the job met goes with its writes;
+/// what none took is written right after it, under its fence, before the job is settled. A
+/// timer's firing is recorded on its first attempt; one that changed nothing is not kept.
+async fn run_recorded<J: JobKind>(
+    ctx: &JobContext,
+    claimed: &Claimed<J>,
+) -> std::thread::Result<anyhow::Result<()>> {
     let fence = claimed.fence;
+    let run = fence::scope(fence, AssertUnwindSafe(claimed.job.run(ctx)).catch_unwind());
+    if !ctx.record_inputs {
+        return run.await;
+    }
     let timer = claimed.job.timer_of().filter(|_| claimed.attempt == 0);
     let due_ms = claimed.due_at_ms;
-    let job_ctx = ctx.clone();
-    let ((), left) = recording::scope(async move {
+    let (result, left) = recording::scope(async move {
         if let Some(session) = timer {
-            let at = job_ctx.clock.now().max(from_millis(due_ms));
+            let at = ctx.clock.now().max(from_millis(due_ms));
             let job = J::QUEUE.to_owned();
             recording::push(at, Some(session), Input::Timer { job, due_ms });
         }
-        run_claimed(claimed, job_ctx).await
+        run.await
     })
     .await;
     let left: Vec<_> = left
         .into_iter()
         .filter(|r| !matches!(r.input, Input::Timer { .. }))
         .collect();
-    if left.is_empty() {
-        return;
+    if !left.is_empty() {
+        let fx = Effects {
+            inputs: left,
+            ..Effects::default()
+        };
+        if let Err(e) = fence::scope(fence, ctx.store.commit(fx)).await {
+            tracing::warn!(queue = J::QUEUE, error = %format!("{e:#}"), "recording a job's inputs failed");
+        }
     }
-    let fx = Effects {
-        inputs: left,
-        ..Effects::default()
-    };
-    if let Err(e) = fence::scope(fence, ctx.store.commit(fx)).await {
-        tracing::warn!(queue = J::QUEUE, error = %format!("{e:#}"), "recording a job's inputs failed");
-    }
+    result
 }
 
 async fn run_claimed<J: JobKind>(claimed: Claimed<J>, ctx: Arc<JobContext>) {
@@ -111,14 +124,12 @@ async fn run_claimed<J: JobKind>(claimed: Claimed<J>, ctx: Arc<JobContext>) {
 
     let started = Instant::now();
     let fence = claimed.fence;
-    let result = fence::scope(fence, AssertUnwindSafe(claimed.job.run(ctx)).catch_unwind())
-        .await
-        .unwrap_or_else(|panic| {
-            Err(anyhow::anyhow!(
-                "handler panicked: {}",
-                crate::panics::message(&*panic)
-            ))
-        });
+    let result = run_recorded(ctx, &claimed).await.unwrap_or_else(|panic| {
+        Err(anyhow::anyhow!(
+            "handler panicked: {}",
+            crate::panics::message(&*panic)
+        ))
+    });
     ctx.metrics
         .job_duration
         .with_label_values(&[J::QUEUE])

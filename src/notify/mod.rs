@@ -5,6 +5,7 @@ pub mod address_policy;
 pub mod limiter;
 pub mod sink_client;
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use uuid::Uuid;
@@ -13,6 +14,20 @@ use crate::api::v1::wire::timestamp;
 use crate::domain::session::Transition;
 use crate::domain::{ApiVersion, QosStatus, Session, StatusInfo};
 use crate::store::NewNotification;
+
+/// The CallbackSink port: where an event goes. `SinkClient` posts it over HTTP; a replay answers
+/// as the history recorded.
+#[async_trait]
+pub trait CallbackSink: Send + Sync + 'static {
+    /// One delivery attempt of `body` to `sink`, with the consumer's bearer token if any.
+    async fn post(
+        &self,
+        sink: &str,
+        body: Vec<u8>,
+        bearer: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> sink_client::Outcome;
+}
 
 pub const V1_EVENT_TYPE: &str = "org.camaraproject.quality-on-demand.v1.qos-status-changed";
 pub const V0_EVENT_TYPE: &str = "org.camaraproject.qod.v0.qos-status-changed";

@@ -121,8 +121,11 @@ impl SinkClient {
             })
             .unwrap_or_else(|| sink.to_owned())
     }
+}
 
-    pub async fn post(
+#[async_trait::async_trait]
+impl super::CallbackSink for SinkClient {
+    async fn post(
         &self,
         sink: &str,
         body: Vec<u8>,
