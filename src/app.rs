@@ -229,12 +229,46 @@ impl Application {
         self.network.clone()
     }
 
+    /// The shared core (a replay watches its queue and reads its store).
+    pub fn core(&self) -> Arc<Core> {
+        self.core.clone()
+    }
+
+    /// Records the settings this run's lifecycles follow, for replays.
+    async fn record_start(&self) -> anyhow::Result<()> {
+        let started = crate::recording::Recorded {
+            at: self.core.clock.now(),
+            session: None,
+            input: crate::recording::Input::Started {
+                settings: crate::recording::format::LifecycleSettings::of(&self.settings),
+            },
+        };
+        let fx = crate::lifecycle::Effects {
+            inputs: vec![started],
+            ..Default::default()
+        };
+        self.core
+            .store
+            .commit(fx)
+            .await
+            .context("recording the start")?;
+        Ok(())
+    }
+
+    /// Where the network posts the events of `session`.
+    pub fn callback_url(&self, session: crate::domain::SessionId) -> String {
+        self.callbacks.url(session)
+    }
+
     /// Serves HTTP and runs the workers until `shutdown` resolves; then stops taking requests,
     /// lets running jobs finish (up to the shutdown timeout) and hands the rest back.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        if self.settings.record_inputs {
+            self.record_start().await?;
+        }
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;
@@ -328,12 +362,19 @@ impl Application {
             self.core.queue.clone(),
             self.core.store.clone(),
         ));
-        let retention = tokio::spawn(crate::retention::run(
-            self.core.clone(),
-            self.settings.history_retention,
-            leadership,
-            stopped(stop_rx.clone()),
-        ));
+        let purge = self.settings.purge_history.then(|| {
+            crate::retention::run(
+                self.core.clone(),
+                self.settings.history_retention,
+                leadership,
+                stopped(stop_rx.clone()),
+            )
+        });
+        let retention = tokio::spawn(async move {
+            if let Some(purge) = purge {
+                purge.await;
+            }
+        });
         // Each part is a task of its own on the multi-thread runtime: nothing of the server,
         // the queue or the jobs runs on the thread that called `run_until`.
         let server = tokio::spawn(server);

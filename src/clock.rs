@@ -30,8 +30,13 @@ pub trait Clock: Send + Sync + 'static {
 pub type SharedClock = Arc<dyn Clock>;
 
 impl dyn Clock {
+    /// Resolves after `wait` on this clock; a wait past the end of time never resolves.
     pub fn sleep(&self, wait: Duration) -> Sleep {
-        self.sleep_until(self.now() + to_chrono(wait))
+        let due = self
+            .now()
+            .checked_add_signed(to_chrono(wait))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        self.sleep_until(due)
     }
 
     /// `work`'s output, or `None` when `limit` passed on this clock first.
@@ -180,6 +185,26 @@ mod tests {
 
     fn t0() -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_wait_past_the_end_of_time_never_resolves_and_does_not_panic() {
+        use futures::FutureExt;
+        let clock: SharedClock = ManualClock::new(t0());
+        let forever = clock.sleep(Duration::from_secs(u64::MAX / 4));
+        let manual = ManualClock::new(t0());
+        assert_eq!(
+            (manual.clone() as SharedClock)
+                .sleep(Duration::MAX)
+                .now_or_never(),
+            None
+        );
+        assert_eq!(manual.next_wake(), None, "a dropped sleeper is gone");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), forever)
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test]

@@ -394,6 +394,8 @@ pub struct Settings {
     pub history_retention: Duration,
     /// Whether inputs are recorded for replays.
     pub record_inputs: bool,
+    /// Whether history past its retention is purged (a replay keeps all of its run's).
+    pub purge_history: bool,
     pub shutdown_timeout: Duration,
     pub sim: SimSettings,
     pub notify: NotifySettings,
@@ -548,6 +550,7 @@ impl Settings {
             retention: Duration::from_secs(given(v.retention_secs, "retention_secs")),
             history_retention: given(v.history_retention, "history_retention").0,
             record_inputs: given(v.record_inputs, "record_inputs"),
+            purge_history: true,
             shutdown_timeout: Duration::from_secs(given(
                 v.shutdown_timeout_secs,
                 "shutdown_timeout_secs",

@@ -24,6 +24,7 @@ pub mod pools;
 pub mod queue;
 pub mod random;
 pub mod recording;
+pub mod replay;
 pub mod retention;
 pub mod secrets;
 pub mod service;

@@ -31,6 +31,9 @@ pub enum Command {
     /// Inspect and retry status notifications (works beside a running server).
     #[command(subcommand)]
     Notifications(notifications::Command),
+    /// Replay a recorded history against this build in virtual time and report where it
+    /// decides differently (exit status 0 only without divergences).
+    Replay(Box<crate::replay::ReplayArgs>),
     /// Export the recorded history of inputs and transitions, for replays.
     #[command(subcommand)]
     History(history::Command),
@@ -91,6 +94,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve(*args).await,
         Command::Notifications(cmd) => notifications::run(cmd).await,
         Command::History(cmd) => history::run(cmd).await,
+        Command::Replay(args) => crate::replay::run(*args).await,
         Command::Token(cmd) => token::run(cmd),
         Command::FakeNef(args) => fake_nef(args).await,
         Command::Bench(args) => crate::bench::run(*args).await,

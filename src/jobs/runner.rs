@@ -146,6 +146,7 @@ async fn run_claimed<J: JobKind>(claimed: Claimed<J>, ctx: Arc<JobContext>) {
             // is that node's now, and this claim's settlement would be refused too.
             tracing::warn!(queue = J::QUEUE, job = fence.job, error = %format!("{e:#}"), "job lost to another node; its writes were refused");
             ctx.metrics.job(J::QUEUE, outcome::FENCED);
+            ctx.queue.abandoned();
             return;
         }
         Err(e) => e,

@@ -30,7 +30,11 @@ pub async fn run_dispatcher(
     loop {
         let now = clock.now();
         let now_ms = now.timestamp_millis();
-        let wanted = lanes_to_claim(&queue, &last_scan, now);
+        let wanted = if queue.held.load(Ordering::Acquire) {
+            Vec::new()
+        } else {
+            lanes_to_claim(&queue, &last_scan, now)
+        };
         // Shared with the round's closure; kept here to hand back if the round fails.
         let settlements = Arc::new(queue.take_settlements());
         let pause = if wanted.is_empty() && settlements.is_empty() {
@@ -40,12 +44,14 @@ pub async fn run_dispatcher(
                 now_ms,
                 wall_ms: Utc::now().timestamp_millis(),
             };
-            match round(&queue, &store, &wanted, settlements.clone(), at).await {
+            queue.round_active.store(true, Ordering::Release);
+            let outcome = match round(&queue, &store, &wanted, settlements.clone(), at).await {
                 Ok(claimed) => {
                     for name in &wanted {
                         last_scan.insert(name, clock.now());
                     }
                     hand_out(&queue, claimed);
+                    queue.finished(settlements.len());
                     Duration::ZERO
                 }
                 Err(e) => {
@@ -58,16 +64,20 @@ pub async fn run_dispatcher(
                     }
                     AFTER_FAILURE
                 }
-            }
+            };
+            queue.round_active.store(false, Ordering::Release);
+            outcome
         };
         if pause.is_zero() {
             // Let workers and request handlers run between busy rounds.
             tokio::task::yield_now().await;
             continue;
         }
+        let wake = queue.wake.notified();
+        queue.parked.notify_waiters();
         tokio::select! {
             () = &mut stop => break,
-            () = queue.wake.notified() => {}
+            () = wake => {}
             () = clock.sleep(pause) => {}
         }
     }
@@ -155,7 +165,9 @@ fn hand_out(queue: &JobQueue, claimed: Vec<(&'static str, Vec<ClaimedRow>)>) {
         let lane = &queue.lanes[name];
         for row in rows {
             let id = row.id;
+            queue.in_flight.fetch_add(1, Ordering::AcqRel);
             if lane.sender.try_send(row).is_err() {
+                queue.finished(1);
                 // Only this loop sends and it checked the room first; the row stays claimed
                 // and goes back to the queue when the process stops.
                 tracing::error!(queue = name, job = id, "lane refused a claimed job");

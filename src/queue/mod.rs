@@ -6,9 +6,10 @@
 mod backend;
 mod dispatcher;
 mod heartbeat;
+mod quiescence;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use crate::store::ClaimedRow;
 pub use backend::LaneBackend;
 pub use dispatcher::run_dispatcher;
 pub use heartbeat::{listen, run_heartbeat};
+pub use quiescence::TimedWaits;
 
 pub use crate::store::Settlement;
 
@@ -38,6 +40,13 @@ pub struct JobQueue {
     lanes: HashMap<&'static str, Lane>,
     settlements: Mutex<Vec<Settlement>>,
     wake: Notify,
+    /// Jobs handed to workers whose settlement is not written yet (see `quiescence`).
+    in_flight: AtomicUsize,
+    round_active: AtomicBool,
+    /// Claims held back (see `quiescence`).
+    held: AtomicBool,
+    /// Told each time the dispatcher goes to sleep.
+    parked: Notify,
 }
 
 impl JobQueue {
@@ -65,6 +74,10 @@ impl JobQueue {
             lanes,
             settlements: Mutex::default(),
             wake: Notify::new(),
+            in_flight: AtomicUsize::new(0),
+            round_active: AtomicBool::new(false),
+            held: AtomicBool::new(false),
+            parked: Notify::new(),
         })
     }
 

@@ -32,6 +32,11 @@ pub struct LifecycleSettings {
     pub grant_lifetime_ms: u64,
     pub retention_ms: u64,
     pub max_active_sessions: u64,
+    /// The sink policy, which decides whether a create is accepted.
+    #[serde(default)]
+    pub allow_insecure_sinks: bool,
+    #[serde(default)]
+    pub allow_private_sinks: bool,
 }
 
 impl LifecycleSettings {
@@ -42,7 +47,20 @@ impl LifecycleSettings {
             grant_lifetime_ms: ms(settings.grant_lifetime),
             retention_ms: ms(settings.retention),
             max_active_sessions: settings.auth.max_active_sessions,
+            allow_insecure_sinks: settings.notify.allow_insecure_sinks,
+            allow_private_sinks: settings.notify.allow_private_sinks,
         }
+    }
+
+    /// These settings over `settings` (a replay runs as the recording server did).
+    pub fn apply(&self, settings: &mut crate::config::Settings) {
+        let d = std::time::Duration::from_millis;
+        settings.provision_timeout = d(self.provision_timeout_ms);
+        settings.grant_lifetime = d(self.grant_lifetime_ms);
+        settings.retention = d(self.retention_ms);
+        settings.auth.max_active_sessions = self.max_active_sessions;
+        settings.notify.allow_insecure_sinks = self.allow_insecure_sinks;
+        settings.notify.allow_private_sinks = self.allow_private_sinks;
     }
 }
 

@@ -11,8 +11,7 @@ use crate::notify::sink_client::Outcome;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "input", rename_all = "snake_case")]
 pub enum Input {
-    /// A request of an API facade that may change state, and what it came to: `status` is the
-    /// HTTP status of a refusal; none when the request's write took it (it was carried out).
+    /// A request of an API facade that may change state, and the HTTP status it was answered.
     Command {
         api: String,
         op: String,
@@ -20,7 +19,7 @@ pub enum Input {
         /// The device a three-legged token spoke for.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         device: Option<Value>,
-        /// The request body, secrets replaced by `REDACTED`.
+        /// The request body, secrets replaced by stand-ins (`REDACTEDxxx`, as long).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         body: Option<Value>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -34,6 +33,10 @@ pub enum Input {
     Sink { event: Uuid, answer: SinkAnswer },
     /// A timer job ran (expiry, grant renewal, purge), due at `due_ms`.
     Timer { job: String, due_ms: i64 },
+    /// The server started with these lifecycle settings (a replay runs with them).
+    Started {
+        settings: super::format::LifecycleSettings,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -202,15 +205,25 @@ const SECRET_FIELDS: &[&str] = &[
 
 pub const REDACTED: &str = "REDACTED";
 
-/// `body` with every secret replaced by `REDACTED` (its shape kept: a replay still sends a
+/// A secret's stand-in: `REDACTED`, padded with `x` to the secret's length so that a replay's
+/// request passes the same length checks (v0 asks 20 to 256 characters of a token).
+fn stand_in(secret: &str) -> String {
+    let len = secret.chars().count();
+    let mut s: String = REDACTED.chars().take(len).collect();
+    s.extend(std::iter::repeat_n('x', len.saturating_sub(REDACTED.len())));
+    s
+}
+
+/// `body` with every secret replaced by its stand-in (the shape kept: a replay still sends a
 /// credential).
 pub fn redacted(mut body: Value) -> Value {
     fn walk(v: &mut Value) {
         match v {
             Value::Object(map) => {
                 for (k, v) in map.iter_mut() {
-                    if SECRET_FIELDS.contains(&k.as_str()) && v.is_string() {
-                        *v = Value::String(REDACTED.into());
+                    if let (true, Some(secret)) = (SECRET_FIELDS.contains(&k.as_str()), v.as_str())
+                    {
+                        *v = Value::String(stand_in(secret));
                     } else {
                         walk(v);
                     }
@@ -232,17 +245,19 @@ mod tests {
     fn secrets_are_redacted_at_any_depth_and_the_shape_stays() {
         let body = serde_json::json!({
             "sink": "https://x.example/cb",
-            "sinkCredential": {"credentialType": "ACCESSTOKEN", "accessToken": "s3cr3t",
+            "sinkCredential": {"credentialType": "ACCESSTOKEN", "accessToken": "s3c",
                                "accessTokenType": "bearer"},
-            "webhook": {"notificationUrl": "https://x", "notificationAuthToken": "t0ken"},
-            "list": [{"refreshToken": "r"}],
+            "webhook": {"notificationUrl": "https://x", "notificationAuthToken": "t0ken-of-20-chars!!!"},
+            "list": [{"refreshToken": "rr"}],
         });
         let out = redacted(body).to_string();
-        for secret in ["s3cr3t", "t0ken", "\"r\""] {
+        for secret in ["s3c", "t0ken", "\"rr\""] {
             assert!(!out.contains(secret), "{secret} in {out}");
         }
         assert!(out.contains("\"accessTokenType\":\"bearer\""), "{out}");
-        assert_eq!(out.matches(REDACTED).count(), 3, "{out}");
+        assert_eq!(out.matches(REDACTED).count(), 1, "{out}");
+        assert!(out.contains("\"REDACTEDxxxxxxxxxxxx\""), "{out}");
+        assert!(out.contains("\"RED\""), "{out}");
     }
 
     #[test]

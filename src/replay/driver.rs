@@ -1,0 +1,414 @@
+//! Runs a history's inputs through the real server and workers on a fresh temporary store, in
+//! virtual time: a discrete-event loop that applies the inputs of an instant (holding the
+//! queue's claims meanwhile, so that they come before the jobs due then), waits until the queue
+//! has nothing left to do at that instant, and only then moves the clock to the next instant
+//! anything waits for (the next input or the earliest sleeper on the clock).
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use super::history::{History, Seen, Step};
+use super::peers::{Answering, RecordedNetwork, RecordedSinks, Unanswered};
+use crate::app::{Application, Ports};
+use crate::auth::mint::{TokenRequest, mint_hs256};
+use crate::clock::{Clock, ManualClock};
+use crate::config::Settings;
+use crate::domain::SessionId;
+use crate::queue::TimedWaits;
+use crate::random::Random;
+use crate::store::{self, HistoryEntry, HistoryFilter, from_millis};
+
+/// How long the queue may stay busy at one instant before the replay gives up (a job waiting
+/// on something that never comes).
+const STALL: Duration = Duration::from_secs(30);
+
+/// The replay's poll interval: a year (nothing else writes to its store).
+const NEVER_MS: u64 = 365 * 86_400_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetworkChoice {
+    /// The network answers as recorded.
+    Recorded,
+    /// The simulated network answers (at zero latency).
+    Simulated,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub network: NetworkChoice,
+    /// At most this many times real time; None: as fast as it goes.
+    pub speed: Option<f64>,
+    pub progress: bool,
+    pub seed: u64,
+}
+
+/// A command's answer in the replay beside the recorded one.
+#[derive(Debug, Clone)]
+pub struct Answered {
+    pub at_ms: i64,
+    pub session: Option<String>,
+    pub op: String,
+    pub expected: u16,
+    pub actual: u16,
+}
+
+/// What the replay produced.
+pub struct Produced {
+    pub transitions: HashMap<String, Vec<Seen>>,
+    pub answers: Vec<Answered>,
+    pub unanswered: Vec<(String, String)>,
+    pub steps: u64,
+    pub wall: Duration,
+}
+
+pub async fn run(history: &History, options: &Options) -> anyhow::Result<Produced> {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().context("a folder for the replay's store")?;
+    let settings = settings_in(dir.path(), history)?;
+    let clock = ManualClock::new(from_millis(history.start_ms));
+    let random = Random::seeded(options.seed);
+    let unanswered = Arc::new(Unanswered::default());
+    let waits = Arc::new(TimedWaits::default());
+    let answering = Answering {
+        clock: clock.clone(),
+        waits: waits.clone(),
+        unanswered: unanswered.clone(),
+    };
+    let mut ports = Ports::new(clock.clone(), random.clone());
+    if options.network == NetworkChoice::Recorded {
+        ports.network = Some(RecordedNetwork::new(
+            history.network.clone(),
+            answering.clone(),
+        ));
+    }
+    ports.sinks = Some(RecordedSinks::new(history.sinks.clone(), answering));
+    let app = Application::build_with(settings.clone(), ports)
+        .await
+        .context("starting the replay's server")?;
+    let base = format!("http://{}", app.local_addr());
+    let core = app.core();
+    let callbacks: HashMap<String, String> = history
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Callback { session, .. } => {
+                let id = SessionId::parse_canonical(session)?;
+                Some((session.clone(), app.callback_url(id)))
+            }
+            Step::Command { .. } => None,
+        })
+        .collect();
+    let secret = store::dev_signing_key_path(&settings)?.load("the replay's signing key")?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .context("the replay's HTTP client")?;
+    let mut tokens = Tokens {
+        secret,
+        rules: settings.auth.rules.clone(),
+        minted: HashMap::new(),
+    };
+    let mut answers = Vec::new();
+    let mut progress = Progress::new(history, options.progress);
+    let mut next_step = 0;
+    let mut steps = 0u64;
+    loop {
+        let now_ms = clock.now().timestamp_millis();
+        core.queue.hold(true);
+        waits.hold(true);
+        while let Some(step) = history.steps.get(next_step).filter(|s| s.at_ms() <= now_ms) {
+            next_step += 1;
+            let answered = apply(step, &http, &base, &callbacks, &mut tokens, &random, &clock)
+                .await
+                .with_context(|| format!("replaying the input at {} ms", step.at_ms()))?;
+            answers.extend(answered);
+        }
+        waits.hold(false);
+        core.queue.hold(false);
+        tokio::time::timeout(STALL, core.queue.wait_idle(now_ms, &waits))
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "the replay stalled at {} ms: the queue stayed busy for {STALL:?}",
+                    now_ms
+                )
+            })?;
+        steps += 1;
+        progress.show(now_ms, next_step);
+        let next_input = history.steps.get(next_step).map(Step::at_ms);
+        // The queue's next due job is read from the queue itself: the dispatcher's sleeper
+        // for it may be gone for a moment (it wakes and sleeps again).
+        let next_wake = clock.next_wake().map(|t| t.timestamp_millis());
+        let next_job = core.queue.next_due_ms();
+        let next = [next_input, next_wake, next_job]
+            .into_iter()
+            .flatten()
+            .min();
+        let Some(next) = next.filter(|t| *t <= history.end_ms) else {
+            break;
+        };
+        if next <= now_ms {
+            // A sleeper due now that has not woken yet: let it run.
+            tokio::task::yield_now().await;
+            continue;
+        }
+        if let Some(speed) = options.speed {
+            let virtual_elapsed = Duration::from_millis((next - history.start_ms).max(0) as u64);
+            let due = virtual_elapsed.div_f64(speed.max(f64::MIN_POSITIVE));
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        clock.set(from_millis(next));
+    }
+    progress.finish();
+    let transitions = read_transitions(&core).await?;
+    let _ = stop.send(());
+    server
+        .await
+        .context("the replay's server task")?
+        .context("the replay's server")?;
+    let unanswered = std::mem::take(&mut *lock(&unanswered.asked));
+    Ok(Produced {
+        transitions,
+        answers,
+        unanswered,
+        steps,
+        wall: started.elapsed(),
+    })
+}
+
+/// The recording server's lifecycle settings on a fresh store in `dir`, with nothing that
+/// polls or purges (the clock moves only to what waits for it).
+fn settings_in(dir: &std::path::Path, history: &History) -> anyhow::Result<Settings> {
+    let mut settings =
+        Settings::for_database(format!("sqlite://{}", dir.join("replay.db").display()))?;
+    history.header.settings.apply(&mut settings);
+    settings.record_inputs = false;
+    settings.purge_history = false;
+    settings.auth.rate_per_second = 0;
+    settings.sim.latency = Duration::ZERO;
+    settings.sim.failure_rate = 0.0;
+    settings.sim.refuse_rate = 0.0;
+    let never: std::collections::BTreeMap<String, crate::pools::PoolOverride> = crate::jobs::QUEUES
+        .iter()
+        .map(|q| {
+            let o = crate::pools::PoolOverride {
+                poll_interval_ms: Some(NEVER_MS),
+                ..Default::default()
+            };
+            ((*q).to_owned(), o)
+        })
+        .collect();
+    settings.pools = settings.pools.clone().with_overrides(&never)?;
+    Ok(settings)
+}
+
+struct Tokens {
+    secret: Vec<u8>,
+    rules: crate::auth::verifier::ClaimRules,
+    minted: HashMap<(String, Option<String>), String>,
+}
+
+impl Tokens {
+    /// A token of `client` (for the device a three-legged token spoke for), valid long.
+    fn of(
+        &mut self,
+        client: &str,
+        device: Option<&serde_json::Value>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> anyhow::Result<String> {
+        let client = if client.is_empty() {
+            "anonymous"
+        } else {
+            client
+        };
+        let phone = device.and_then(|d| d["phoneNumber"].as_str().map(str::to_owned));
+        let key = (client.to_owned(), phone.clone());
+        if let Some(t) = self.minted.get(&key) {
+            return Ok(t.clone());
+        }
+        let request = TokenRequest {
+            client: client.to_owned(),
+            scopes: crate::auth::caller::scopes::ALL
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            device_phone: phone,
+            ttl: Duration::from_secs(50 * 365 * 86_400),
+        };
+        let token = mint_hs256(&self.secret, &self.rules, &request, now)?;
+        self.minted.insert(key, token.clone());
+        Ok(token)
+    }
+}
+
+async fn apply(
+    step: &Step,
+    http: &reqwest::Client,
+    base: &str,
+    callbacks: &HashMap<String, String>,
+    tokens: &mut Tokens,
+    random: &Random,
+    clock: &ManualClock,
+) -> anyhow::Result<Option<Answered>> {
+    match step {
+        Step::Callback { session, body, .. } => {
+            if let Some(url) = callbacks.get(session) {
+                http.post(url).json(body).send().await?;
+            }
+            Ok(None)
+        }
+        Step::Command {
+            at_ms,
+            api,
+            op,
+            client,
+            device,
+            body,
+            status,
+            session,
+        } => {
+            let root = if api == "v0" {
+                "/qod/v0/sessions"
+            } else {
+                "/quality-on-demand/v1/sessions"
+            };
+            let id = session.as_deref().unwrap_or("-");
+            let (method, path) = match op.as_str() {
+                "create" => (reqwest::Method::POST, root.to_owned()),
+                "extend" => (reqwest::Method::POST, format!("{root}/{id}/extend")),
+                "delete" => (reqwest::Method::DELETE, format!("{root}/{id}")),
+                other => anyhow::bail!("a recorded command of an unknown operation {other:?}"),
+            };
+            if op == "create" && *status == 201 {
+                random.name_next_session(session.as_deref().and_then(|s| s.parse().ok()));
+            }
+            let token = tokens.of(client, device.as_ref(), clock.now())?;
+            let mut req = http
+                .request(method, format!("{base}{path}"))
+                .bearer_auth(token);
+            if let Some(body) = body {
+                req = req.json(body);
+            }
+            let actual = req.send().await?.status().as_u16();
+            random.name_next_session(None);
+            Ok(Some(Answered {
+                at_ms: *at_ms,
+                session: session.clone(),
+                op: op.clone(),
+                expected: *status,
+                actual,
+            }))
+        }
+    }
+}
+
+/// Every transition the replay's store holds, per session.
+async fn read_transitions(core: &crate::core::Core) -> anyhow::Result<HashMap<String, Vec<Seen>>> {
+    let found: Arc<Mutex<HashMap<String, Vec<Seen>>>> = Arc::default();
+    let sink = found.clone();
+    let filter = HistoryFilter {
+        since_ms: i64::MIN,
+        until_ms: i64::MAX,
+        session: None,
+    };
+    core.store
+        .read_history(
+            filter,
+            Box::new(move |row| {
+                if let HistoryEntry::Transition {
+                    from, to, reason, ..
+                } = row.entry
+                {
+                    lock(&sink)
+                        .entry(row.session.unwrap_or_default())
+                        .or_default()
+                        .push(Seen {
+                            at_ms: row.at_ms,
+                            from,
+                            to,
+                            reason,
+                        });
+                }
+                Ok(())
+            }),
+        )
+        .await?;
+    Ok(std::mem::take(&mut *lock(&found)))
+}
+
+/// A progress line on stderr: redrawn in place on a terminal, every 5 s otherwise.
+struct Progress {
+    on: bool,
+    terminal: bool,
+    start_ms: i64,
+    span_ms: i64,
+    inputs: usize,
+    began: Instant,
+    last: Instant,
+}
+
+impl Progress {
+    fn new(history: &History, on: bool) -> Self {
+        let now = Instant::now();
+        Self {
+            on,
+            terminal: std::io::stderr().is_terminal(),
+            start_ms: history.start_ms,
+            span_ms: (history.end_ms - history.start_ms).max(1),
+            inputs: history.steps.len(),
+            began: now,
+            last: now,
+        }
+    }
+
+    fn show(&mut self, now_ms: i64, inputs_done: usize) {
+        let every = if self.terminal {
+            Duration::from_millis(250)
+        } else {
+            Duration::from_secs(5)
+        };
+        if !self.on || self.last.elapsed() < every {
+            return;
+        }
+        self.last = Instant::now();
+        let done_ms = (now_ms - self.start_ms).max(0);
+        let share = done_ms as f64 / self.span_ms as f64;
+        let speed = done_ms as f64 / 1000.0 / self.began.elapsed().as_secs_f64().max(1e-9);
+        let width = 30;
+        let filled = ((share * width as f64) as usize).min(width);
+        let line = format!(
+            "replay [{}{}] {:5.1}%  {}/{} inputs  {:.0}x real time",
+            "#".repeat(filled),
+            " ".repeat(width - filled),
+            share * 100.0,
+            inputs_done,
+            self.inputs,
+            speed
+        );
+        if self.terminal {
+            eprint!("\r{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+
+    fn finish(&self) {
+        if self.on && self.terminal {
+            eprintln!();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

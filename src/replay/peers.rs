@@ -1,0 +1,157 @@
+//! The peers of a replay: a network and sinks that answer as the history recorded, in the
+//! order each session asked, and not before the instant the recorded answer came (so that what
+//! happened meanwhile, a deletion while the network was asked, happens meanwhile again). A question the history has no answer for is noted (the replay
+//! went where the recording did not) and answered so that the session ends rather than waits.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::history::{NetworkAnswers, SinkAnswers};
+use crate::clock::SharedClock;
+use crate::network::{Grant, GrantRef, Network, NetworkError, ProvisionRequest};
+use crate::notify::CallbackSink;
+use crate::notify::sink_client::Outcome;
+use crate::queue::TimedWaits;
+use crate::recording::NetworkAnswer;
+use crate::store::from_millis;
+
+/// Questions a peer had no recorded answer for: (session, what was asked).
+#[derive(Debug, Default)]
+pub struct Unanswered {
+    pub asked: Mutex<Vec<(String, String)>>,
+}
+
+impl Unanswered {
+    fn note(&self, session: &str, what: &str) {
+        lock(&self.asked).push((session.to_owned(), what.to_owned()));
+    }
+}
+
+/// What the peers share: the clock the answers wait on, and where questions without a
+/// recorded answer are noted.
+#[derive(Clone)]
+pub struct Answering {
+    pub clock: SharedClock,
+    pub waits: Arc<TimedWaits>,
+    pub unanswered: Arc<Unanswered>,
+}
+
+impl Answering {
+    /// Waits until the recorded answer's instant.
+    async fn until(&self, at_ms: i64) {
+        self.waits
+            .sleep_until(self.clock.as_ref(), from_millis(at_ms))
+            .await;
+    }
+}
+
+pub struct RecordedNetwork {
+    answers: Mutex<NetworkAnswers>,
+    answering: Answering,
+}
+
+impl RecordedNetwork {
+    pub fn new(answers: NetworkAnswers, answering: Answering) -> Arc<Self> {
+        Arc::new(Self {
+            answers: Mutex::new(answers),
+            answering,
+        })
+    }
+
+    async fn next(&self, session: &str, op: &str) -> Option<NetworkAnswer> {
+        let answer = lock(&self.answers)
+            .get_mut(&(session.to_owned(), op.to_owned()))
+            .and_then(VecDeque::pop_front);
+        match answer {
+            Some((at_ms, answer)) => {
+                self.answering.until(at_ms).await;
+                Some(answer)
+            }
+            None => {
+                self.answering
+                    .unanswered
+                    .note(session, &format!("network {op}"));
+                None
+            }
+        }
+    }
+}
+
+fn unrecorded(op: &str) -> NetworkError {
+    NetworkError::Refused(format!("the history recorded no further answer to {op}"))
+}
+
+#[async_trait]
+impl Network for RecordedNetwork {
+    async fn provision(&self, req: &ProvisionRequest) -> Result<Grant, NetworkError> {
+        match self.next(&req.session.to_string(), "provision").await {
+            Some(answer) => answer.to_grant(),
+            None => Err(unrecorded("provision")),
+        }
+    }
+
+    async fn renew(&self, grant: &GrantRef, _until: DateTime<Utc>) -> Result<Grant, NetworkError> {
+        match self.next(&grant.session.to_string(), "renew").await {
+            Some(answer) => answer.to_grant(),
+            None => Err(unrecorded("renew")),
+        }
+    }
+
+    async fn release(&self, grant: &GrantRef) -> Result<(), NetworkError> {
+        // Without a recorded answer a release counts as done: nothing is left to hold.
+        match self.next(&grant.session.to_string(), "release").await {
+            Some(answer) => answer.to_release(),
+            None => Ok(()),
+        }
+    }
+}
+
+pub struct RecordedSinks {
+    answers: Mutex<SinkAnswers>,
+    answering: Answering,
+}
+
+impl RecordedSinks {
+    pub fn new(answers: SinkAnswers, answering: Answering) -> Arc<Self> {
+        Arc::new(Self {
+            answers: Mutex::new(answers),
+            answering,
+        })
+    }
+}
+
+#[async_trait]
+impl CallbackSink for RecordedSinks {
+    async fn post(
+        &self,
+        _sink: &str,
+        body: Vec<u8>,
+        _bearer: Option<&str>,
+        _now: DateTime<Utc>,
+    ) -> Outcome {
+        let session = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["data"]["sessionId"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let answer = lock(&self.answers)
+            .get_mut(&session)
+            .and_then(VecDeque::pop_front);
+        match answer {
+            Some((at_ms, answer)) => {
+                self.answering.until(at_ms).await;
+                answer.to_outcome()
+            }
+            None => {
+                self.answering.unanswered.note(&session, "sink delivery");
+                Outcome::Delivered
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
