@@ -131,12 +131,14 @@ impl Clock for ManualClock {
 
     fn sleep_until(&self, due: DateTime<Utc>) -> Sleep {
         let mut rx = self.now.subscribe();
-        let sleepers = self.sleepers.clone();
+        if *rx.borrow_and_update() >= due {
+            return Box::pin(std::future::ready(()));
+        }
+        // Registered at once, not when first polled: whoever asks `next_wake` right after
+        // this call (a replay about to move time) must see this sleeper.
+        let registered = Registered::new(self.sleepers.clone(), due);
         Box::pin(async move {
-            if *rx.borrow_and_update() >= due {
-                return;
-            }
-            let _registered = Registered::new(sleepers, due);
+            let _registered = registered;
             loop {
                 if rx.changed().await.is_err() {
                     // The clock is gone: its time never comes.

@@ -100,6 +100,145 @@ fn edit_lines(path: &Path, edit: impl Fn(&mut Value) -> bool) -> bool {
     changed
 }
 
+/// The committed histories: one exported from a run of `recorded_run` by this release (format
+/// version 1: a later build must still replay it), and the same with one network answer
+/// altered. `QOD_REFRESH_FIXTURES=1` rewrites both from a fresh run.
+const REAL_FIXTURE: &str = "tests/fixtures/history-v1-real-run.jsonl";
+const ALTERED_FIXTURE: &str = "tests/fixtures/history-v1-altered.jsonl";
+
+/// Alters the v0 session's provisioning answer to a refusal; returns that session.
+fn alter(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    let v0_create = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|v| v["input"] == "command" && v["api"] == "v0")
+        .expect("the v0 create was recorded");
+    let session = v0_create["session"].as_str().unwrap().to_owned();
+    assert!(edit_lines(path, |v| {
+        if v["input"] == "network" && v["op"] == "provision" && v["session"] == session.as_str() {
+            v["answer"] = json!({"refused": {"reason": "altered"}});
+            return true;
+        }
+        false
+    }));
+    session
+}
+
+/// Replays `file` with a JSON report; returns whether it passed and the report.
+async fn replay_json(file: &str) -> (bool, Value) {
+    let run = qod(&["replay", file, "--json"]).await;
+    let report = serde_json::from_slice(&run.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON report ({e}): {}",
+            String::from_utf8_lossy(&run.stderr)
+        )
+    });
+    (run.status.success(), report)
+}
+
+/// The altered history's report names the altered session's provisioning.
+fn assert_caught(report: &Value, session: &str) {
+    let first = report["divergences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["kind"] == "transition")
+        .unwrap_or_else(|| panic!("no transition divergence: {report:#}"));
+    assert_eq!(first["session"], session, "{report:#}");
+    assert_eq!(first["index"], 1, "{report:#}");
+    assert_eq!(
+        first["expected"],
+        "REQUESTED -> AVAILABLE (NETWORK_GRANTED)"
+    );
+    assert_eq!(
+        first["actual"],
+        "REQUESTED -> UNAVAILABLE (NETWORK_TERMINATED)"
+    );
+    assert_eq!(report["counts"]["transition"], 1, "{report:#}");
+}
+
+#[tokio::test]
+async fn the_committed_real_run_replays_clean_and_its_altered_copy_is_caught() {
+    let (ok, report) = replay_json(REAL_FIXTURE).await;
+    assert!(ok, "{report:#}");
+    assert_eq!(report["divergences"], json!([]), "{report:#}");
+    assert!(
+        report["transitions_expected"].as_u64() > Some(8),
+        "{report:#}"
+    );
+    let text = std::fs::read_to_string(ALTERED_FIXTURE).unwrap();
+    let session = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|v| v["answer"]["refused"]["reason"] == "altered")
+        .expect("the altered answer is in the fixture")["session"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (ok, report) = replay_json(ALTERED_FIXTURE).await;
+    assert!(!ok, "the altered fixture replayed clean");
+    assert_caught(&report, &session);
+}
+
+#[tokio::test]
+async fn a_generated_history_holds_every_kind_of_input_and_replays_clean_twice_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let mix = "v0=0.3,delete=0.3,extend=0.3,overlap=0.2,refuse=0.1,fail=0.1,terminate=0.2,\
+               sink_fail=0.2,sink_slow=0.1,sink_gone=0.1,min_duration=60,max_duration=1800";
+    let out = dir.path().join("generated.jsonl");
+    let run = qod(&[
+        "history",
+        "generate",
+        "--sessions",
+        "80",
+        "--hours",
+        "0.25",
+        "--seed",
+        "11",
+        "--mix",
+        mix,
+        "--out",
+        &out.display().to_string(),
+    ])
+    .await;
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let text = &std::fs::read_to_string(&out).unwrap();
+    for needle in [
+        r#""api":"v0","op":"create""#,
+        r#""api":"v1","op":"create""#,
+        r#""status":409"#,
+        r#""op":"extend""#,
+        r#""op":"delete""#,
+        r#""refused":{"reason":"synthetic refusal"}"#,
+        r#""unavailable":{"reason":"synthetic outage"}"#,
+        r#""refused":{"reason":"synthetic termination"}"#,
+        r#""answer":{"retry""#,
+        r#""answer":"gone""#,
+        r#""reason":"DURATION_EXPIRED""#,
+        r#""reason":"DELETE_REQUESTED""#,
+        r#""reason":"NETWORK_TERMINATED""#,
+        r#""job":"renew_grant""#,
+    ] {
+        assert!(
+            text.contains(needle),
+            "{needle} is not in the generated history"
+        );
+    }
+    let file = out.display().to_string();
+    let (ok, report) = replay_json(&file).await;
+    assert!(ok, "{report:#}");
+    let (_, again) = replay_json(&file).await;
+    assert_eq!(report, again, "two replays of one generated history differ");
+    // Most creates stored a session (an overlapping one only once the first had ended).
+    let sessions = report["sessions"].as_u64().unwrap();
+    assert!((60..=100).contains(&sessions), "{report:#}");
+}
+
 #[tokio::test]
 async fn a_real_run_replays_without_divergence_twice_alike_and_an_altered_one_is_caught() {
     let (app, _sink) = recorded_run().await;
@@ -128,39 +267,12 @@ async fn a_real_run_replays_without_divergence_twice_alike_and_an_altered_one_is
     // must say that the session ended otherwise, at its second transition.
     let altered = dir.path().join("altered.jsonl");
     std::fs::copy(&history, &altered).unwrap();
-    let text = std::fs::read_to_string(&altered).unwrap();
-    let v0_create = text
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .find(|v| v["input"] == "command" && v["api"] == "v0")
-        .expect("the v0 create was recorded");
-    let v0_session = v0_create["session"].as_str().unwrap().to_owned();
-    let session = v0_session.clone();
-    assert!(edit_lines(&altered, |v| {
-        if v["input"] == "network" && v["op"] == "provision" && v["session"] == session.as_str() {
-            v["answer"] = json!({"refused": {"reason": "altered"}});
-            return true;
-        }
-        false
-    }));
-    let run = qod(&["replay", &altered.display().to_string(), "--json"]).await;
-    assert!(!run.status.success(), "the altered history replayed clean");
-    let report: Value = serde_json::from_slice(&run.stdout).expect("a JSON report");
-    let first = report["divergences"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["kind"] == "transition")
-        .unwrap_or_else(|| panic!("no transition divergence: {report:#}"));
-    assert_eq!(first["session"], v0_session.as_str(), "{report:#}");
-    assert_eq!(first["index"], 1, "{report:#}");
-    assert_eq!(
-        first["expected"],
-        "REQUESTED -> AVAILABLE (NETWORK_GRANTED)"
-    );
-    assert_eq!(
-        first["actual"],
-        "REQUESTED -> UNAVAILABLE (NETWORK_TERMINATED)"
-    );
-    assert_eq!(report["counts"]["transition"], 1, "{report:#}");
+    let session = alter(&altered);
+    let (ok, report) = replay_json(&altered.display().to_string()).await;
+    assert!(!ok, "the altered history replayed clean");
+    assert_caught(&report, &session);
+    if std::env::var_os("QOD_REFRESH_FIXTURES").is_some() {
+        std::fs::copy(&history, REAL_FIXTURE).unwrap();
+        std::fs::copy(&altered, ALTERED_FIXTURE).unwrap();
+    }
 }

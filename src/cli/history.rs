@@ -32,6 +32,10 @@ pub enum Command {
         #[command(flatten)]
         server: ServerLocation,
     },
+    /// Write a synthetic history drawn from a seed (creates through v0 and v1, overlapping
+    /// creates, extends, deletes, network refusals, outages and terminations, failing, slow
+    /// and gone sinks), made by running its inputs through this build in virtual time.
+    Generate(crate::replay::GenerateArgs),
 }
 
 fn instant(text: &str) -> Result<DateTime<Utc>, String> {
@@ -41,13 +45,16 @@ fn instant(text: &str) -> Result<DateTime<Utc>, String> {
 }
 
 pub async fn run(cmd: Command) -> anyhow::Result<()> {
-    let Command::Export {
-        since,
-        until,
-        session,
-        out,
-        server,
-    } = cmd;
+    let (since, until, session, out, server) = match cmd {
+        Command::Generate(args) => return crate::replay::generate_history(args).await,
+        Command::Export {
+            since,
+            until,
+            session,
+            out,
+            server,
+        } => (since, until, session, out, server),
+    };
     let settings = server.settings(ServeArgs::default())?;
     let since_ms = since.map_or(0, |t| t.timestamp_millis());
     let until_ms = until.unwrap_or_else(Utc::now).timestamp_millis();

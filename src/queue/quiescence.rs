@@ -40,9 +40,12 @@ impl TimedWaits {
             return;
         }
         let at = due.timestamp_millis();
+        // The sleeper is on the clock before the wait counts: a replay that sees the wait
+        // sees when it ends.
+        let sleep = clock.sleep_until(due);
         *super::lock(&self.due).entry(at).or_default() += 1;
         self.changed.notify_waiters();
-        clock.sleep_until(due).await;
+        sleep.await;
         {
             let mut waits = super::lock(&self.due);
             if let Some(n) = waits.get_mut(&at) {

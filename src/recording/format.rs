@@ -122,14 +122,23 @@ impl Line {
 
 /// Reads a history file: its header, then its lines in order. Errors name the line.
 pub fn read(text: &str) -> anyhow::Result<(Header, Vec<Line>)> {
-    let mut lines = text
+    let (header, lines) = reader(std::io::Cursor::new(text.as_bytes()))?;
+    Ok((header, lines.collect::<anyhow::Result<Vec<Line>>>()?))
+}
+
+/// A history read as it streams in: its header, then an iterator over its lines (a large
+/// history is never held as text).
+pub fn reader<R: std::io::BufRead>(
+    input: R,
+) -> anyhow::Result<(Header, impl Iterator<Item = anyhow::Result<Line>>)> {
+    let mut lines = input
         .lines()
         .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty());
+        .filter(|(_, l)| l.as_ref().map_or(true, |l| !l.trim().is_empty()));
     let (_, first) = lines
         .next()
         .ok_or_else(|| anyhow::anyhow!("the history is empty (no header line)"))?;
-    let header: Header = serde_json::from_str(first)
+    let header: Header = serde_json::from_str(&first?)
         .map_err(|e| anyhow::anyhow!("line 1 is not a history header: {e}"))?;
     anyhow::ensure!(
         header.format == FORMAT,
@@ -141,9 +150,10 @@ pub fn read(text: &str) -> anyhow::Result<(Header, Vec<Line>)> {
         "the history is version {}; this build reads up to version {VERSION}",
         header.version
     );
-    let body = lines
-        .map(|(n, l)| serde_json::from_str(l).map_err(|e| anyhow::anyhow!("line {}: {e}", n + 1)))
-        .collect::<anyhow::Result<Vec<Line>>>()?;
+    let body = lines.map(|(n, l)| {
+        let l = l.map_err(|e| anyhow::anyhow!("line {}: {e}", n + 1))?;
+        serde_json::from_str(&l).map_err(|e| anyhow::anyhow!("line {}: {e}", n + 1))
+    });
     Ok((header, body))
 }
 

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use super::history::{History, Seen, Step};
+use super::generate::{Mix, SyntheticNetwork, SyntheticSinks};
+use super::history::{NetworkAnswers, Seen, SinkAnswers, Step};
 use super::peers::{Answering, RecordedNetwork, RecordedSinks, Unanswered};
 use crate::app::{Application, Ports};
 use crate::auth::mint::{TokenRequest, mint_hs256};
@@ -20,11 +21,17 @@ use crate::config::Settings;
 use crate::domain::SessionId;
 use crate::queue::TimedWaits;
 use crate::random::Random;
+use crate::recording::format::{Header, LifecycleSettings};
 use crate::store::{self, HistoryEntry, HistoryFilter, from_millis};
 
 /// How long the queue may stay busy at one instant before the replay gives up (a job waiting
 /// on something that never comes).
 const STALL: Duration = Duration::from_secs(30);
+
+/// How long past the history's end the run goes on, so that what the recording finished just
+/// before its end (a few milliseconds later here) is not cut off; what comes later still is
+/// not compared (see `report`).
+pub const HORIZON_GRACE_MS: i64 = 60_000;
 
 /// The replay's poll interval: a year (nothing else writes to its store).
 const NEVER_MS: u64 = 365 * 86_400_000;
@@ -60,16 +67,39 @@ pub struct Answered {
 pub struct Produced {
     pub transitions: HashMap<String, Vec<Seen>>,
     pub answers: Vec<Answered>,
-    pub unanswered: Vec<(String, String)>,
+    pub unanswered: Vec<(String, String, i64)>,
     pub steps: u64,
     pub wall: Duration,
 }
 
-pub async fn run(history: &History, options: &Options) -> anyhow::Result<Produced> {
+/// Who answers the server's questions.
+pub enum Peers {
+    /// As recorded; the network's answers None: the simulated network answers.
+    Recorded {
+        network: Option<NetworkAnswers>,
+        sinks: SinkAnswers,
+    },
+    /// Synthetic peers drawing their answers (a generated history).
+    Synthetic { mix: Mix, seed: u64 },
+}
+
+/// What a run drives: its inputs, its span, its settings and peers, and (generating) where
+/// to export the history it makes.
+pub struct Scenario<'a> {
+    pub steps: &'a [Step],
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub settings: LifecycleSettings,
+    pub peers: Peers,
+    pub export: Option<(&'a std::path::Path, Header)>,
+}
+
+pub async fn run(scenario: Scenario<'_>, options: &Options) -> anyhow::Result<Produced> {
     let started = Instant::now();
     let dir = tempfile::tempdir().context("a folder for the replay's store")?;
-    let settings = settings_in(dir.path(), history)?;
-    let clock = ManualClock::new(from_millis(history.start_ms));
+    let mut settings = settings_in(dir.path(), &scenario.settings)?;
+    settings.record_inputs = scenario.export.is_some();
+    let clock = ManualClock::new(from_millis(scenario.start_ms));
     let random = Random::seeded(options.seed);
     let unanswered = Arc::new(Unanswered::default());
     let waits = Arc::new(TimedWaits::default());
@@ -79,20 +109,25 @@ pub async fn run(history: &History, options: &Options) -> anyhow::Result<Produce
         unanswered: unanswered.clone(),
     };
     let mut ports = Ports::new(clock.clone(), random.clone());
-    if options.network == NetworkChoice::Recorded {
-        ports.network = Some(RecordedNetwork::new(
-            history.network.clone(),
-            answering.clone(),
-        ));
+    match scenario.peers {
+        Peers::Recorded { network, sinks } => {
+            if let Some(network) = network {
+                ports.network = Some(RecordedNetwork::new(network, answering.clone()));
+            }
+            ports.sinks = Some(RecordedSinks::new(sinks, answering));
+        }
+        Peers::Synthetic { mix, seed } => {
+            ports.network = Some(SyntheticNetwork::new(mix.clone(), seed, answering.clone()));
+            ports.sinks = Some(SyntheticSinks::new(mix, seed, answering));
+        }
     }
-    ports.sinks = Some(RecordedSinks::new(history.sinks.clone(), answering));
     let app = Application::build_with(settings.clone(), ports)
         .await
         .context("starting the replay's server")?;
     let base = format!("http://{}", app.local_addr());
     let core = app.core();
-    let callbacks: HashMap<String, String> = history
-        .steps
+    let steps_in = scenario.steps;
+    let callbacks: HashMap<String, String> = steps_in
         .iter()
         .filter_map(|s| match s {
             Step::Callback { session, .. } => {
@@ -117,16 +152,30 @@ pub async fn run(history: &History, options: &Options) -> anyhow::Result<Produce
         minted: HashMap::new(),
     };
     let mut answers = Vec::new();
-    let mut progress = Progress::new(history, options.progress);
+    let mut created = HashMap::new();
+    let mut progress = Progress::new(
+        scenario.start_ms,
+        scenario.end_ms,
+        steps_in.len(),
+        options.progress,
+    );
     let mut next_step = 0;
     let mut steps = 0u64;
+    // Held before the clock moves to an instant: its jobs and answers wait for its inputs.
+    core.queue.hold(true);
+    waits.hold(true);
     loop {
         let now_ms = clock.now().timestamp_millis();
-        core.queue.hold(true);
-        waits.hold(true);
-        while let Some(step) = history.steps.get(next_step).filter(|s| s.at_ms() <= now_ms) {
+        while let Some(step) = steps_in.get(next_step).filter(|s| s.at_ms() <= now_ms) {
             next_step += 1;
-            let answered = apply(step, &http, &base, &callbacks, &mut tokens, &random, &clock)
+            let to = Target {
+                http: &http,
+                base: &base,
+                callbacks: &callbacks,
+                random: &random,
+                clock: &clock,
+            };
+            let answered = apply(step, &to, &mut tokens, &mut created)
                 .await
                 .with_context(|| format!("replaying the input at {} ms", step.at_ms()))?;
             answers.extend(answered);
@@ -143,7 +192,7 @@ pub async fn run(history: &History, options: &Options) -> anyhow::Result<Produce
             })?;
         steps += 1;
         progress.show(now_ms, next_step);
-        let next_input = history.steps.get(next_step).map(Step::at_ms);
+        let next_input = steps_in.get(next_step).map(Step::at_ms);
         // The queue's next due job is read from the queue itself: the dispatcher's sleeper
         // for it may be gone for a moment (it wakes and sleeps again).
         let next_wake = clock.next_wake().map(|t| t.timestamp_millis());
@@ -152,25 +201,39 @@ pub async fn run(history: &History, options: &Options) -> anyhow::Result<Produce
             .into_iter()
             .flatten()
             .min();
-        let Some(next) = next.filter(|t| *t <= history.end_ms) else {
+        let Some(next) = next.filter(|t| *t <= scenario.end_ms + HORIZON_GRACE_MS) else {
             break;
         };
         if next <= now_ms {
             // A sleeper due now that has not woken yet: let it run.
             tokio::task::yield_now().await;
+            core.queue.hold(true);
+            waits.hold(true);
             continue;
         }
         if let Some(speed) = options.speed {
-            let virtual_elapsed = Duration::from_millis((next - history.start_ms).max(0) as u64);
+            let virtual_elapsed = Duration::from_millis((next - scenario.start_ms).max(0) as u64);
             let due = virtual_elapsed.div_f64(speed.max(f64::MIN_POSITIVE));
             if let Some(wait) = due.checked_sub(started.elapsed()) {
                 tokio::time::sleep(wait).await;
             }
         }
+        core.queue.hold(true);
+        waits.hold(true);
         clock.set(from_millis(next));
     }
+    waits.hold(false);
+    core.queue.hold(false);
     progress.finish();
     let transitions = read_transitions(&core).await?;
+    if let Some((out, header)) = &scenario.export {
+        let all = HistoryFilter {
+            since_ms: i64::MIN,
+            until_ms: i64::MAX,
+            session: None,
+        };
+        crate::recording::export::export(&core.store, all, header, out).await?;
+    }
     let _ = stop.send(());
     server
         .await
@@ -188,16 +251,18 @@ pub async fn run(history: &History, options: &Options) -> anyhow::Result<Produce
 
 /// The recording server's lifecycle settings on a fresh store in `dir`, with nothing that
 /// polls or purges (the clock moves only to what waits for it).
-fn settings_in(dir: &std::path::Path, history: &History) -> anyhow::Result<Settings> {
-    let mut settings =
-        Settings::for_database(format!("sqlite://{}", dir.join("replay.db").display()))?;
-    history.header.settings.apply(&mut settings);
-    settings.record_inputs = false;
+fn settings_in(dir: &std::path::Path, lifecycle: &LifecycleSettings) -> anyhow::Result<Settings> {
+    let url = format!("sqlite://{}", dir.join("replay.db").display());
+    let mut settings = Settings::for_database(url)?;
+    lifecycle.apply(&mut settings);
     settings.purge_history = false;
     settings.auth.rate_per_second = 0;
     settings.sim.latency = Duration::ZERO;
     settings.sim.failure_rate = 0.0;
     settings.sim.refuse_rate = 0.0;
+    // A delivery waiting in its sink's line waits on another delivery, which may wait for
+    // virtual time: the loop could not tell that from work. The line is not replayed.
+    settings.notify.per_sink_concurrency = 1 << 20;
     let never: std::collections::BTreeMap<String, crate::pools::PoolOverride> = crate::jobs::QUEUES
         .iter()
         .map(|q| {
@@ -251,15 +316,30 @@ impl Tokens {
     }
 }
 
+/// Where the inputs go.
+struct Target<'a> {
+    http: &'a reqwest::Client,
+    base: &'a str,
+    callbacks: &'a HashMap<String, String>,
+    random: &'a Random,
+    clock: &'a ManualClock,
+}
+
+/// Applies one input. A session named `@n` (a generated create) takes the id the server gave
+/// it, which later commands naming `@n` use.
 async fn apply(
     step: &Step,
-    http: &reqwest::Client,
-    base: &str,
-    callbacks: &HashMap<String, String>,
+    to: &Target<'_>,
     tokens: &mut Tokens,
-    random: &Random,
-    clock: &ManualClock,
+    created: &mut HashMap<String, String>,
 ) -> anyhow::Result<Option<Answered>> {
+    let Target {
+        http,
+        base,
+        callbacks,
+        random,
+        clock,
+    } = *to;
     match step {
         Step::Callback { session, body, .. } => {
             if let Some(url) = callbacks.get(session) {
@@ -282,7 +362,11 @@ async fn apply(
             } else {
                 "/quality-on-demand/v1/sessions"
             };
-            let id = session.as_deref().unwrap_or("-");
+            let named = session.as_deref().filter(|s| s.starts_with('@'));
+            let id = match named {
+                Some(name) => created.get(name).map_or("-", String::as_str),
+                None => session.as_deref().unwrap_or("-"),
+            };
             let (method, path) = match op.as_str() {
                 "create" => (reqwest::Method::POST, root.to_owned()),
                 "extend" => (reqwest::Method::POST, format!("{root}/{id}/extend")),
@@ -299,8 +383,15 @@ async fn apply(
             if let Some(body) = body {
                 req = req.json(body);
             }
-            let actual = req.send().await?.status().as_u16();
+            let response = req.send().await?;
+            let actual = response.status().as_u16();
             random.name_next_session(None);
+            if let (Some(name), "create", 201) = (named, op.as_str(), actual) {
+                let body: serde_json::Value = response.json().await?;
+                if let Some(id) = body["sessionId"].as_str() {
+                    created.insert(name.to_owned(), id.to_owned());
+                }
+            }
             Ok(Some(Answered {
                 at_ms: *at_ms,
                 session: session.clone(),
@@ -358,14 +449,14 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(history: &History, on: bool) -> Self {
+    fn new(start_ms: i64, end_ms: i64, inputs: usize, on: bool) -> Self {
         let now = Instant::now();
         Self {
             on,
             terminal: std::io::stderr().is_terminal(),
-            start_ms: history.start_ms,
-            span_ms: (history.end_ms - history.start_ms).max(1),
-            inputs: history.steps.len(),
+            start_ms,
+            span_ms: (end_ms - start_ms).max(1),
+            inputs,
             began: now,
             last: now,
         }

@@ -85,12 +85,18 @@ pub struct History {
 
 impl History {
     pub fn new(header: Header, lines: Vec<Line>) -> Self {
+        Self::read(header, lines.into_iter().map(Ok)).expect("lines already read")
+    }
+
+    /// The history of `lines` as they stream in.
+    pub fn read(
+        header: Header,
+        lines: impl Iterator<Item = anyhow::Result<Line>>,
+    ) -> anyhow::Result<Self> {
         let mut h = Self {
-            start_ms: lines.first().map_or(header.since_ms, Line::at_ms),
-            end_ms: header
-                .until_ms
-                .max(lines.last().map_or(i64::MIN, Line::at_ms)),
-            lines: lines.len(),
+            start_ms: i64::MAX,
+            end_ms: header.until_ms,
+            lines: 0,
             header,
             steps: Vec::new(),
             network: HashMap::new(),
@@ -105,6 +111,10 @@ impl History {
             }
         };
         for line in lines {
+            let line = line?;
+            h.lines += 1;
+            h.start_ms = h.start_ms.min(line.at_ms());
+            h.end_ms = h.end_ms.max(line.at_ms());
             match line {
                 Line::Transition {
                     at_ms,
@@ -176,8 +186,11 @@ impl History {
                 },
             }
         }
+        if h.lines == 0 {
+            h.start_ms = h.header.since_ms;
+        }
         // A history is in time order; a stable sort keeps the order written within a millisecond.
         h.steps.sort_by_key(Step::at_ms);
-        h
+        Ok(h)
     }
 }

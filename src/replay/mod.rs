@@ -3,6 +3,7 @@
 //! `report`).
 
 pub mod driver;
+pub mod generate;
 pub mod history;
 pub mod peers;
 pub mod report;
@@ -37,6 +38,9 @@ pub struct ReplayArgs {
     /// Seed of the replay's draws (retry jitter).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Also write what the replay itself did as a history (to compare line by line).
+    #[arg(long)]
+    pub save_run: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -45,13 +49,97 @@ pub enum NetworkArg {
     Simulated,
 }
 
-/// Reads a history file.
+#[derive(Debug, clap::Args)]
+pub struct GenerateArgs {
+    /// Sessions to create.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub sessions: u64,
+    /// Hours over which the sessions are created.
+    #[arg(long)]
+    pub hours: f64,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Shares of each kind of event, e.g. `v0=0.2,delete=0.1,refuse=0.05` (keys: v0, sink,
+    /// delete, extend, overlap, refuse, fail, terminate, sink_fail, sink_slow, sink_gone,
+    /// min_duration, max_duration; see the README for the defaults).
+    #[arg(long, default_value = "")]
+    pub mix: generate::Mix,
+    /// The file to write (replaced if it exists).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Where every generated history starts (a fixed instant: the same seed gives the same file).
+const GENERATED_FROM_MS: i64 = 1_798_761_600_000; // 2027-01-01T00:00:00Z
+
+pub async fn generate_history(args: GenerateArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.hours > 0.0 && args.hours <= 24.0 * 366.0,
+        "--hours must be above 0 and at most a year, not {}",
+        args.hours
+    );
+    let span_ms = (args.hours * 3_600_000.0) as i64;
+    let steps = generate::commands(
+        args.sessions,
+        GENERATED_FROM_MS,
+        span_ms,
+        &args.mix,
+        args.seed,
+    );
+    // Long enough for the last session to end, be extended, notified and purged.
+    let tail_ms = i64::try_from(args.mix.max_duration).unwrap_or(86_400) * 1000 + 3_600_000;
+    let end_ms = GENERATED_FROM_MS + span_ms + tail_ms;
+    let defaults = crate::config::Settings::for_database("sqlite::memory:")?;
+    let lifecycle = crate::recording::format::LifecycleSettings::of(&defaults);
+    let header = crate::recording::format::Header {
+        format: crate::recording::format::FORMAT.into(),
+        version: crate::recording::format::VERSION,
+        build: concat!("qod ", env!("CARGO_PKG_VERSION")).into(),
+        since_ms: GENERATED_FROM_MS,
+        until_ms: end_ms,
+        session: None,
+        settings: lifecycle,
+    };
+    let scenario = driver::Scenario {
+        steps: &steps,
+        start_ms: GENERATED_FROM_MS,
+        end_ms,
+        settings: lifecycle,
+        peers: driver::Peers::Synthetic {
+            mix: args.mix.clone(),
+            seed: args.seed,
+        },
+        export: Some((&args.out, header)),
+    };
+    let options = Options {
+        network: NetworkChoice::Recorded,
+        speed: None,
+        progress: true,
+        seed: args.seed,
+    };
+    let produced = driver::run(scenario, &options).await?;
+    let sessions = produced.transitions.len();
+    let transitions: usize = produced.transitions.values().map(Vec::len).sum();
+    eprintln!(
+        "generated {} sessions ({} transitions, {} commands) over {:.1} h in {:.1} s; written to {}",
+        sessions,
+        transitions,
+        steps.len(),
+        args.hours,
+        produced.wall.as_secs_f64(),
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// Reads a history file as it streams in.
 pub fn load(path: &std::path::Path) -> anyhow::Result<History> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let (header, lines) = crate::recording::format::read(&text)
-        .with_context(|| format!("reading the history {}", path.display()))?;
-    Ok(History::new(header, lines))
+    let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let read = || -> anyhow::Result<History> {
+        let (header, lines) = crate::recording::format::reader(std::io::BufReader::new(file))?;
+        History::read(header, lines)
+    };
+    read().with_context(|| format!("reading the history {}", path.display()))
 }
 
 pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
@@ -68,7 +156,21 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         progress: true,
         seed: args.seed,
     };
-    let produced = driver::run(&history, &options).await?;
+    let scenario = driver::Scenario {
+        steps: &history.steps,
+        start_ms: history.start_ms,
+        end_ms: history.end_ms,
+        settings: history.header.settings,
+        peers: driver::Peers::Recorded {
+            network: (options.network == NetworkChoice::Recorded).then(|| history.network.clone()),
+            sinks: history.sinks.clone(),
+        },
+        export: args
+            .save_run
+            .as_deref()
+            .map(|path| (path, history.header.clone())),
+    };
+    let produced = driver::run(scenario, &options).await?;
     let report = Report::compare(&history, &produced);
     let span_s = (history.end_ms - history.start_ms).max(0) as f64 / 1000.0;
     let wall_s = produced.wall.as_secs_f64();

@@ -18,15 +18,15 @@ use crate::queue::TimedWaits;
 use crate::recording::NetworkAnswer;
 use crate::store::from_millis;
 
-/// Questions a peer had no recorded answer for: (session, what was asked).
+/// Questions a peer had no recorded answer for: (session, what was asked, when).
 #[derive(Debug, Default)]
 pub struct Unanswered {
-    pub asked: Mutex<Vec<(String, String)>>,
+    pub asked: Mutex<Vec<(String, String, i64)>>,
 }
 
 impl Unanswered {
-    fn note(&self, session: &str, what: &str) {
-        lock(&self.asked).push((session.to_owned(), what.to_owned()));
+    fn note(&self, session: &str, what: &str, at_ms: i64) {
+        lock(&self.asked).push((session.to_owned(), what.to_owned(), at_ms));
     }
 }
 
@@ -71,9 +71,10 @@ impl RecordedNetwork {
                 Some(answer)
             }
             None => {
+                let now = self.answering.clock.now().timestamp_millis();
                 self.answering
                     .unanswered
-                    .note(session, &format!("network {op}"));
+                    .note(session, &format!("network {op}"), now);
                 None
             }
         }
@@ -145,7 +146,10 @@ impl CallbackSink for RecordedSinks {
                 answer.to_outcome()
             }
             None => {
-                self.answering.unanswered.note(&session, "sink delivery");
+                let now = self.answering.clock.now().timestamp_millis();
+                self.answering
+                    .unanswered
+                    .note(&session, "sink delivery", now);
                 Outcome::Delivered
             }
         }

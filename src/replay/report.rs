@@ -53,11 +53,23 @@ impl Report {
             .keys()
             .filter(|s| !history.transitions.contains_key(*s))
             .collect();
+        extra.retain(|s| {
+            produced.transitions[*s]
+                .first()
+                .is_some_and(|t| t.at_ms <= history.end_ms)
+        });
         extra.sort();
         sessions.extend(extra);
         for session in sessions {
             let expected = history.transitions.get(session).unwrap_or(&empty);
-            let actual = produced.transitions.get(session).unwrap_or(&empty);
+            let mut actual: &[Seen] = produced.transitions.get(session).unwrap_or(&empty);
+            // Past the history's end the recording saw nothing more: what the replay did
+            // there (in its grace) counts only where the recording has a transition.
+            while actual.len() > expected.len()
+                && actual.last().is_some_and(|a| a.at_ms > history.end_ms)
+            {
+                actual = &actual[..actual.len() - 1];
+            }
             if let Some(d) = first_difference(session, expected, actual) {
                 divergences.push(d);
             }
@@ -75,13 +87,14 @@ impl Report {
             }
         }
         let mut unanswered = produced.unanswered.clone();
-        unanswered.sort();
-        for (session, what) in unanswered {
+        unanswered.retain(|(_, _, at)| *at <= history.end_ms);
+        unanswered.sort_by(|a, b| (a.2, &a.0, &a.1).cmp(&(b.2, &b.0, &b.1)));
+        for (session, what, at_ms) in unanswered {
             divergences.push(Divergence {
                 kind: "unrecorded_question",
                 session: Some(session),
                 index: None,
-                at_ms: history.end_ms,
+                at_ms,
                 expected: "no such question".into(),
                 actual: what,
             });
