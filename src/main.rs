@@ -6,14 +6,22 @@ use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    let cli = qod::cli::parse();
+    // A replay runs a whole server whose failures are the history's (synthetic outages,
+    // failing sinks): only errors are news there.
+    let default = if cli.runs_a_history() {
+        "error"
+    } else {
+        "info,apalis_core=warn,sqlx::postgres::notice=warn"
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("QOD_LOG").unwrap_or_else(|_| {
-            EnvFilter::new("info,apalis_core=warn,sqlx::postgres::notice=warn")
-        }))
+        .with_env_filter(
+            EnvFilter::try_from_env("QOD_LOG").unwrap_or_else(|_| EnvFilter::new(default)),
+        )
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
-    match qod::cli::run(qod::cli::parse()).await {
+    match qod::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

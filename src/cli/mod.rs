@@ -17,6 +17,16 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Whether the command runs a history through a server of its own (replay, generate).
+    pub fn runs_a_history(&self) -> bool {
+        matches!(
+            self.command,
+            Command::Replay(_) | Command::History(history::Command::Generate(_))
+        )
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the API and run the lifecycle workers.

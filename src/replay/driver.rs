@@ -124,6 +124,9 @@ pub async fn run(scenario: Scenario<'_>, options: &Options) -> anyhow::Result<Pr
     let app = Application::build_with(settings.clone(), ports)
         .await
         .context("starting the replay's server")?;
+    if let Some(sqlite) = app.sqlite() {
+        sqlite.writer().set_linger(false);
+    }
     let base = format!("http://{}", app.local_addr());
     let core = app.core();
     let steps_in = scenario.steps;

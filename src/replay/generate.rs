@@ -312,10 +312,7 @@ impl CallbackSink for SyntheticSinks {
         _bearer: Option<&str>,
         _now: DateTime<Utc>,
     ) -> Outcome {
-        let session = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["data"]["sessionId"].as_str().map(str::to_owned))
-            .unwrap_or_default();
+        let session = super::peers::session_of_event(&body);
         let key = self.asked.next(format!("{session}/sink"));
         let attempt: u32 = key
             .rsplit('/')

@@ -133,10 +133,7 @@ impl CallbackSink for RecordedSinks {
         _bearer: Option<&str>,
         _now: DateTime<Utc>,
     ) -> Outcome {
-        let session = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["data"]["sessionId"].as_str().map(str::to_owned))
-            .unwrap_or_default();
+        let session = session_of_event(&body);
         let answer = lock(&self.answers)
             .get_mut(&session)
             .and_then(VecDeque::pop_front);
@@ -154,6 +151,14 @@ impl CallbackSink for RecordedSinks {
             }
         }
     }
+}
+
+/// The session a CloudEvent body is about (empty if it names none).
+pub fn session_of_event(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["data"]["sessionId"].as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -41,6 +41,8 @@ struct Ran {
 pub struct Writer {
     queue: mpsc::Sender<Work>,
     counts: Arc<Counts>,
+    /// Whether a batch lingers for company (see `LINGER`).
+    linger: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Writer {
@@ -65,10 +67,23 @@ impl Writer {
         let (queue, inbox) = mpsc::channel::<Work>();
         let counts = Arc::new(Counts::default());
         let served = counts.clone();
+        let linger = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let lingers = linger.clone();
         std::thread::Builder::new()
             .name("qod-writer".into())
-            .spawn(move || serve(conn, inbox, served))?;
-        Ok(Self { queue, counts })
+            .spawn(move || serve(conn, inbox, served, &lingers))?;
+        Ok(Self {
+            queue,
+            counts,
+            linger,
+        })
+    }
+
+    /// Turns the lingering for company off (or on again): a writer whose callers write one
+    /// after another, each waiting for the last (a replay's virtual-time loop), would wait the
+    /// linger out on every write.
+    pub fn set_linger(&self, on: bool) {
+        self.linger.store(on, Ordering::Relaxed);
     }
 
     /// What this writer committed so far.
@@ -155,11 +170,16 @@ impl Counts {
     }
 }
 
-fn serve(conn: Tx, inbox: mpsc::Receiver<Work>, counts: Arc<Counts>) {
+fn serve(
+    conn: Tx,
+    inbox: mpsc::Receiver<Work>,
+    counts: Arc<Counts>,
+    lingers: &std::sync::atomic::AtomicBool,
+) {
     let mut previous: Option<Instant> = None;
     while let Ok(first) = inbox.recv() {
         let began = Instant::now();
-        let linger = previous.is_some_and(|p| began - p < BUSY);
+        let linger = lingers.load(Ordering::Relaxed) && previous.is_some_and(|p| began - p < BUSY);
         previous = Some(began);
         if let Err(e) = run_cached(&conn, "BEGIN IMMEDIATE") {
             let e = e.to_string();
