@@ -73,20 +73,3 @@ pub fn take() -> Vec<Recorded> {
         .try_with(|b| std::mem::take(&mut *b.borrow_mut()))
         .unwrap_or_default()
 }
-
-/// Puts back what a write that failed had taken, ahead of anything buffered since.
-pub fn restore(mut taken: Vec<Recorded>) {
-    if taken.is_empty() {
-        return;
-    }
-    let _ = BUFFER.try_with(|b| {
-        let mut b = b.borrow_mut();
-        taken.append(&mut b);
-        *b = taken;
-    });
-}
-
-/// Whether the task records (a part may skip building an input it would throw away).
-pub fn active() -> bool {
-    BUFFER.try_with(|_| ()).is_ok()
-}

@@ -84,10 +84,6 @@ pub struct History {
 }
 
 impl History {
-    pub fn new(header: Header, lines: Vec<Line>) -> Self {
-        Self::read(header, lines.into_iter().map(Ok)).expect("lines already read")
-    }
-
     /// The history of `lines` as they stream in.
     pub fn read(
         header: Header,
