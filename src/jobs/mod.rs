@@ -83,6 +83,8 @@ pub struct Claimed<J> {
     /// The row and the claim's epoch: every write of the job carries it.
     pub fence: crate::store::fence::Fence,
     pub job: J,
+    /// The job as stored (what its draws are keyed by).
+    pub payload: String,
     pub attempt: u32,
     pub due_at_ms: i64,
 }

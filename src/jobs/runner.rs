@@ -61,10 +61,10 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Runs the job on draws of its own (seeded from the job and its attempt: what it draws does
-/// not depend on the jobs running beside it, so a replay draws the same).
+/// Runs the job on draws of its own (seeded from the job as stored and its attempt: what it
+/// draws does not depend on the jobs running beside it, so a replay draws the same).
 async fn run_keyed<J: JobKind>(claimed: Claimed<J>, ctx: Arc<JobContext>) {
-    let mut key = serde_json::to_vec(&claimed.job).unwrap_or_default();
+    let mut key = claimed.payload.as_bytes().to_vec();
     key.extend_from_slice(J::QUEUE.as_bytes());
     key.extend_from_slice(&claimed.attempt.to_le_bytes());
     let random = ctx.random.clone();

@@ -68,6 +68,7 @@ impl<J: JobKind> Backend for LaneBackend<J> {
                         job,
                         attempt: row.attempt,
                         due_at_ms: row.due_at_ms,
+                        payload: row.payload,
                     }))));
                 }
                 Err(e) => {
