@@ -9,17 +9,9 @@ use serde_json::json;
 
 mod common;
 use common::sink::{Behaviour, TestSink};
-use common::{TestApp, session_body, status};
+use common::{TestApp, qod_cli, session_body, status};
 
 const SECRET: &str = "tok-SECRET-4f1c9a";
-
-async fn qod_cli(args: &[String]) -> std::process::Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_qod"))
-        .args(args)
-        .output()
-        .await
-        .unwrap()
-}
 
 /// Exports the history of the app's database (all of it, or one session's) and reads it back.
 async fn export(app: &TestApp, session: Option<&str>) -> (String, format::Header, Vec<Line>) {

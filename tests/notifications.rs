@@ -34,15 +34,6 @@ async fn create(app: &TestApp, body: &Value) -> String {
     created["sessionId"].as_str().unwrap().to_owned()
 }
 
-/// Runs the `qod` binary; awaited, so this test's runtime keeps serving the in-process server.
-async fn qod_cli(args: &[&str]) -> std::process::Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_qod"))
-        .args(args)
-        .output()
-        .await
-        .unwrap()
-}
-
 async fn notification_row(
     app: &TestApp,
     session: &str,
@@ -208,7 +199,7 @@ async fn an_event_out_of_attempts_is_dead_lettered_listed_and_can_be_retried() {
     let config = app.dir.path().join("qod.toml");
     std::fs::write(&config, format!("database_url = {db:?}\n")).unwrap();
     let config = config.to_str().unwrap();
-    let list = qod_cli(&["notifications", "list", "--dead", "--config", config]).await;
+    let list = common::qod_cli(&["notifications", "list", "--dead", "--config", config]).await;
     assert!(
         list.status.success(),
         "{}",
@@ -219,12 +210,12 @@ async fn an_event_out_of_attempts_is_dead_lettered_listed_and_can_be_retried() {
         listed.contains(&id) && listed.contains("dead") && listed.contains("500"),
         "{listed}"
     );
-    let cut = qod_cli(&["notifications", "list", "--limit", "1", "--config", config]).await;
+    let cut = common::qod_cli(&["notifications", "list", "--limit", "1", "--config", config]).await;
     let note = String::from_utf8_lossy(&cut.stderr);
     assert!(note.contains("the first 1; there may be more"), "{note}");
 
     sink.set("down", Behaviour::Accept);
-    let retry = qod_cli(&["notifications", "retry", &id, "--database-url", &db]).await;
+    let retry = common::qod_cli(&["notifications", "retry", &id, "--database-url", &db]).await;
     assert!(
         retry.status.success(),
         "{}",
@@ -236,7 +227,7 @@ async fn an_event_out_of_attempts_is_dead_lettered_listed_and_can_be_retried() {
         id.as_str(),
         "a retried dead letter keeps its id"
     );
-    let again = qod_cli(&["notifications", "retry", &id, "--database-url", &db]).await;
+    let again = common::qod_cli(&["notifications", "retry", &id, "--database-url", &db]).await;
     assert!(
         !again.status.success(),
         "retrying a delivered event must be refused"

@@ -8,15 +8,7 @@ use serde_json::{Value, json};
 
 mod common;
 use common::sink::{Behaviour, TestSink};
-use common::{TestApp, session_body, status};
-
-async fn qod(args: &[&str]) -> std::process::Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_qod"))
-        .args(args)
-        .output()
-        .await
-        .unwrap()
-}
+use common::{TestApp, qod_cli, session_body, status};
 
 /// A run with the lifecycles a consumer meets: expiry with notifications (one refused by its
 /// sink once), an overlapping create refused, a deletion, an extension, a v0 session.
@@ -75,7 +67,7 @@ async fn recorded_run() -> (TestApp, TestSink) {
 async fn export(app: &TestApp, out: &Path) {
     let db = common::process_database_args(app.dir.path()).await;
     let out = out.display().to_string();
-    let run = qod(&["history", "export", &db[0], &db[1], "--out", &out]).await;
+    let run = qod_cli(&["history", "export", &db[0], &db[1], "--out", &out]).await;
     assert!(
         run.status.success(),
         "{}",
@@ -127,7 +119,7 @@ fn alter(path: &Path) -> String {
 
 /// Replays `file` with a JSON report; returns whether it passed and the report.
 async fn replay_json(file: &str) -> (bool, Value) {
-    let run = qod(&["replay", file, "--json"]).await;
+    let run = qod_cli(&["replay", file, "--json"]).await;
     let report = serde_json::from_slice(&run.stdout).unwrap_or_else(|e| {
         panic!(
             "no JSON report ({e}): {}",
@@ -187,7 +179,7 @@ async fn a_generated_history_holds_every_kind_of_input_and_replays_clean_twice_a
     let mix = "v0=0.3,delete=0.3,extend=0.3,overlap=0.2,refuse=0.1,fail=0.1,terminate=0.2,\
                sink_fail=0.2,sink_slow=0.1,sink_gone=0.1,min_duration=60,max_duration=1800";
     let out = dir.path().join("generated.jsonl");
-    let run = qod(&[
+    let run = qod_cli(&[
         "history",
         "generate",
         "--sessions",
@@ -250,7 +242,7 @@ async fn a_real_run_replays_without_divergence_twice_alike_and_an_altered_one_is
     let mut reports = Vec::new();
     for n in 0..2 {
         let report = dir.path().join(format!("report-{n}.txt"));
-        let run = qod(&["replay", &file, "--report", &report.display().to_string()]).await;
+        let run = qod_cli(&["replay", &file, "--report", &report.display().to_string()]).await;
         let text = std::fs::read_to_string(&report).unwrap_or_default();
         assert!(
             run.status.success(),

@@ -205,16 +205,15 @@ async fn history_past_its_retention_is_deleted_and_counted() {
     let grants = "SELECT COUNT(*) FROM sim_grants";
     assert_eq!(count(&app, notifications).await, 2);
     assert_eq!(count(&app, grants).await, 2);
-    let events_of = |id: String| {
+    // A session's rows in one of the history's tables.
+    let rows_of = |table: &'static str, id: String| {
         let db = app.db.clone();
         async move {
-            db.int(
-                "SELECT COUNT(*) FROM session_events WHERE session_id = ?",
-                &[&id],
-            )
-            .await
+            let sql = format!("SELECT COUNT(*) FROM {table} WHERE session_id = ?");
+            db.int(&sql, &[&id]).await
         }
     };
+    let events_of = |id: String| rows_of("session_events", id);
     assert_eq!(events_of(id.clone()).await, 4);
 
     // Within the retention nothing goes; past it, the purged session's history goes and the
@@ -245,16 +244,7 @@ async fn history_past_its_retention_is_deleted_and_counted() {
         2,
         "the live session's events are kept"
     );
-    let inputs_of = |id: String| {
-        let db = app.db.clone();
-        async move {
-            db.int(
-                "SELECT COUNT(*) FROM history_inputs WHERE session_id = ?",
-                &[&id],
-            )
-            .await
-        }
-    };
+    let inputs_of = |id: String| rows_of("history_inputs", id);
     assert_eq!(
         inputs_of(id.clone()).await,
         0,

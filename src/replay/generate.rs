@@ -228,11 +228,7 @@ impl SyntheticNetwork {
     async fn ask(&self, session: &str, op: &str) -> f64 {
         let key = self.asked.next(format!("{session}/{op}"));
         let latency = 5 + (draw(self.seed, &format!("{key}/latency")) * 45.0) as i64;
-        let at = self.answering.clock.now() + chrono::Duration::milliseconds(latency);
-        self.answering
-            .waits
-            .sleep_until(self.answering.clock.as_ref(), at)
-            .await;
+        self.answering.after(latency).await;
         draw(self.seed, &key)
     }
 }
@@ -330,11 +326,7 @@ impl CallbackSink for SyntheticSinks {
         } else {
             2 + (draw(self.seed, &key) * 18.0) as i64
         };
-        let at = self.answering.clock.now() + chrono::Duration::milliseconds(latency_ms);
-        self.answering
-            .waits
-            .sleep_until(self.answering.clock.as_ref(), at)
-            .await;
+        self.answering.after(latency_ms).await;
         if kind < failing && attempt <= 2 {
             Outcome::Retry {
                 error: "sink answered 500 Internal Server Error".into(),

@@ -46,6 +46,12 @@ impl Answering {
             .sleep_until(self.clock.as_ref(), from_millis(at_ms))
             .await;
     }
+
+    /// Waits `ms` of virtual time (a synthetic peer's latency).
+    pub(super) async fn after(&self, ms: i64) {
+        self.until(self.clock.now().timestamp_millis().saturating_add(ms))
+            .await;
+    }
 }
 
 pub struct RecordedNetwork {

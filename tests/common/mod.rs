@@ -328,6 +328,16 @@ pub async fn split(r: reqwest::Response) -> (u16, Value) {
     (code, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// Runs the `qod` binary to its end; awaited, so the test's runtime keeps serving an
+/// in-process server the command talks to.
+pub async fn qod_cli<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_qod"))
+        .args(args)
+        .output()
+        .await
+        .expect("the qod binary runs")
+}
+
 /// Calls `check` every 20 ms until it returns Some or `timeout` passes.
 pub async fn poll_until<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
 where
