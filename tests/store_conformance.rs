@@ -23,6 +23,8 @@ mod common;
 struct Backend {
     store: SharedStore,
     ledger: Arc<dyn GrantLedger>,
+    /// Where the store is: another node opens it here.
+    settings: qod::Settings,
     _dir: tempfile::TempDir,
 }
 
@@ -34,6 +36,7 @@ async fn sqlite(_: &str) -> Option<Backend> {
     Some(Backend {
         store: store.clone(),
         ledger: store,
+        settings,
         _dir: dir,
     })
 }
@@ -46,6 +49,7 @@ async fn postgres(test: &str) -> Option<Backend> {
     Some(Backend {
         store: opened.shared(),
         ledger: opened.ledger(),
+        settings,
         _dir: tempfile::tempdir().unwrap(),
     })
 }
@@ -100,6 +104,7 @@ suites!(common: [
     a_lease_lapses_on_the_wall_clock_not_on_the_clock_port,
     a_stopping_node_hands_back_only_its_own_claims,
     the_maintenance_role_has_one_holder_until_its_term_lapses,
+    a_node_stalled_in_a_write_does_not_hold_the_others_up,
 ]);
 
 fn t0() -> DateTime<Utc> {
@@ -1109,4 +1114,46 @@ async fn a_decision_that_panics_fails_alone_and_the_store_lives_on(b: &Backend) 
         b.store.session(s.id).await.unwrap().unwrap().status,
         QosStatus::Unavailable
     );
+}
+
+/// A node stopped in the middle of a write (SIGSTOP, swapped out) must not keep the rows it
+/// locked: the others take its jobs over once its lease lapses and must find them free. Here
+/// node A stalls inside a change of a session (its decision does not return) and node B
+/// changes the same session meanwhile.
+async fn a_node_stalled_in_a_write_does_not_hold_the_others_up(b: &Backend) {
+    let s = session("+33612345691", "198.51.100.11", "shop");
+    create(b, &s).await;
+    let a = qod::store::open_store(&b.settings).await.unwrap().shared();
+    let (locked, in_decision) = tokio::sync::oneshot::channel();
+    let (resume, stalled) = std::sync::mpsc::channel::<()>();
+    let node_a = tokio::spawn(async move {
+        let decide: qod::store::Decide = Box::new(move |read, _| {
+            locked.send(()).unwrap();
+            // The whole thread stops, as the process would (the runtime moves its other
+            // tasks away).
+            tokio::task::block_in_place(|| {
+                stalled.recv_timeout(std::time::Duration::from_secs(20))
+            })
+            .ok();
+            let mut read = read.unwrap();
+            read.duration_secs += 1;
+            Ok((
+                Write::update(read),
+                Box::new(()) as Box<dyn std::any::Any + Send>,
+            ))
+        });
+        a.change_session(s.id, decide).await.map(|_| ())
+    });
+    in_decision.await.unwrap();
+    // Node B's change goes through while A is still stopped...
+    make_available(b, s.id).await;
+    let stored = b.store.session(s.id).await.unwrap().unwrap();
+    assert_eq!(stored.status, QosStatus::Available);
+    // ...and A's write, once it resumes, is refused: its transaction is gone.
+    resume.send(()).unwrap();
+    let late = node_a.await.unwrap();
+    assert!(late.is_err(), "the stalled node's write went through");
+    let after = b.store.session(s.id).await.unwrap().unwrap();
+    assert_eq!(after.revision, stored.revision, "nothing written late");
+    assert_eq!(after.duration_secs, s.duration_secs);
 }

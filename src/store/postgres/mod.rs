@@ -75,8 +75,12 @@ pub async fn open(
     lease: Duration,
 ) -> anyhow::Result<Arc<PgStore>> {
     let options: PgConnectOptions = url
-        .parse()
-        .with_context(|| format!("invalid PostgreSQL URL {}", redacted(url)))?;
+        .parse::<PgConnectOptions>()
+        .with_context(|| format!("invalid PostgreSQL URL {}", redacted(url)))?
+        .options([(
+            "idle_in_transaction_session_timeout",
+            stall_limit(lease).as_millis(),
+        )]);
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .min_connections(1)
@@ -98,6 +102,15 @@ pub async fn open(
         lease_ms: i64::try_from(lease.as_millis()).unwrap_or(i64::MAX),
         counters,
     }))
+}
+
+/// How long the database lets a transaction of ours sit idle before it ends it (and the
+/// connection). A node that stalls mid-transaction (stopped, swapped out, starved) would
+/// otherwise hold its row locks while the others take its jobs over once its lease lapses,
+/// and they would wait for it. Half the lease: the locks are free before the lease lapses.
+/// Our transactions never wait on anything but the database.
+fn stall_limit(lease: Duration) -> Duration {
+    (lease / 2).max(Duration::from_millis(500))
 }
 
 /// The URL without its password, for messages.
@@ -126,8 +139,9 @@ fn classify(e: anyhow::Error) -> anyhow::Error {
         | sqlx::Error::Protocol(_) => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             // 08: connection exception; 57P01-57P03: shutting down or starting up; 53300:
-            // too many connections.
-            code.starts_with("08") || code.starts_with("57P") || code == "53300"
+            // too many connections; 25P03: our transaction sat idle too long (see
+            // `stall_limit`) and the database closed the connection.
+            code.starts_with("08") || code.starts_with("57P") || code == "53300" || code == "25P03"
         }),
         _ => false,
     };
