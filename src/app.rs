@@ -138,11 +138,27 @@ impl Application {
         } else {
             network_port
         };
+        let profiles: Vec<String> = settings
+            .catalogue
+            .all()
+            .iter()
+            .map(|p| p.name.clone())
+            .collect();
+        let metrics = Metrics::new(&profiles);
+        for &queue in jobs::QUEUES {
+            let slots = i64::try_from(settings.pools.get(queue).concurrency).unwrap_or(i64::MAX);
+            metrics
+                .queue_workers
+                .with_label_values(&[queue, "idle"])
+                .set(slots);
+        }
+        let network_port =
+            crate::network::metered::MeteredNetwork::wrap(network_port, metrics.clone());
         let core = Arc::new(Core {
             store,
             clock: clock.clone(),
             random: random.clone(),
-            metrics: Metrics::new(),
+            metrics: metrics.clone(),
             queue: JobQueue::new(&instance, jobs::QUEUES, &settings.pools),
         });
         let secrets = Arc::new(secrets);
@@ -292,6 +308,13 @@ impl Application {
                 }
             });
         }
+        let shared = self.core.store.shared();
+        let leadership = Leadership::new(!shared);
+        if shared {
+            leadership
+                .contend(&self.core.store, &self.instance, self.settings.job_lease)
+                .await;
+        }
         let state = AppState {
             service: self.service,
             guard: self.guard.clone(),
@@ -300,6 +323,7 @@ impl Application {
             body_timeout: self.settings.http.body_timeout,
             record_inputs: self.settings.record_inputs,
             census: Arc::default(),
+            leadership: leadership.clone(),
         };
         let server = api::listener::serve(
             self.listener,
@@ -339,8 +363,6 @@ impl Application {
             },
         );
 
-        let shared = self.core.store.shared();
-        let leadership = Leadership::new(!shared);
         let mut helpers = Vec::new();
         if shared {
             let core = &self.core;

@@ -27,6 +27,27 @@ impl Leadership {
         self.held.load(Ordering::Acquire)
     }
 
+    /// One bid for the role (or its renewal). A node makes one before it serves, so that a
+    /// lone node counts the database for `/metrics` from its first answer.
+    pub async fn contend(&self, store: &SharedStore, holder: &str, term: Duration) {
+        // Terms are on the wall clock, like leases: virtual time does not stop a node.
+        let wall_ms = chrono::Utc::now().timestamp_millis();
+        let held = match store.lead(MAINTENANCE, holder, wall_ms, term).await {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "renewing the maintenance role failed");
+                false
+            }
+        };
+        if held != self.held.swap(held, Ordering::AcqRel) {
+            tracing::info!(
+                held,
+                "maintenance role (history purge, database metrics) {}",
+                if held { "taken" } else { "lost" }
+            );
+        }
+    }
+
     /// Competes for `role` until `stop`; a failed renewal gives the role up at once (another
     /// node may take it when the term lapses).
     pub async fn run(
@@ -38,22 +59,7 @@ impl Leadership {
     ) {
         tokio::pin!(stop);
         loop {
-            // Terms are on the wall clock, like leases: virtual time does not stop a node.
-            let wall_ms = chrono::Utc::now().timestamp_millis();
-            let held = match store.lead(MAINTENANCE, &holder, wall_ms, term).await {
-                Ok(held) => held,
-                Err(e) => {
-                    tracing::warn!(error = %format!("{e:#}"), "renewing the maintenance role failed");
-                    false
-                }
-            };
-            if held != self.held.swap(held, Ordering::AcqRel) {
-                tracing::info!(
-                    held,
-                    "maintenance role (history purge) {}",
-                    if held { "taken" } else { "lost" }
-                );
-            }
+            self.contend(&store, &holder, term).await;
             tokio::select! {
                 () = &mut stop => return,
                 () = tokio::time::sleep(term / 3) => {}

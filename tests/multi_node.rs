@@ -155,7 +155,7 @@ impl Cluster {
         common::split(r).await
     }
 
-    /// A counter of a node's `/metrics`.
+    /// A counter of a node's `/metrics`, summed over its series.
     async fn counter(&self, node: usize, name: &str) -> f64 {
         let text = self
             .http
@@ -167,8 +167,12 @@ impl Cluster {
             .await
             .unwrap();
         text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or(0.0)
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 
     /// The sessions the NEF holds a subscription for (from their callback URLs).
@@ -453,8 +457,8 @@ async fn a_killed_node_and_a_stalled_one_lose_nothing_and_the_stalled_ones_late_
         fenced > 0.0,
         "the stalled node committed nothing late, or was never fenced"
     );
-    let taken = cluster.counter(1, "qod_queue_taken_over_total").await
-        + cluster.counter(2, "qod_queue_taken_over_total").await;
+    let taken = cluster.counter(1, "qod_queue_lease_reclaims_total").await
+        + cluster.counter(2, "qod_queue_lease_reclaims_total").await;
     assert!(taken > 0.0, "nobody took over the killed node's jobs");
 }
 

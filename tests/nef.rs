@@ -252,7 +252,7 @@ async fn a_session_becomes_a_nef_subscription_with_exact_rules_and_is_deleted_by
     assert!(
         s.metrics()
             .await
-            .contains("qod_sessions{status=\"AVAILABLE\"} 1")
+            .contains("qod_sessions{profile=\"QOS_E\",status=\"AVAILABLE\"} 1")
     );
 
     assert_eq!(s.delete(&id).await, 204);

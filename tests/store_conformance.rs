@@ -759,6 +759,17 @@ async fn delivery_state_is_recorded_and_dead_letters_can_be_revived(b: &Backend)
         at: t0(),
     };
     b.store.settle_notification(dead, delivery).await.unwrap();
+    let census = b.store.census(ms(t0())).await.unwrap();
+    assert_eq!(census.dead_notifications, 1);
+    let transition_at = b
+        .store
+        .notification_for_delivery(ids[0])
+        .await
+        .unwrap()
+        .unwrap()
+        .notification
+        .created_at;
+    assert_eq!(census.oldest_dead_ms, Some(ms(transition_at)));
     let only_dead = NotificationFilter {
         state: Some(state::DEAD),
         limit: 10,
@@ -798,27 +809,37 @@ async fn delivery_state_is_recorded_and_dead_letters_can_be_revived(b: &Backend)
 
 async fn the_census_counts_what_is_stored(b: &Backend) {
     let a = session("+33600000001", "198.51.100.10", "shop");
-    let c = session("+33600000002", "198.51.100.10", "shop");
+    let mut c = session("+33600000002", "198.51.100.10", "shop");
+    c.qos_profile = "QOS_L".into();
+    let d = session("+33600000003", "198.51.100.10", "shop");
     create(b, &a).await;
     create(b, &c).await;
+    create(b, &d).await;
     make_available(b, c.id).await;
+    let waited = t0() - chrono::Duration::milliseconds(2500);
     enqueue(
         b,
-        [expiry(t0()), expiry(t0() + chrono::Duration::seconds(9))],
+        [
+            expiry(waited),
+            expiry(t0()),
+            expiry(t0() + chrono::Duration::seconds(9)),
+        ],
     )
     .await;
     let census = b.store.census(ms(t0())).await.unwrap();
-    let count = |status, grant| {
+    let count = |status, grant, profile: &str| {
         census
             .sessions
             .iter()
-            .filter(|(s, g, _)| *s == status && *g == grant)
-            .map(|c| c.2)
+            .filter(|c| c.status == status && c.grant == grant && c.profile == profile)
+            .map(|c| c.count)
             .sum::<i64>()
     };
-    assert_eq!(count(QosStatus::Requested, GrantState::None), 1);
-    assert_eq!(count(QosStatus::Available, GrantState::Granted), 1);
+    assert_eq!(count(QosStatus::Requested, GrantState::None, "QOS_E"), 2);
+    assert_eq!(count(QosStatus::Available, GrantState::Granted, "QOS_L"), 1);
+    assert_eq!(count(QosStatus::Available, GrantState::Granted, "QOS_E"), 0);
     assert_eq!(census.dead_notifications, 0);
+    assert_eq!(census.oldest_dead_ms, None);
     let expiries = census
         .queues
         .iter()
@@ -826,7 +847,12 @@ async fn the_census_counts_what_is_stored(b: &Backend) {
         .expect("the expiry queue is counted");
     assert_eq!(
         (expiries.due, expiries.scheduled, expiries.claimed),
-        (1, 1, 0)
+        (2, 1, 0)
+    );
+    assert_eq!(
+        expiries.oldest_due_ms,
+        Some(ms(waited)),
+        "the oldest due job"
     );
     b.store.ping().await.unwrap();
 }

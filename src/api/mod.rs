@@ -17,7 +17,7 @@ pub mod v1;
 use std::sync::Arc;
 
 use axum::extract::{MatchedPath, Request};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Router, extract::State};
@@ -39,6 +39,8 @@ pub struct AppState {
     pub record_inputs: bool,
     /// The stored-state counts `/metrics` shows, reused for a second.
     pub census: Arc<ops::CensusCache>,
+    /// Whether this node holds the maintenance role (and counts the database for `/metrics`).
+    pub leadership: Arc<crate::leader::Leadership>,
 }
 
 pub fn router(state: AppState, v0_prefix: Option<&str>) -> Router {
@@ -134,21 +136,34 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// Counts requests by route template (never the raw path: ids would explode the label set).
+/// Counts and times requests by route template (never the raw path: ids would explode the
+/// label set) and method.
 async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
     let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| format!("{} {}", req.method(), p.as_str()))
-        .unwrap_or_else(|| "unmatched".to_owned());
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = match *req.method() {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    };
     let response = next.run(req).await.into_response();
-    state
-        .service
-        .core()
-        .metrics
+    let metrics = &state.service.core().metrics;
+    metrics
         .http_requests
-        .with_label_values(&[route.as_str(), response.status().as_str()])
+        .with_label_values(&[route.as_str(), method, response.status().as_str()])
         .inc();
+    metrics
+        .http_duration
+        .with_label_values(&[route.as_str(), method])
+        .observe(started.elapsed().as_secs_f64());
     response
 }
 

@@ -84,24 +84,35 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
     let core = state.service.core();
     let now_ms = core.clock.now().timestamp_millis();
     let counts = core.store.write_counts();
+    let m = &core.metrics;
     for (counter, total) in [
-        (&core.metrics.store_commits, counts.commits),
-        (&core.metrics.store_writes, counts.writes),
-        (&core.metrics.queue_fenced, counts.fenced),
-        (&core.metrics.queue_taken_over, counts.taken_over),
+        (&m.store_commits, counts.commits),
+        (&m.store_writes, counts.writes),
+        (&m.queue_fenced, counts.fenced),
     ] {
         counter.inc_by(total.saturating_sub(counter.get()));
     }
-    match state.census.get(core, now_ms).await {
-        Ok(census) => show(core, &census),
-        Err(e) => tracing::warn!(error = %format!("{e:#}"), "metrics: stored state not counted"),
+    for (queue, total) in core.queue.reclaimed() {
+        let counter = m.lease_reclaims.with_label_values(&[queue]);
+        counter.inc_by(total.saturating_sub(counter.get()));
+    }
+    // The database's state is counted by one node at a time: summed over nodes it counts once,
+    // and a node that stops or loses the role stops reporting it.
+    let counting = state.leadership.held();
+    if counting {
+        match state.census.get(core, now_ms).await {
+            Ok(census) => show(core, &census, now_ms),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "metrics: stored state not counted")
+            }
+        }
     }
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        core.metrics.render(),
+        m.render(counting),
     )
         .into_response()
 }
@@ -129,26 +140,26 @@ impl CensusCache {
     }
 }
 
-/// Sets the gauges that mirror stored state.
-fn show(core: &crate::core::Core, census: &Census) {
-    let count = |matches: &dyn Fn(QosStatus, GrantState) -> bool| {
-        census
-            .sessions
-            .iter()
-            .filter(|(status, grant, _)| matches(*status, *grant))
-            .map(|c| c.2)
-            .sum()
-    };
+/// Sets the gauges that mirror stored state. Series of labels that no longer occur read 0,
+/// not their last value.
+fn show(core: &crate::core::Core, census: &Census, now_ms: i64) {
+    let m = &core.metrics;
     for status in [
         QosStatus::Requested,
         QosStatus::Available,
         QosStatus::Unavailable,
     ] {
-        let n = count(&|s, _| s == status);
-        core.metrics
-            .sessions
-            .with_label_values(&[status.as_str()])
-            .set(n);
+        for profile in &m.profiles {
+            let n = census
+                .sessions
+                .iter()
+                .filter(|c| c.status == status && &c.profile == profile)
+                .map(|c| c.count)
+                .sum();
+            m.sessions
+                .with_label_values(&[status.as_str(), profile.as_str()])
+                .set(n);
+        }
     }
     // The grants the network holds, or may hold, for us.
     for state in [
@@ -156,16 +167,19 @@ fn show(core: &crate::core::Core, census: &Census) {
         GrantState::Granted,
         GrantState::Releasing,
     ] {
-        let n = count(&|_, g| g == state);
-        core.metrics
-            .network_grants
-            .with_label_values(&[state.as_str()])
-            .set(n);
+        let n = census
+            .sessions
+            .iter()
+            .filter(|c| c.grant == state)
+            .map(|c| c.count)
+            .sum();
+        m.network_grants.with_label_values(&[state.as_str()]).set(n);
     }
-    core.metrics
-        .notifications_dead
-        .set(census.dead_notifications);
-    // Queues that emptied read 0, not their last value.
+    let age_secs =
+        |at_ms: Option<i64>| at_ms.map_or(0.0, |at| (now_ms - at).max(0) as f64 / 1000.0);
+    m.notifications_dead.set(census.dead_notifications);
+    m.notifications_dead_oldest
+        .set(age_secs(census.oldest_dead_ms));
     for &queue in crate::jobs::QUEUES {
         let d = census.queues.iter().find(|d| d.queue == queue);
         for (state, n) in [
@@ -173,10 +187,10 @@ fn show(core: &crate::core::Core, census: &Census) {
             ("scheduled", d.map_or(0, |d| d.scheduled)),
             ("claimed", d.map_or(0, |d| d.claimed)),
         ] {
-            core.metrics
-                .queue_jobs
-                .with_label_values(&[queue, state])
-                .set(n);
+            m.queue_jobs.with_label_values(&[queue, state]).set(n);
         }
+        m.queue_oldest_due
+            .with_label_values(&[queue])
+            .set(age_secs(d.and_then(|d| d.oldest_due_ms)));
     }
 }

@@ -50,6 +50,16 @@ pub enum Command {
     /// Create key files to share between the nodes of one database.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// The metric contract.
+    #[command(subcommand)]
+    Metrics(MetricsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MetricsCommand {
+    /// Print the catalogue of every metric /metrics exports (Markdown, as committed in
+    /// dashboards/metrics.md).
+    Catalogue,
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,6 +116,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::History(cmd) => history::run(cmd).await,
         Command::Replay(args) => crate::replay::run(*args).await,
         Command::Token(cmd) => token::run(cmd),
+        Command::Metrics(MetricsCommand::Catalogue) => {
+            print!("{}", crate::metrics::catalogue::markdown());
+            Ok(())
+        }
         Command::FakeNef(args) => fake_nef(args).await,
         Command::Bench(args) => crate::bench::run(*args).await,
         Command::Keys(KeysCommand::Generate { out }) => {

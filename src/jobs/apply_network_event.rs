@@ -24,20 +24,21 @@ pub struct ApplyNetworkEvent {
 }
 
 /// The events this server acts on or records; the name doubles as a bounded metric label.
+/// The events of TS 29.122's `QosMonitoringReport`/`UserPlaneEvent` this server knows.
+pub const KNOWN_EVENTS: &[&str] = &[
+    "SUCCESSFUL_RESOURCES_ALLOCATION",
+    "FAILED_RESOURCES_ALLOCATION",
+    "SESSION_TERMINATION",
+    "RELEASE_OF_BEARER",
+    "LOSS_OF_BEARER",
+    "RECOVERY_OF_BEARER",
+    "QOS_GUARANTEED",
+    "QOS_NOT_GUARANTEED",
+    "USAGE_REPORT",
+];
+
 pub fn known_event(event: &str) -> Option<&'static str> {
-    [
-        "SUCCESSFUL_RESOURCES_ALLOCATION",
-        "FAILED_RESOURCES_ALLOCATION",
-        "SESSION_TERMINATION",
-        "RELEASE_OF_BEARER",
-        "LOSS_OF_BEARER",
-        "RECOVERY_OF_BEARER",
-        "QOS_GUARANTEED",
-        "QOS_NOT_GUARANTEED",
-        "USAGE_REPORT",
-    ]
-    .into_iter()
-    .find(|known| *known == event)
+    KNOWN_EVENTS.iter().copied().find(|known| *known == event)
 }
 
 #[async_trait]

@@ -2,6 +2,8 @@
 //! confirmed within the provisioning timeout. Decided by time, not by revision: an extended
 //! session's earlier expiry job finds it not yet due and does nothing.
 
+use std::sync::{Arc, OnceLock};
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -30,10 +32,22 @@ impl JobKind for ExpireSession {
             chrono::Duration::from_std(ctx.timings.provision_timeout).unwrap_or_default();
         // Most expiry jobs end their session: decided where it is read for writing, with no
         // read before it.
+        let expired_at = Arc::new(OnceLock::new());
+        let noted = expired_at.clone();
         lifecycle::end_session_if(ctx, ctx.timings.retention, self.session_id, now, move |s| {
-            ending(s, now, deadline)
+            let why = ending(s, now, deadline);
+            if let (Some(StatusInfo::DurationExpired), Some(at)) = (why, s.expires_at) {
+                let _ = noted.set(at);
+            }
+            why
         })
-        .await
+        .await?;
+        // How late the session ended, once that is committed (the SLO's measure).
+        if let Some(at) = expired_at.get() {
+            let late = (ctx.clock.now() - *at).num_milliseconds().max(0) as f64 / 1000.0;
+            ctx.metrics.expiry_lateness.observe(late);
+        }
+        Ok(())
     }
 }
 

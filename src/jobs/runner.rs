@@ -118,11 +118,12 @@ async fn run_claimed<J: JobKind>(claimed: Claimed<J>, ctx: Arc<JobContext>) {
     ctx.clock.sleep_until(due).await;
     let lateness = (ctx.clock.now() - due).num_milliseconds().max(0) as f64 / 1000.0;
     ctx.metrics
-        .job_lateness
+        .schedule_to_start
         .with_label_values(&[J::QUEUE])
         .observe(lateness);
 
     let started = Instant::now();
+    let _busy = Busy::new(ctx, J::QUEUE);
     let fence = claimed.fence;
     let result = run_recorded(ctx, &claimed).await.unwrap_or_else(|panic| {
         Err(anyhow::anyhow!(
@@ -131,7 +132,7 @@ async fn run_claimed<J: JobKind>(claimed: Claimed<J>, ctx: Arc<JobContext>) {
         ))
     });
     ctx.metrics
-        .job_duration
+        .job_run
         .with_label_values(&[J::QUEUE])
         .observe(started.elapsed().as_secs_f64());
 
@@ -188,4 +189,30 @@ async fn run_claimed<J: JobKind>(claimed: Claimed<J>, ctx: Arc<JobContext>) {
         due_at_ms: due.timestamp_millis(),
     });
     ctx.queue.pushed(J::QUEUE, due.timestamp_millis());
+}
+
+/// A worker slot of `queue` taken while a job runs (given back however the run ends).
+struct Busy {
+    busy: prometheus::IntGauge,
+    idle: prometheus::IntGauge,
+}
+
+impl Busy {
+    fn new(ctx: &JobContext, queue: &str) -> Self {
+        let slots = &ctx.metrics.queue_workers;
+        let this = Self {
+            busy: slots.with_label_values(&[queue, "busy"]),
+            idle: slots.with_label_values(&[queue, "idle"]),
+        };
+        this.busy.inc();
+        this.idle.dec();
+        this
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.busy.dec();
+        self.idle.inc();
+    }
 }

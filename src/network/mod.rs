@@ -1,6 +1,7 @@
 //! The Network port: where QoS is actually granted. A simulated network ships in-process; real
 //! adapters implement the same trait.
 
+pub mod metered;
 pub mod nef;
 pub mod simulated;
 

@@ -150,6 +150,9 @@ async fn round(
     Ok(outcome
         .into_iter()
         .map(|claimed| {
+            queue.lanes[claimed.queue]
+                .reclaimed
+                .fetch_add(claimed.taken_over as u64, Ordering::Relaxed);
             if let Some(next) = claimed.next_due_ms {
                 queue.lanes[claimed.queue]
                     .next_due_ms

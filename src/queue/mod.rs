@@ -9,7 +9,7 @@ mod heartbeat;
 mod quiescence;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,6 +33,8 @@ struct Lane {
     /// Earliest due time (ms) of this lane's waiting jobs as far as this process knows;
     /// `i64::MAX` when none. Lowered by every enqueue, refreshed from the table by claims.
     next_due_ms: AtomicI64,
+    /// Jobs of this lane claimed from another node's lapsed lease, so far.
+    reclaimed: AtomicU64,
 }
 
 pub struct JobQueue {
@@ -65,6 +67,7 @@ impl JobQueue {
                     poll: spec.poll_interval(),
                     // Unknown until the first round reads the table.
                     next_due_ms: AtomicI64::new(i64::MIN),
+                    reclaimed: AtomicU64::new(0),
                 };
                 (name, lane)
             })
@@ -79,6 +82,13 @@ impl JobQueue {
             held: AtomicBool::new(false),
             parked: Notify::new(),
         })
+    }
+
+    /// Jobs claimed from other nodes' lapsed leases so far, by queue.
+    pub fn reclaimed(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.lanes
+            .iter()
+            .map(|(name, lane)| (*name, lane.reclaimed.load(Ordering::Relaxed)))
     }
 
     /// A job due at `due_at_ms` was committed to `queue`.

@@ -119,6 +119,8 @@ pub struct Depth {
     pub due: i64,
     pub scheduled: i64,
     pub claimed: i64,
+    /// The due time of the oldest due job nobody holds.
+    pub oldest_due_ms: Option<i64>,
 }
 
 pub fn depth(conn: &Tx, now_ms: i64) -> anyhow::Result<Vec<Depth>> {
@@ -126,7 +128,8 @@ pub fn depth(conn: &Tx, now_ms: i64) -> anyhow::Result<Vec<Depth>> {
         "SELECT queue, \
          SUM(claimed_by IS NULL AND due_at_ms <= ?1), \
          SUM(claimed_by IS NULL AND due_at_ms > ?1), \
-         SUM(claimed_by IS NOT NULL) \
+         SUM(claimed_by IS NOT NULL), \
+         MIN(CASE WHEN claimed_by IS NULL AND due_at_ms <= ?1 THEN due_at_ms END) \
          FROM job_queue GROUP BY queue",
     )?;
     let rows = stmt.query_map([now_ms], |r| {
@@ -135,6 +138,7 @@ pub fn depth(conn: &Tx, now_ms: i64) -> anyhow::Result<Vec<Depth>> {
             due: r.get(1)?,
             scheduled: r.get(2)?,
             claimed: r.get(3)?,
+            oldest_due_ms: r.get(4)?,
         })
     })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)

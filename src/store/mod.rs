@@ -22,8 +22,8 @@ pub use jobs::{ClaimedRow, Depth};
 pub use notifications::{ForDelivery, NewNotification, Notification, state};
 pub use port::{
     Census, Claim, Claimed, Created, Decide, GrantLedger, HistoryEntry, HistoryFilter, HistoryRow,
-    HistorySink, JobWake, NotificationFilter, Provisioned, RoundTime, Settled, Settlement,
-    SharedStore, StaleRevision, Store, Write, WriteCounts,
+    HistorySink, JobWake, NotificationFilter, Provisioned, RoundTime, SessionCount, Settled,
+    Settlement, SharedStore, StaleRevision, Store, Write, WriteCounts,
 };
 pub use postgres::{PgStore, redacted as redacted_url};
 pub use sqlite::SqliteStore;

@@ -202,10 +202,13 @@ pub fn list(
     rows.map(|r| r?).collect()
 }
 
-pub fn dead_count(conn: &Tx) -> anyhow::Result<i64> {
+/// How many notifications are dead, and the transition time of the oldest.
+pub fn dead(conn: &Tx) -> anyhow::Result<(i64, Option<i64>)> {
     Ok(conn
-        .prepare_cached("SELECT COUNT(*) FROM notifications WHERE state = 'dead'")?
-        .query_row([], |r| r.get(0))?)
+        .prepare_cached(
+            "SELECT COUNT(*), MIN(created_at_ms) FROM notifications WHERE state = 'dead'",
+        )?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?)
 }
 
 pub fn mark_gone(tx: &Tx, sink: &str, at: DateTime<Utc>) -> anyhow::Result<()> {

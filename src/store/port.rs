@@ -201,16 +201,25 @@ pub struct WriteCounts {
     pub writes: u64,
     /// Writes and settlements refused because another node holds the job now.
     pub fenced: u64,
-    /// Jobs claimed from another node's lapsed lease.
-    pub taken_over: u64,
 }
 
 /// Stored state counted for the gauges of `/metrics`.
 #[derive(Debug, Default, Clone)]
 pub struct Census {
-    pub sessions: Vec<(QosStatus, GrantState, i64)>,
+    pub sessions: Vec<SessionCount>,
     pub dead_notifications: i64,
+    /// The transition time of the oldest dead notification.
+    pub oldest_dead_ms: Option<i64>,
     pub queues: Vec<Depth>,
+}
+
+/// Stored sessions of one status, grant state and profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionCount {
+    pub status: QosStatus,
+    pub grant: GrantState,
+    pub profile: String,
+    pub count: i64,
 }
 
 #[async_trait]

@@ -3,11 +3,10 @@
 
 use rusqlite::{OptionalExtension, params};
 
+use super::port::SessionCount;
 use super::writer::Tx;
 use super::{Columns, from_millis, millis};
-use crate::domain::{
-    ClientId, Device, Flow, GrantState, QosStatus, Session, SessionId, SinkCredential,
-};
+use crate::domain::{ClientId, Device, Flow, Session, SessionId, SinkCredential};
 
 pub(super) const COLUMNS: &str = "id, revision, status, status_info, device, flow, qos_profile, duration_secs, \
     sink, sink_credential, created_at_ms, started_at_ms, expires_at_ms, grant_state, grant_id, deleted, \
@@ -196,20 +195,27 @@ pub fn visible_for_device(
 }
 
 /// Stored sessions counted by QoS status and grant state, in one scan (for `/metrics`).
-pub fn census(conn: &Tx) -> anyhow::Result<Vec<(QosStatus, GrantState, i64)>> {
+pub fn census(conn: &Tx) -> anyhow::Result<Vec<SessionCount>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT status, grant_state, COUNT(*) FROM sessions GROUP BY status, grant_state",
+        "SELECT status, grant_state, qos_profile, COUNT(*) FROM sessions \
+         GROUP BY status, grant_state, qos_profile",
     )?;
     let rows = stmt.query_map([], |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, String>(1)?,
-            r.get::<_, i64>(2)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, i64>(3)?,
         ))
     })?;
     rows.map(|r| {
-        let (status, grant, n) = r?;
-        Ok((status.parse()?, grant.parse()?, n))
+        let (status, grant, profile, count) = r?;
+        Ok(SessionCount {
+            status: status.parse()?,
+            grant: grant.parse()?,
+            profile,
+            count,
+        })
     })
     .collect()
 }

@@ -337,9 +337,11 @@ impl Store for SqliteStore {
     async fn census(&self, now_ms: i64) -> anyhow::Result<Census> {
         self.readers
             .scan(move |conn| {
+                let (dead_notifications, oldest_dead_ms) = notifications::dead(conn)?;
                 Ok(Census {
                     sessions: sessions::census(conn)?,
-                    dead_notifications: notifications::dead_count(conn)?,
+                    dead_notifications,
+                    oldest_dead_ms,
                     queues: jobs::depth(conn, now_ms)?,
                 })
             })

@@ -235,11 +235,12 @@ pub async fn holds(c: &mut PgConnection, fence: Fence) -> anyhow::Result<bool> {
 }
 
 pub async fn depth(c: &mut PgConnection, now_ms: i64) -> anyhow::Result<Vec<Depth>> {
-    let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+    let rows: Vec<(String, i64, i64, i64, Option<i64>)> = sqlx::query_as(
         "SELECT queue, \
          COUNT(*) FILTER (WHERE claimed_by IS NULL AND due_at_ms <= $1), \
          COUNT(*) FILTER (WHERE claimed_by IS NULL AND due_at_ms > $1), \
-         COUNT(*) FILTER (WHERE claimed_by IS NOT NULL) \
+         COUNT(*) FILTER (WHERE claimed_by IS NOT NULL), \
+         MIN(due_at_ms) FILTER (WHERE claimed_by IS NULL AND due_at_ms <= $1) \
          FROM job_queue GROUP BY queue",
     )
     .bind(now_ms)
@@ -247,11 +248,12 @@ pub async fn depth(c: &mut PgConnection, now_ms: i64) -> anyhow::Result<Vec<Dept
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(queue, due, scheduled, claimed)| Depth {
+        .map(|(queue, due, scheduled, claimed, oldest_due_ms)| Depth {
             queue,
             due,
             scheduled,
             claimed,
+            oldest_due_ms,
         })
         .collect())
 }

@@ -64,7 +64,6 @@ pub(super) struct Counters {
     commits: AtomicU64,
     writes: AtomicU64,
     fenced: AtomicU64,
-    taken_over: AtomicU64,
 }
 
 /// Connects (a database that cannot be reached is an error at once) and brings the schema up
@@ -327,10 +326,8 @@ impl PgStore {
             jobs::finish(&mut tx, &finished).await? + jobs::reschedule(&mut tx, &retries).await?;
         let refused = done.len().saturating_sub(settled);
         let mut claimed = Vec::with_capacity(claims.len());
-        let mut taken_over = 0;
         for Claim { queue, limit } in claims {
             let (rows, over) = jobs::claim(&mut tx, queue, owner, at, self.lease_ms, limit).await?;
-            taken_over += over;
             let next_due_ms = if rows.len() == limit {
                 Some(at.now_ms)
             } else {
@@ -357,9 +354,6 @@ impl PgStore {
                 "settlements of jobs another node claimed since were refused"
             );
         }
-        self.counters
-            .taken_over
-            .fetch_add(taken_over as u64, Ordering::Relaxed);
         Ok(claimed)
     }
 }
@@ -567,9 +561,11 @@ impl Store for PgStore {
 
     async fn census(&self, now_ms: i64) -> anyhow::Result<Census> {
         self.read(async |c| {
+            let (dead_notifications, oldest_dead_ms) = notifications::dead(c).await?;
             Ok(Census {
                 sessions: sessions::census(c).await?,
-                dead_notifications: notifications::dead_count(c).await?,
+                dead_notifications,
+                oldest_dead_ms,
                 queues: jobs::depth(c, now_ms).await?,
             })
         })
@@ -593,7 +589,6 @@ impl Store for PgStore {
             commits: c.commits.load(Ordering::Relaxed),
             writes: c.writes.load(Ordering::Relaxed),
             fenced: c.fenced.load(Ordering::Relaxed),
-            taken_over: c.taken_over.load(Ordering::Relaxed),
         }
     }
 

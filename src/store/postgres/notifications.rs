@@ -240,12 +240,13 @@ pub async fn list(
     rows.iter().map(decode).collect()
 }
 
-pub async fn dead_count(c: &mut PgConnection) -> anyhow::Result<i64> {
-    Ok(
-        sqlx::query_scalar("SELECT COUNT(*) FROM notifications WHERE state = 'dead'")
-            .fetch_one(c)
-            .await?,
+/// How many notifications are dead, and the transition time of the oldest.
+pub async fn dead(c: &mut PgConnection) -> anyhow::Result<(i64, Option<i64>)> {
+    Ok(sqlx::query_as(
+        "SELECT COUNT(*), MIN(created_at_ms) FROM notifications WHERE state = 'dead'",
     )
+    .fetch_one(c)
+    .await?)
 }
 
 pub async fn mark_gone(c: &mut PgConnection, sink: &str, at: DateTime<Utc>) -> anyhow::Result<()> {

@@ -4,8 +4,9 @@
 use sqlx::{AssertSqlSafe, PgConnection};
 
 use super::super::millis;
+use super::super::port::SessionCount;
 use super::super::sessions::{COLUMNS, decode};
-use crate::domain::{ClientId, GrantState, QosStatus, Session, SessionId};
+use crate::domain::{ClientId, Session, SessionId};
 
 pub async fn insert(c: &mut PgConnection, s: &Session) -> anyhow::Result<()> {
     let credential = s
@@ -133,14 +134,22 @@ pub async fn visible_for_device(
     rows.iter().map(decode).collect()
 }
 
-pub async fn census(c: &mut PgConnection) -> anyhow::Result<Vec<(QosStatus, GrantState, i64)>> {
-    let rows: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT status, grant_state, COUNT(*) FROM sessions GROUP BY status, grant_state",
+pub async fn census(c: &mut PgConnection) -> anyhow::Result<Vec<SessionCount>> {
+    let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+        "SELECT status, grant_state, qos_profile, COUNT(*) FROM sessions \
+         GROUP BY status, grant_state, qos_profile",
     )
     .fetch_all(c)
     .await?;
     rows.into_iter()
-        .map(|(status, grant, n)| Ok((status.parse()?, grant.parse()?, n)))
+        .map(|(status, grant, profile, count)| {
+            Ok(SessionCount {
+                status: status.parse()?,
+                grant: grant.parse()?,
+                profile,
+                count,
+            })
+        })
         .collect()
 }
 
