@@ -10,6 +10,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod core;
+pub mod dashboards;
 pub mod directory;
 pub mod domain;
 pub mod fake_nef;

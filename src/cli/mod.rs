@@ -53,6 +53,11 @@ pub enum Command {
     /// The metric contract.
     #[command(subcommand)]
     Metrics(MetricsCommand),
+    /// Write the Grafana dashboards (as committed in dashboards/) into a folder.
+    Dashboards {
+        #[arg(long, default_value = "dashboards")]
+        out: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -116,6 +121,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::History(cmd) => history::run(cmd).await,
         Command::Replay(args) => crate::replay::run(*args).await,
         Command::Token(cmd) => token::run(cmd),
+        Command::Dashboards { out } => {
+            for path in crate::dashboards::write_all(&out)? {
+                println!("{}", path.display());
+            }
+            Ok(())
+        }
         Command::Metrics(MetricsCommand::Catalogue) => {
             print!("{}", crate::metrics::catalogue::markdown());
             Ok(())
