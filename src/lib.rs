@@ -2,6 +2,7 @@
 //! provision, expire, release and purge sessions against a network port.
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod auth;

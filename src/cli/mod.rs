@@ -53,6 +53,12 @@ pub enum Command {
     /// The metric contract.
     #[command(subcommand)]
     Metrics(MetricsCommand),
+    /// Write the Prometheus rules and their promtool tests (as committed in dashboards/) into
+    /// a folder.
+    Alerts {
+        #[arg(long, default_value = "dashboards")]
+        out: std::path::PathBuf,
+    },
     /// Write the Grafana dashboards (as committed in dashboards/) into a folder.
     Dashboards {
         #[arg(long, default_value = "dashboards")]
@@ -121,6 +127,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::History(cmd) => history::run(cmd).await,
         Command::Replay(args) => crate::replay::run(*args).await,
         Command::Token(cmd) => token::run(cmd),
+        Command::Alerts { out } => {
+            for path in crate::alerts::write_all(&out)? {
+                println!("{}", path.display());
+            }
+            Ok(())
+        }
         Command::Dashboards { out } => {
             for path in crate::dashboards::write_all(&out)? {
                 println!("{}", path.display());

@@ -153,7 +153,7 @@ fn overview() -> Board {
                     ),
                     Panel::stat(
                         "Dead letters",
-                        "Notifications given up on, stored for `qod notifications retry`. \
+                        "Notifications given up on, stored for `qod notifications retry ID`. \
                          Anything above 0 is a consumer that missed a status change.",
                         "short",
                     )
@@ -492,7 +492,7 @@ fn notifications() -> Board {
                 Panel::series(
                     "Dead letters",
                     "Notifications given up on, stored; and how old the oldest is. Revive \
-                     them with `qod notifications retry` once the sink is back.",
+                     them with `qod notifications retry ID` once the sink is back.",
                     "short",
                 )
                 .query(
