@@ -40,6 +40,8 @@ pub struct Ports {
     pub network: Option<Arc<dyn Network>>,
     /// The consumers' sinks instead of HTTP.
     pub sinks: Option<Arc<dyn CallbackSink>>,
+    /// When a replayed history's timers fired.
+    pub firings: Arc<crate::jobs::TimerFirings>,
 }
 
 impl Ports {
@@ -55,6 +57,7 @@ impl Ports {
             random,
             network: None,
             sinks: None,
+            firings: Arc::default(),
         }
     }
 }
@@ -85,6 +88,7 @@ impl Application {
             random,
             network: network_override,
             sinks,
+            firings,
         } = ports;
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
@@ -185,6 +189,7 @@ impl Application {
                 public_url,
             },
             record_inputs: settings.record_inputs,
+            firings,
         });
         let service = Service::new(
             core.clone(),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::core::{Core, Timings};
+use crate::domain::SessionId;
 use crate::network::Network;
 use crate::notify::CallbackSink;
 use crate::notify::limiter::SinkLimiter;
@@ -19,6 +20,40 @@ pub struct JobContext {
     pub delivery: Delivery,
     /// Whether jobs record the inputs they meet (`recording`).
     pub record_inputs: bool,
+    /// When the timers of a replayed history fired (empty elsewhere).
+    pub firings: Arc<TimerFirings>,
+}
+
+/// When each timer of a recorded history fired: (session, queue, due time) to the instant its
+/// first attempt started. A replay starts a timer then, not at its due time: the recorded run
+/// may have started it late (a busy machine), after a command that changed what it found.
+#[derive(Debug, Default)]
+pub struct TimerFirings {
+    pub starts: std::collections::HashMap<(SessionId, String, i64), i64>,
+    /// The replay's timed waits, which a timer held back counts in (the replay moves the
+    /// clock on to its start).
+    pub waits: Option<Arc<crate::queue::TimedWaits>>,
+}
+
+impl TimerFirings {
+    /// Waits until the first attempt of this timer is to start, if the history says when.
+    pub async fn hold(
+        &self,
+        clock: &dyn crate::clock::Clock,
+        session: SessionId,
+        queue: &str,
+        due_ms: i64,
+    ) {
+        let (Some(waits), Some(&at)) = (
+            &self.waits,
+            self.starts.get(&(session, queue.to_owned(), due_ms)),
+        ) else {
+            return;
+        };
+        waits
+            .sleep_until(clock, crate::store::from_millis(at))
+            .await;
+    }
 }
 
 /// Sending notifications to consumers' sinks.

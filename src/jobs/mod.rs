@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use serde::{Serialize, de::DeserializeOwned};
 
 pub use apply_network_event::ApplyNetworkEvent;
-pub use context::{Delivery, JobContext};
+pub use context::{Delivery, JobContext, TimerFirings};
 pub use deliver_notification::DeliverNotification;
 pub use expire_session::ExpireSession;
 pub use provision_session::ProvisionSession;

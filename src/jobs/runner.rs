@@ -73,7 +73,9 @@ async fn run_keyed<J: JobKind>(claimed: Claimed<J>, ctx: Arc<JobContext>) {
 
 /// The job's run with a recording buffer of its own: what the job met goes with its writes;
 /// what none took is written right after it, under its fence, before the job is settled. A
-/// timer's firing is recorded on its first attempt; one that changed nothing is not kept.
+/// timer's firing is recorded on its first attempt, also when it changed nothing: a replay
+/// starts the timer at that instant, not at its due time (a late start may find a session
+/// already deleted, where one on time would renew it).
 async fn run_recorded<J: JobKind>(
     ctx: &JobContext,
     claimed: &Claimed<J>,
@@ -94,10 +96,6 @@ async fn run_recorded<J: JobKind>(
         run.await
     })
     .await;
-    let left: Vec<_> = left
-        .into_iter()
-        .filter(|r| !matches!(r.input, Input::Timer { .. }))
-        .collect();
     if !left.is_empty() {
         let fx = Effects {
             inputs: left,
@@ -114,8 +112,13 @@ async fn run_claimed<J: JobKind>(claimed: Claimed<J>, ctx: Arc<JobContext>) {
     let ctx: &JobContext = &ctx;
     let due = from_millis(claimed.due_at_ms);
     // Claims compare due times to the millisecond; this only covers a clock read a moment
-    // apart from the dispatcher's.
+    // apart from the dispatcher's. A replayed timer starts when it started in the history.
     ctx.clock.sleep_until(due).await;
+    if let Some(session) = claimed.job.timer_of().filter(|_| claimed.attempt == 0) {
+        ctx.firings
+            .hold(&*ctx.clock, session, J::QUEUE, claimed.due_at_ms)
+            .await;
+    }
     let lateness = (ctx.clock.now() - due).num_milliseconds().max(0) as f64 / 1000.0;
     ctx.metrics
         .schedule_to_start

@@ -92,6 +92,8 @@ pub struct Scenario<'a> {
     pub settings: LifecycleSettings,
     pub peers: Peers,
     pub export: Option<(&'a std::path::Path, Header)>,
+    /// When the history's timers fired (none for a generated one: they fire when due).
+    pub firings: std::collections::HashMap<(crate::domain::SessionId, String, i64), i64>,
 }
 
 pub async fn run(scenario: Scenario<'_>, options: &Options) -> anyhow::Result<Produced> {
@@ -109,6 +111,10 @@ pub async fn run(scenario: Scenario<'_>, options: &Options) -> anyhow::Result<Pr
         unanswered: unanswered.clone(),
     };
     let mut ports = Ports::new(clock.clone(), random.clone());
+    ports.firings = Arc::new(crate::jobs::TimerFirings {
+        starts: scenario.firings,
+        waits: Some(waits.clone()),
+    });
     match scenario.peers {
         Peers::Recorded { network, sinks } => {
             if let Some(network) = network {

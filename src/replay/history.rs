@@ -5,6 +5,8 @@ use std::collections::{HashMap, VecDeque};
 
 use serde_json::Value;
 
+use crate::domain::SessionId;
+use crate::jobs::TimerFirings;
 use crate::recording::format::{Header, Line};
 use crate::recording::{Input, NetworkAnswer, SinkAnswer};
 
@@ -77,6 +79,8 @@ pub struct History {
     /// Per session, its transitions; `sessions` gives the sessions in order of appearance.
     pub transitions: HashMap<String, Vec<Seen>>,
     pub sessions: Vec<String>,
+    /// When each timer fired.
+    pub firings: TimerFirings,
     /// The first and last instant the history covers.
     pub start_ms: i64,
     pub end_ms: i64,
@@ -99,6 +103,7 @@ impl History {
             sinks: HashMap::new(),
             transitions: HashMap::new(),
             sessions: Vec::new(),
+            firings: TimerFirings::default(),
         };
         let mut known = std::collections::HashSet::new();
         let mut note = |h: &mut Self, session: &str| {
@@ -175,8 +180,17 @@ impl History {
                                 .push_back((at_ms, answer));
                         }
                     }
-                    // Timers fire by themselves in the replay's virtual time.
-                    Input::Timer { .. } => {}
+                    // Timers fire by themselves in the replay's virtual time, when they fired.
+                    Input::Timer { job, due_ms } => {
+                        if let Some(session) =
+                            session.as_deref().and_then(SessionId::parse_canonical)
+                        {
+                            h.firings
+                                .starts
+                                .entry((session, job, due_ms))
+                                .or_insert(at_ms);
+                        }
+                    }
                     // The recording server's own settings beat the exporting tool's.
                     Input::Started { settings } => h.header.settings = settings,
                 },

@@ -110,6 +110,7 @@ pub async fn generate_history(args: GenerateArgs) -> anyhow::Result<()> {
             seed: args.seed,
         },
         export: Some((&args.out, header)),
+        firings: Default::default(),
     };
     let options = Options {
         network: NetworkChoice::Recorded,
@@ -169,6 +170,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
             .save_run
             .as_deref()
             .map(|path| (path, history.header.clone())),
+        firings: history.firings.starts.clone(),
     };
     let produced = driver::run(scenario, &options).await?;
     let report = Report::compare(&history, &produced);
