@@ -121,10 +121,7 @@ fn every_expression_parses_and_names_exported_metrics_only() {
             names
         })
         .collect();
-    let recorded: BTreeSet<String> = alerts::recordings()
-        .iter()
-        .map(|r| r.record.to_owned())
-        .collect();
+    let recorded: BTreeSet<String> = alerts::recordings().into_iter().map(|r| r.record).collect();
     let exprs = alerts::recordings()
         .into_iter()
         .map(|r| r.expr)

@@ -15,7 +15,7 @@ pub use rules::{alerts, recordings};
 pub const RUNBOOKS: &str = "runbooks.md";
 
 pub struct Recording {
-    pub record: &'static str,
+    pub record: String,
     pub expr: String,
 }
 

@@ -37,22 +37,17 @@ pub fn recordings() -> Vec<Recording> {
     let mut all = Vec::new();
     for w in WINDOWS {
         all.push(Recording {
-            record: leak(ratio("expiry", w)),
+            record: ratio("expiry", w),
             expr: expiry_errors(w),
         });
     }
     for w in WINDOWS {
         all.push(Recording {
-            record: leak(ratio("notification", w)),
+            record: ratio("notification", w),
             expr: notification_errors(w),
         });
     }
     all
-}
-
-/// Record names are built once per call of `recordings`, for the life of a command.
-fn leak(s: String) -> &'static str {
-    Box::leak(s.into_boxed_str())
 }
 
 /// Burn-rate condition over a long and a short window, both above `factor` times the budget.
