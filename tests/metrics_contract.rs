@@ -1,7 +1,7 @@
 //! The metric contract: the committed catalogue is the one the code declares, and a live
 //! `/metrics` after traffic of every kind exports exactly the catalogue's families, with their
 //! types and help, labels and only allowed label values; `promtool check metrics` finds
-//! nothing to say about it.
+//! nothing to say about it; the OpenMetrics exposition holds the same series.
 
 mod common;
 
@@ -199,6 +199,77 @@ async fn a_live_scrape_exports_exactly_the_catalogue() {
     );
 
     promtool_finds_nothing(&text);
+    the_openmetrics_exposition_holds_the_same_series(&app).await;
+}
+
+/// Prometheus's own Accept header (2.x) gets OpenMetrics: the same series as the text format,
+/// with counters' families named without `_total`, `le` in canonical form and `# EOF` last.
+async fn the_openmetrics_exposition_holds_the_same_series(app: &TestApp) {
+    // Scraped again: the first scrape added the series of `/metrics` itself.
+    let text = &app.metrics().await;
+    let accept = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+    let r = app
+        .client
+        .get(app.url("/metrics"))
+        .header(reqwest::header::ACCEPT, accept)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()[reqwest::header::CONTENT_TYPE],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let open = r.text().await.unwrap();
+    assert!(open.ends_with("\n# EOF\n"), "no EOF at the end");
+    assert_eq!(open.matches("# EOF").count(), 1);
+
+    let mut families = BTreeMap::new();
+    for line in open.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let (name, kind) = line["# TYPE ".len()..].split_once(' ').unwrap();
+        families.insert(name.to_owned(), kind.to_owned());
+    }
+    for f in FAMILIES {
+        let name = match f.kind {
+            catalogue::Kind::Counter => f
+                .name
+                .strip_suffix("_total")
+                .expect("counters end in _total"),
+            _ => f.name,
+        };
+        assert_eq!(
+            families.get(name).map(String::as_str),
+            Some(f.kind.as_str()),
+            "{name}"
+        );
+    }
+    assert!(
+        open.contains(r#"qod_session_expiry_lateness_seconds_bucket{le="1.0"} 1"#),
+        "le not canonical"
+    );
+    assert!(open.contains("# UNIT qod_job_run_seconds seconds\n"));
+
+    let series = |text: &str| -> BTreeSet<(String, Vec<(String, String)>)> {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .map(|l| {
+                let (name, labels, _) = sample(l);
+                let labels = labels
+                    .into_iter()
+                    .map(|(k, v)| match (k.as_str(), v.parse::<f64>()) {
+                        ("le", Ok(bound)) => (k, bound.to_string()),
+                        _ => (k, v),
+                    })
+                    .collect();
+                (name, labels)
+            })
+            .collect()
+    };
+    let (classic, open) = (series(text), series(&open));
+    assert_eq!(
+        classic.symmetric_difference(&open).collect::<Vec<_>>(),
+        Vec::<&(String, Vec<(String, String)>)>::new(),
+        "series in one exposition only"
+    );
 }
 
 /// `promtool check metrics` (Debian's, from `scripts/prometheus-tools`) on the scrape. The

@@ -6,6 +6,7 @@
 //! the age of its queue's oldest due job, and an absence alert for each of its inputs.
 
 use super::{Alert, Case, Recording, Severity};
+use crate::metrics::catalogue::{WITHIN_1S, WITHIN_10S};
 
 const WINDOWS: &[&str] = &["5m", "30m", "1h", "2h", "6h", "1d", "3d"];
 
@@ -16,14 +17,14 @@ const NOTIFICATION_OBJECTIVE: f64 = 0.99;
 
 fn expiry_errors(window: &str) -> String {
     format!(
-        "1 - (sum by (job) (rate(qod_session_expiry_lateness_seconds_bucket{{le=\"1\"}}[{window}])) \
+        "1 - (sum by (job) (rate(qod_session_expiry_lateness_seconds_bucket{{{WITHIN_1S}}}[{window}])) \
          / sum by (job) (rate(qod_session_expiry_lateness_seconds_count[{window}])))"
     )
 }
 
 fn notification_errors(window: &str) -> String {
     format!(
-        "1 - (sum by (job) (rate(qod_notification_delivery_seconds_bucket{{le=\"10\"}}[{window}])) \
+        "1 - (sum by (job) (rate(qod_notification_delivery_seconds_bucket{{{WITHIN_10S}}}[{window}])) \
          / (sum by (job) (rate(qod_notification_delivery_seconds_count[{window}])) \
          + sum by (job) (rate(qod_notification_attempts_total{{outcome=\"dead\"}}[{window}]))))"
     )
@@ -62,12 +63,17 @@ fn burning(slo: &str, objective: f64, factor: f64, long: &str, short: &str) -> S
     )
 }
 
-/// At least `events` events over `window`: a handful at low traffic is no burn rate.
-fn enough(series: &str, window: &str, events: u32) -> String {
-    format!("sum by (job) (increase({series}[{window}])) >= {events}")
+/// At least `events` events over `window`, counted over `series` (an SLO's good and bad events
+/// may be counted apart): a handful at low traffic is no burn rate.
+fn enough(series: &[&str], window: &str, events: u32) -> String {
+    let sums: Vec<String> = series
+        .iter()
+        .map(|s| format!("sum by (job) (increase({s}[{window}]))"))
+        .collect();
+    format!("{} >= {events}", sums.join(" + "))
 }
 
-fn fast(slo: &str, objective: f64, count: &str) -> String {
+fn fast(slo: &str, objective: f64, count: &[&str]) -> String {
     format!(
         "({} or {}) and on (job) {}",
         burning(slo, objective, 14.4, "1h", "5m"),
@@ -76,7 +82,7 @@ fn fast(slo: &str, objective: f64, count: &str) -> String {
     )
 }
 
-fn slow(slo: &str, objective: f64, count: &str) -> String {
+fn slow(slo: &str, objective: f64, count: &[&str]) -> String {
     format!(
         "({} or {}) and on (job) {}",
         burning(slo, objective, 3.0, "1d", "2h"),
@@ -104,13 +110,19 @@ fn expiries(case: Case, per_minute: u32, late: f64, samples: u32) -> Case {
         format!("0+{per_minute}x{samples}"),
     )
     .series(
-        node("qod_session_expiry_lateness_seconds_bucket", r#"le="1""#),
+        node("qod_session_expiry_lateness_seconds_bucket", r#"le="1.0""#),
         format!("0+{good}x{samples}"),
     )
 }
 
 /// Notifications at `per_minute`, `late` of them after 10 s, none dead.
 fn deliveries(case: Case, per_minute: u32, late: f64, samples: u32) -> Case {
+    deliveries_and_dead(case, per_minute, late, 0, samples)
+}
+
+/// Notifications delivered at `per_minute` (`late` of them after 10 s) and `dead` a minute
+/// given up on.
+fn deliveries_and_dead(case: Case, per_minute: u32, late: f64, dead: u32, samples: u32) -> Case {
     let good = f64::from(per_minute) - late;
     case.series(
         node("qod_notification_delivery_seconds_count", ""),
@@ -122,13 +134,17 @@ fn deliveries(case: Case, per_minute: u32, late: f64, samples: u32) -> Case {
     )
     .series(
         node("qod_notification_attempts_total", r#"outcome="dead""#),
-        format!("0x{samples}"),
+        format!("0+{dead}x{samples}"),
     )
 }
 
 pub fn alerts() -> Vec<Alert> {
-    let expiry_count = "qod_session_expiry_lateness_seconds_count";
-    let delivery_count = "qod_notification_delivery_seconds_count";
+    let expiry_count = &["qod_session_expiry_lateness_seconds_count"];
+    // A notification given up on is an event too: a sink that fails every delivery must page.
+    let delivery_count = &[
+        "qod_notification_delivery_seconds_count",
+        "qod_notification_attempts_total{outcome=\"dead\"}",
+    ];
     vec![
         Alert {
             name: "QodTargetDown",
@@ -286,7 +302,7 @@ pub fn alerts() -> Vec<Alert> {
             summary: "The notification SLO's error budget burns fast.",
             description: "Notifications of {{ $labels.job }} later than 10 s or dead burn the 30-day budget (1 %) at over 14.4x over 1 h, or 6x over 6 h.",
             fires_with: JOB,
-            firing: deliveries(Case::new("1m", "70m"), 10, 5.0, 90),
+            firing: deliveries_and_dead(Case::new("1m", "70m"), 0, 0.0, 10, 90),
             silent: deliveries(Case::new("1m", "70m"), 10, 0.0, 90),
         },
         Alert {

@@ -10,6 +10,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::openapi::{Document, served};
 use crate::domain::{GrantState, QosStatus};
+use crate::metrics::openmetrics;
 use crate::store::Census;
 
 pub fn routes() -> axum::Router<AppState> {
@@ -107,12 +108,16 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
             }
         }
     }
+    let open_metrics =
+        openmetrics::preferred(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let content_type = if open_metrics {
+        openmetrics::CONTENT_TYPE
+    } else {
+        openmetrics::TEXT_CONTENT_TYPE
+    };
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        m.render(counting),
+        [(header::CONTENT_TYPE, content_type)],
+        m.render(counting, open_metrics),
     )
         .into_response()
 }

@@ -2,6 +2,7 @@
 //! (`metrics::catalogue`), through `sel` so that the job and instance variables apply.
 
 use super::{Board, Panel, Row, sel};
+use crate::metrics::catalogue::{WITHIN_1S, WITHIN_10S};
 
 /// `rate` of a counter (or a histogram's series) over Grafana's rate interval.
 fn rate(name: &str, extra: &str) -> String {
@@ -12,7 +13,7 @@ fn rate(name: &str, extra: &str) -> String {
 fn expiry_good_ratio(window: &str) -> String {
     format!(
         "sum(increase({}[{window}])) / sum(increase({}[{window}]))",
-        sel("qod_session_expiry_lateness_seconds_bucket", r#"le="1""#),
+        sel("qod_session_expiry_lateness_seconds_bucket", WITHIN_1S),
         sel("qod_session_expiry_lateness_seconds_count", "")
     )
 }
@@ -22,7 +23,7 @@ fn expiry_good_ratio(window: &str) -> String {
 fn notification_good_ratio(window: &str) -> String {
     format!(
         "sum(increase({}[{window}])) / (sum(increase({}[{window}])) + sum(increase({}[{window}])))",
-        sel("qod_notification_delivery_seconds_bucket", r#"le="10""#),
+        sel("qod_notification_delivery_seconds_bucket", WITHIN_10S),
         sel("qod_notification_delivery_seconds_count", ""),
         sel("qod_notification_attempts_total", r#"outcome="dead""#)
     )

@@ -5,8 +5,13 @@
 //! exported without being here, fails the build.
 
 /// The buckets of every latency an SLO is stated on: the thresholds (1 s, 10 s) are exact
-/// bucket bounds, so `le="1"` counts exactly the events within the objective.
+/// bucket bounds, so `WITHIN_1S` counts exactly the events within the objective.
 pub const SLO_BUCKETS: &[f64] = &[0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// The `le` matchers of the SLO thresholds. A bound reads `1` in the classic text format and
+/// `1.0` in OpenMetrics, which Prometheus 2 scrapes by default and stores as written: a query
+/// must match both.
+pub const WITHIN_1S: &str = r#"le=~"1(\\.0)?""#;
+pub const WITHIN_10S: &str = r#"le=~"10(\\.0)?""#;
 /// Buckets of the API's and the network's request times.
 pub const REQUEST_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,

@@ -4,6 +4,7 @@
 //! holds the maintenance role.
 
 pub mod catalogue;
+pub mod openmetrics;
 
 use prometheus::core::Collector;
 use prometheus::{
@@ -212,13 +213,22 @@ impl Metrics {
         self.jobs.with_label_values(&[queue, outcome]).inc();
     }
 
-    /// The text exposition; the database's families only where this node counts them.
-    pub fn render(&self, with_database: bool) -> String {
+    /// The exposition, in OpenMetrics or the classic text format; the database's families
+    /// only where this node counts them.
+    pub fn render(&self, with_database: bool, open_metrics: bool) -> String {
         let mut families = self.node.gather();
         if with_database {
             families.extend(self.database.gather());
         }
         families.sort_by(|a, b| a.name().cmp(b.name()));
+        if open_metrics {
+            return openmetrics::encode(&families, |name| {
+                catalogue::FAMILIES
+                    .iter()
+                    .find(|f| f.name == name)
+                    .map(|f| f.unit)
+            });
+        }
         let mut buf = Vec::new();
         TextEncoder::new()
             .encode(&families, &mut buf)
@@ -257,8 +267,8 @@ mod tests {
     #[test]
     fn the_database_families_are_left_out_where_this_node_does_not_count_them() {
         let m = Metrics::new(&[]);
-        assert!(m.render(true).contains("qod_queue_jobs{"));
-        let without = m.render(false);
+        assert!(m.render(true, false).contains("qod_queue_jobs{"));
+        let without = m.render(false, false);
         assert!(!without.contains("qod_queue_jobs"));
         assert!(without.contains("qod_jobs_total{"));
     }
