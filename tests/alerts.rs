@@ -4,6 +4,9 @@
 //! and names exported metrics only, and Debian's promtool checks the rules and runs their
 //! tests: each alert fires in its firing case and stays silent in its silent one.
 
+#[path = "common/promql.rs"]
+mod promql;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -128,36 +131,13 @@ fn every_expression_parses_and_names_exported_metrics_only() {
         .chain(alerts::alerts().into_iter().map(|a| a.expr));
     for expr in exprs {
         promql_parser::parser::parse(&expr).unwrap_or_else(|e| panic!("{expr}: {e}"));
-        for name in names_in(&expr) {
+        for name in promql::metric_names(&expr) {
             assert!(
                 exported.contains(&name) || recorded.contains(&name) || name == "up",
                 "{expr}: {name} is neither exported nor recorded"
             );
         }
     }
-}
-
-/// Metric names in an expression (`qod_...` and `qod:...`).
-fn names_in(expr: &str) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    let bytes = expr.as_bytes();
-    let mut i = 0;
-    while let Some(pos) = expr[i..].find("qod") {
-        let start = i + pos;
-        let mut end = start;
-        while end < bytes.len()
-            && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_' || bytes[end] == b':')
-        {
-            end += 1;
-        }
-        let name = &expr[start..end];
-        let quoted = start > 0 && bytes[start - 1] == b'"';
-        if !quoted && (name.starts_with("qod_") || name.starts_with("qod:")) {
-            names.insert(name.to_owned());
-        }
-        i = end.max(start + 1);
-    }
-    names
 }
 
 fn promtool() -> Option<PathBuf> {

@@ -169,8 +169,9 @@ fn overview() -> Board {
                         "percentunit",
                     )
                     .query(
+                        // A status's series starts with its first answer: 0 until a 5xx.
                         format!(
-                            "sum({}) / sum({})",
+                            "(sum({}) or vector(0)) / sum({})",
                             rate("qod_http_requests_total", r#"status=~"5..""#),
                             rate("qod_http_requests_total", "")
                         ),

@@ -7,6 +7,8 @@ pub mod contract;
 pub mod db;
 pub mod pg;
 pub mod process;
+pub mod prometheus;
+pub mod promql;
 pub mod sink;
 pub mod tls;
 
