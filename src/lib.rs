@@ -32,6 +32,7 @@ pub mod secrets;
 pub mod service;
 pub mod span;
 pub mod store;
+pub mod trace;
 
 pub use app::{Application, Ports};
 pub use config::Settings;

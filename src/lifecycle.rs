@@ -19,6 +19,8 @@ pub struct ScheduledJob {
     pub(crate) payload: String,
     pub(crate) attempt: u32,
     pub(crate) due: DateTime<Utc>,
+    /// The enqueuing work's trace context, which the job continues as a link.
+    pub(crate) trace: crate::trace::Carried,
 }
 
 impl ScheduledJob {
@@ -32,6 +34,7 @@ impl ScheduledJob {
             payload: serde_json::to_string(&job).expect("job payloads serialise"),
             attempt,
             due,
+            trace: crate::trace::Carried::here(),
         }
     }
 
@@ -106,8 +109,11 @@ pub async fn change<T: Send + 'static>(
     id: SessionId,
     decide: impl FnOnce(Option<Session>, &mut Effects) -> anyhow::Result<(Write, T)> + Send + 'static,
 ) -> anyhow::Result<T> {
+    // The store may decide elsewhere (its writer thread, its batcher task): the jobs and
+    // events decided there carry this work's trace context.
+    let here = crate::trace::current();
     let decide: Decide = Box::new(move |session, fx| {
-        let (write, value) = decide(session, fx)?;
+        let (write, value) = crate::trace::sync_scope(here, || decide(session, fx))?;
         Ok((write, Box::new(value) as Box<dyn std::any::Any + Send>))
     });
     let (value, fx) = core.store.change_session(id, decide).await?;

@@ -14,13 +14,19 @@ async fn main() -> std::process::ExitCode {
     } else {
         "info,apalis_core=warn,sqlx::postgres::notice=warn"
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("QOD_LOG").unwrap_or_else(|_| EnvFilter::new(default)),
-        )
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = EnvFilter::try_from_env("QOD_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        qod::cli::LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        qod::cli::LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+            .init(),
+    }
     match qod::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -189,7 +189,7 @@ impl Service {
         let now = self.now();
         let device_keys = req.device_keys;
         let session = Session {
-            id: SessionId(self.core.random.session_id()),
+            id: in_span(SessionId(self.core.random.session_id())),
             revision: 1,
             status: QosStatus::Requested,
             status_info: None,
@@ -254,6 +254,7 @@ impl Service {
     }
 
     pub async fn get(&self, id: SessionId, caller: &Caller) -> Result<Session> {
+        in_span(id);
         visible(self.core.store.session(id).await?, caller)
     }
 
@@ -273,6 +274,7 @@ impl Service {
     /// Ends the session for its consumer: it disappears from the API at once; its grant is
     /// released and its row purged by jobs.
     pub async fn delete(&self, id: SessionId, caller: &Caller) -> Result<()> {
+        in_span(id);
         let now = self.now();
         let retention = self.timings.retention;
         let caller = caller.clone();
@@ -312,6 +314,7 @@ impl Service {
         additional_secs: i64,
         rule: ExtensionRule,
     ) -> Result<Session> {
+        in_span(id);
         let now = self.now();
         let caller = caller.clone();
         let catalogue = self.catalogue.clone();
@@ -375,4 +378,10 @@ fn visible(session: Option<Session>, caller: &Caller) -> Result<Session> {
         Some(s) if !s.deleted => Err(ServiceError::Forbidden),
         _ => Err(ServiceError::NotFound),
     }
+}
+
+/// Names the session on the request's span (its logs and its exported span).
+fn in_span(id: SessionId) -> SessionId {
+    tracing::Span::current().record("session_id", tracing::field::display(id));
+    id
 }

@@ -15,6 +15,23 @@ use crate::config::{ServeArgs, Settings};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// How log lines are written to stderr: `text` for people, `json` for log pipelines (one
+    /// object per line with the span's fields; a line also when a request's or a job's span
+    /// closes).
+    #[arg(
+        long,
+        global = true,
+        env = "QOD_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 impl Cli {

@@ -147,9 +147,15 @@ impl Fake {
         let at_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
-        inner.log(
-            json!({"method": method.as_str(), "path": path, "body": body, "at_ms": at_ms as u64}),
-        );
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        inner.log(json!({
+            "method": method.as_str(),
+            "path": path,
+            "body": body,
+            "at_ms": at_ms as u64,
+            "traceparent": header("traceparent"),
+            "x-correlator": header("x-correlator"),
+        }));
         if let Some(expected) = &self.behaviour.require_token {
             let given = headers
                 .get(header::AUTHORIZATION)

@@ -45,6 +45,10 @@ pub fn known_event(event: &str) -> Option<&'static str> {
 impl JobKind for ApplyNetworkEvent {
     const QUEUE: &'static str = "apply_network_event";
 
+    fn session_of(&self) -> Option<SessionId> {
+        Some(self.session_id)
+    }
+
     async fn run(&self, ctx: &JobContext) -> anyhow::Result<()> {
         let (id, events, subscription) = (
             self.session_id,

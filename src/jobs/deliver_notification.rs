@@ -64,6 +64,7 @@ impl JobKind for DeliverNotification {
                 return Ok(());
             };
             let n = found.notification;
+            tracing::Span::current().record("session_id", tracing::field::display(n.session_id));
             if n.state != state::PENDING || found.behind_earlier {
                 // Settled already, or waiting its turn: the earlier event starts it when settled.
                 return Ok(());

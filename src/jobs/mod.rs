@@ -70,6 +70,11 @@ pub trait JobKind: Serialize + DeserializeOwned + Clone + Send + Sync + Unpin + 
         None
     }
 
+    /// The session the job works on, for its span (a delivery finds its session when it runs).
+    fn session_of(&self) -> Option<crate::domain::SessionId> {
+        self.timer_of()
+    }
+
     /// Called once the retry policy is exhausted.
     async fn give_up(&self, _ctx: &JobContext, _last_error: &str) -> anyhow::Result<()> {
         Ok(())
@@ -87,6 +92,8 @@ pub struct Claimed<J> {
     pub payload: String,
     pub attempt: u32,
     pub due_at_ms: i64,
+    /// The trace context of the work that enqueued it.
+    pub trace: crate::trace::Carried,
 }
 
 /// For counters in job payloads that are left out while zero (payloads written before the

@@ -26,6 +26,10 @@ pub struct ProvisionSession {
 impl JobKind for ProvisionSession {
     const QUEUE: &'static str = "provision_session";
 
+    fn session_of(&self) -> Option<SessionId> {
+        Some(self.session_id)
+    }
+
     async fn run(&self, ctx: &JobContext) -> anyhow::Result<()> {
         let deadline = self.deadline_ms.map(from_millis);
         if deadline.is_some_and(|d| ctx.clock.now() >= d) {

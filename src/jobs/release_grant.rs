@@ -23,6 +23,10 @@ pub struct ReleaseGrant {
 impl JobKind for ReleaseGrant {
     const QUEUE: &'static str = "release_grant";
 
+    fn session_of(&self) -> Option<SessionId> {
+        Some(self.session_id)
+    }
+
     async fn run(&self, ctx: &JobContext) -> anyhow::Result<()> {
         let current = ctx.store.session(self.session_id).await?;
         // Never take QoS away from a session that still has it. A grant it does not run on (a

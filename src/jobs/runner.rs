@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use apalis::prelude::*;
 use futures::FutureExt;
+use tracing::Instrument;
 
 use super::{Claimed, JobContext, JobKind};
 use crate::lifecycle::Effects;
@@ -17,6 +18,7 @@ use crate::metrics::outcome;
 use crate::queue::{LaneBackend, Settlement};
 use crate::recording::{self, Input};
 use crate::store::{fence, from_millis};
+use crate::trace;
 
 /// When giving up itself failed (the database is down), the job is tried again this much later.
 const AFTER_FAILED_GIVE_UP: Duration = Duration::from_secs(1);
@@ -62,13 +64,48 @@ impl Drop for AbortOnDrop {
 }
 
 /// Runs the job on draws of its own (seeded from the job as stored and its attempt: what it
-/// draws does not depend on the jobs running beside it, so a replay draws the same).
+/// draws does not depend on the jobs running beside it, so a replay draws the same), in a
+/// span and a trace of its own linked to the work that enqueued it.
 async fn run_keyed<J: JobKind>(claimed: Claimed<J>, ctx: Arc<JobContext>) {
     let mut key = claimed.payload.as_bytes().to_vec();
     key.extend_from_slice(J::QUEUE.as_bytes());
     key.extend_from_slice(&claimed.attempt.to_le_bytes());
+    let (current, link) = claimed.trace.continued();
+    let span = job_span(&claimed, &current, link);
     let random = ctx.random.clone();
-    random.stream(&key, run_claimed(claimed, ctx)).await;
+    trace::scope(current, random.stream(&key, run_claimed(claimed, ctx)))
+        .instrument(span)
+        .await;
+}
+
+/// The job's span: its queue, attempt and session, its own trace, the span it links to and the
+/// caller's correlator.
+fn job_span<J: JobKind>(
+    claimed: &Claimed<J>,
+    current: &trace::Current,
+    link: Option<trace::TraceParent>,
+) -> tracing::Span {
+    let own = current.span.unwrap_or_else(trace::TraceParent::root);
+    let span = tracing::info_span!(
+        "job",
+        queue = J::QUEUE,
+        attempt = claimed.attempt,
+        trace_id = %own.trace_hex(),
+        span_id = %own.span_hex(),
+        session_id = tracing::field::Empty,
+        link = tracing::field::Empty,
+        x_correlator = tracing::field::Empty,
+    );
+    if let Some(session) = claimed.job.session_of() {
+        span.record("session_id", tracing::field::display(session));
+    }
+    if let Some(link) = link {
+        span.record("link", tracing::field::display(link));
+    }
+    if let Some(correlator) = &current.correlator {
+        span.record("x_correlator", correlator.as_str());
+    }
+    span
 }
 
 /// The job's run with a recording buffer of its own: what the job met goes with its writes;

@@ -63,28 +63,34 @@ pub fn for_transition(
         return None;
     }
     let id = event_id(session, t);
+    let trace = crate::trace::current().span;
     let mut data = json!({ "sessionId": session.id.to_string(), "qosStatus": status.as_str() });
     if status == QosStatus::Unavailable
         && let Some(info) = session.status_info
     {
         data["statusInfo"] = json!(info.as_str());
     }
+    let mut event = json!({
+        "id": id.to_string(),
+        "specversion": "1.0",
+        "type": match session.api {
+            ApiVersion::V0 => V0_EVENT_TYPE,
+            ApiVersion::V1 => V1_EVENT_TYPE,
+        },
+        "time": timestamp(at),
+        "datacontenttype": "application/json",
+        "data": data,
+    });
+    // CloudEvents' distributed tracing extension: the span whose change caused the event.
+    if let Some(span) = trace {
+        event["traceparent"] = json!(span.to_string());
+    }
     Some(NewNotification {
         id,
         session_id: session.id,
         sink,
         credential: session.sink_credential.clone(),
-        event: json!({
-            "id": id.to_string(),
-            "specversion": "1.0",
-            "type": match session.api {
-                ApiVersion::V0 => V0_EVENT_TYPE,
-                ApiVersion::V1 => V1_EVENT_TYPE,
-            },
-            "time": timestamp(at),
-            "datacontenttype": "application/json",
-            "data": data,
-        }),
+        event,
         created_at: at,
     })
 }

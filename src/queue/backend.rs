@@ -69,6 +69,7 @@ impl<J: JobKind> Backend for LaneBackend<J> {
                         attempt: row.attempt,
                         due_at_ms: row.due_at_ms,
                         payload: row.payload,
+                        trace: row.trace,
                     }))));
                 }
                 Err(e) => {

@@ -14,6 +14,8 @@ pub struct ClaimedRow {
     pub due_at_ms: i64,
     /// The claim's fencing epoch (always 0 in SQLite: one process, no leases).
     pub epoch: i64,
+    /// The trace context of the work that enqueued the job.
+    pub trace: crate::trace::Carried,
 }
 
 impl ClaimedRow {
@@ -25,24 +27,26 @@ impl ClaimedRow {
     }
 }
 
-pub fn push(
-    tx: &Tx,
-    queue: &str,
-    payload: &str,
-    attempt: u32,
-    due_at_ms: i64,
-) -> anyhow::Result<()> {
+pub fn push(tx: &Tx, job: &crate::lifecycle::ScheduledJob) -> anyhow::Result<()> {
     tx.prepare_cached(
-        "INSERT INTO job_queue (queue, payload, attempt, due_at_ms) VALUES (?, ?, ?, ?)",
+        "INSERT INTO job_queue (queue, payload, attempt, due_at_ms, traceparent, correlator) \
+         VALUES (?, ?, ?, ?, ?, ?)",
     )?
-    .execute(params![queue, payload, attempt, due_at_ms])?;
+    .execute(params![
+        job.queue,
+        job.payload,
+        job.attempt,
+        job.due.timestamp_millis(),
+        job.trace.traceparent,
+        job.trace.correlator
+    ])?;
     Ok(())
 }
 
 const CLAIM: &str = "UPDATE job_queue SET claimed_by = ?1, claimed_at_ms = ?2 WHERE id IN ( \
          SELECT id FROM job_queue WHERE queue = ?3 AND claimed_by IS NULL AND due_at_ms <= ?2 \
          ORDER BY due_at_ms LIMIT ?4 + 0) \
-     RETURNING id, payload, attempt, due_at_ms";
+     RETURNING id, payload, attempt, due_at_ms, traceparent, correlator";
 
 /// Claims up to `limit` jobs of `queue` due by `now_ms`, earliest first.
 ///
@@ -64,6 +68,10 @@ pub fn claim(
             attempt: r.get::<_, i64>(2)?.max(0) as u32,
             due_at_ms: r.get(3)?,
             epoch: 0,
+            trace: crate::trace::Carried {
+                traceparent: r.get(4)?,
+                correlator: r.get(5)?,
+            },
         })
     })?;
     let mut claimed = rows.collect::<Result<Vec<_>, _>>()?;
@@ -177,12 +185,21 @@ mod tests {
     #[test]
     fn claims_reuse_their_prepared_statement() {
         let conn = rusqlite::Connection::open_in_memory().unwrap();
-        conn.execute_batch(include_str!(
-            "../../migrations/sqlite/20261127000001_job_queue.sql"
-        ))
-        .unwrap();
+        for migration in [
+            include_str!("../../migrations/sqlite/20261127000001_job_queue.sql"),
+            include_str!("../../migrations/sqlite/20261205000001_job_trace.sql"),
+        ] {
+            conn.execute_batch(migration).unwrap();
+        }
         for n in 0..100 {
-            push(&conn, "q", "{}", 0, n).unwrap();
+            let job = crate::lifecycle::ScheduledJob {
+                queue: "q",
+                payload: "{}".into(),
+                attempt: 0,
+                due: super::super::from_millis(n),
+                trace: Default::default(),
+            };
+            push(&conn, &job).unwrap();
         }
         for (n, limit) in (0..20).zip([1, 5, 2, 7].into_iter().cycle()) {
             claim(&conn, "q", "me", n * 5, limit).unwrap();

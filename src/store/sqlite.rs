@@ -84,13 +84,7 @@ fn write_effects(tx: &Tx, fx: &mut Effects) -> anyhow::Result<()> {
         }
     }
     for job in &fx.jobs {
-        jobs::push(
-            tx,
-            job.queue,
-            &job.payload,
-            job.attempt,
-            job.due.timestamp_millis(),
-        )?;
+        jobs::push(tx, job)?;
     }
     Ok(())
 }

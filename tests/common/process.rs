@@ -46,6 +46,10 @@ pub fn start(args: &[&str], log: &Path) -> Process {
         if let Some(rest) = line.split("addr=").nth(1) {
             break rest.split_whitespace().next().unwrap().to_owned();
         }
+        // `--log-format json`
+        if let Some(rest) = line.split("\"addr\":\"").nth(1) {
+            break rest.split('"').next().unwrap().to_owned();
+        }
     };
     let log = log.to_owned();
     std::thread::spawn(move || {

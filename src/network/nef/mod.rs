@@ -129,6 +129,15 @@ impl NefNetwork {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Response, NetworkError> {
+        // The work's trace context and the caller's correlator go on to the NEF.
+        let here = crate::trace::current();
+        let mut request = request;
+        if let Some(span) = here.span {
+            request = request.header("traceparent", span.to_string());
+        }
+        if let Some(correlator) = here.correlator {
+            request = request.header("x-correlator", correlator);
+        }
         let request = match &self.token {
             Some(t) => request.bearer_auth(t.bearer().await?),
             None => request,

@@ -26,14 +26,23 @@ pub async fn push_refs(c: &mut PgConnection, jobs: &[&ScheduledJob]) -> anyhow::
         .map(|j| i32::try_from(j.attempt).unwrap_or(i32::MAX))
         .collect();
     let due: Vec<i64> = jobs.iter().map(|j| j.due.timestamp_millis()).collect();
+    let parents: Vec<Option<&str>> = jobs
+        .iter()
+        .map(|j| j.trace.traceparent.as_deref())
+        .collect();
+    let correlators: Vec<Option<&str>> =
+        jobs.iter().map(|j| j.trace.correlator.as_deref()).collect();
     sqlx::query(
-        "INSERT INTO job_queue (queue, payload, attempt, due_at_ms) \
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::int[], $4::bigint[])",
+        "INSERT INTO job_queue (queue, payload, attempt, due_at_ms, traceparent, correlator) \
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::int[], $4::bigint[], $5::text[], \
+         $6::text[])",
     )
     .bind(queues)
     .bind(payloads)
     .bind(attempts)
     .bind(due)
+    .bind(parents)
+    .bind(correlators)
     .execute(c)
     .await?;
     Ok(())
@@ -50,7 +59,17 @@ pub async fn claim(
     limit: usize,
 ) -> anyhow::Result<(Vec<ClaimedRow>, usize)> {
     // Two locked picks, each through its own index, then the earliest due of both.
-    let rows: Vec<(i64, String, i32, i64, i64, bool)> = sqlx::query_as(
+    type Row = (
+        i64,
+        String,
+        i32,
+        i64,
+        i64,
+        bool,
+        Option<String>,
+        Option<String>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
         "WITH waiting AS ( \
              SELECT id, due_at_ms, false AS taken_over FROM job_queue \
              WHERE queue = $1 AND claimed_by IS NULL AND due_at_ms <= $2 \
@@ -66,7 +85,8 @@ pub async fn claim(
          UPDATE job_queue AS j SET claimed_by = $3, claimed_at_ms = $6, \
              lease_until_ms = $6 + $4, epoch = j.epoch + 1 \
          FROM picked WHERE j.id = picked.id \
-         RETURNING j.id, j.payload, j.attempt, j.due_at_ms, j.epoch, picked.taken_over",
+         RETURNING j.id, j.payload, j.attempt, j.due_at_ms, j.epoch, picked.taken_over, \
+             j.traceparent, j.correlator",
     )
     .bind(queue)
     .bind(at.now_ms)
@@ -79,13 +99,19 @@ pub async fn claim(
     let taken_over = rows.iter().filter(|r| r.5).count();
     let mut claimed: Vec<ClaimedRow> = rows
         .into_iter()
-        .map(|(id, payload, attempt, due_at_ms, epoch, _)| ClaimedRow {
-            id,
-            payload,
-            attempt: u32::try_from(attempt).unwrap_or(0),
-            due_at_ms,
-            epoch,
-        })
+        .map(
+            |(id, payload, attempt, due_at_ms, epoch, _, traceparent, correlator)| ClaimedRow {
+                id,
+                payload,
+                attempt: u32::try_from(attempt).unwrap_or(0),
+                due_at_ms,
+                epoch,
+                trace: crate::trace::Carried {
+                    traceparent,
+                    correlator,
+                },
+            },
+        )
         .collect();
     claimed.sort_by_key(|c| (c.due_at_ms, c.id));
     Ok((claimed, taken_over))
