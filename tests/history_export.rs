@@ -206,11 +206,13 @@ async fn commands_answers_and_transitions_are_exported_in_time_order_without_sec
         assert!(deleted.contains(&word.to_owned()), "{word}: {deleted:?}");
     }
 
-    // One session's export holds that session's lines only.
+    // One session's export holds that session's lines only. Exported a moment later: a timer
+    // that fired since (a purge finding nothing left is recorded too) may have added a line.
     let (_, header, only) = export(&app, Some(&c)).await;
     assert_eq!(header.session.as_deref(), Some(c.as_str()));
-    assert_eq!(story(&only, &c), deleted);
-    assert_eq!(only.len(), deleted.len(), "{only:?}");
+    let later = story(&only, &c);
+    assert!(later.starts_with(&deleted), "{later:?} after {deleted:?}");
+    assert_eq!(only.len(), later.len(), "{only:?}");
 }
 
 #[tokio::test]
