@@ -33,22 +33,6 @@ const UNITS: &[&str] = &[
 /// be told apart afterwards.
 const RATE_INTERVAL: Duration = Duration::from_secs(1111);
 
-fn dashboards() -> Vec<(PathBuf, Value)> {
-    let mut all: Vec<(PathBuf, Value)> = std::fs::read_dir(DIR)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .map(|p| {
-            let text = std::fs::read_to_string(&p).unwrap();
-            let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-            (p, v)
-        })
-        .collect();
-    all.sort_by(|a, b| a.0.cmp(&b.0));
-    assert!(all.len() >= 5, "the five dashboards");
-    all
-}
-
 /// The query with Grafana's variables replaced as the linter does before parsing.
 fn parse(expr: &str) -> Result<Expr, String> {
     let substituted = expr
@@ -217,7 +201,7 @@ fn the_committed_dashboards_are_the_generated_ones() {
     if std::env::var_os("QOD_REFRESH_FIXTURES").is_some() {
         qod::dashboards::write_all(std::path::Path::new(DIR)).unwrap();
     }
-    let committed: BTreeSet<String> = dashboards()
+    let committed: BTreeSet<String> = common::dashboards()
         .iter()
         .map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
@@ -240,7 +224,7 @@ fn the_committed_dashboards_are_the_generated_ones() {
 #[test]
 fn every_dashboard_passes_the_linter_rules() {
     let mut uids = BTreeSet::new();
-    for (path, board) in dashboards() {
+    for (path, board) in common::dashboards() {
         assert!(
             uids.insert(board["uid"].to_string()),
             "{}: uid twice",
@@ -293,7 +277,7 @@ fn the_linter_rules_catch_what_they_are_for() {
     );
     assert_eq!(lint_query(&good), Vec::<String>::new());
 
-    let (_, mut board) = dashboards().remove(0);
+    let (_, mut board) = common::dashboards().remove(0);
     board["panels"][1]["description"] = Value::Null;
     board["panels"][1]["fieldConfig"]["defaults"]["unit"] = "furlongs".into();
     board["templating"]["list"][2]["name"] = "node".into();
@@ -374,7 +358,7 @@ async fn every_dashboard_query_uses_an_exported_metric() {
         .collect();
 
     let mut checked = 0;
-    for (path, board) in dashboards() {
+    for (path, board) in common::dashboards() {
         // `up` is Prometheus's own series of each target.
         for name in metric_names(&board).into_iter().filter(|n| n != "up") {
             let family = ["_bucket", "_sum", "_count"]

@@ -40,23 +40,6 @@ fn filled(result: &[Value]) -> bool {
     })
 }
 
-fn dashboards() -> Vec<(String, Value)> {
-    let mut all: Vec<(String, Value)> = std::fs::read_dir(DIR)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .map(|p| {
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            (
-                name,
-                serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap(),
-            )
-        })
-        .collect();
-    all.sort_by(|a, b| a.0.cmp(&b.0));
-    all
-}
-
 /// Sinks of the scenario: one that accepts, one that always fails.
 const ACCEPTING: &str = "accepting";
 const FAILING: &str = "failing";
@@ -167,7 +150,8 @@ async fn every_panel_variable_and_rule_evaluates_on_a_real_prometheus() {
 async fn evaluate_everything(prom: &Daemon, instance: &str) -> Vec<String> {
     let mut problems = Vec::new();
     let mut evaluated = 0;
-    for (name, board) in dashboards() {
+    for (path, board) in common::dashboards() {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
         for variable in board["templating"]["list"].as_array().into_iter().flatten() {
             let Some(query) = variable["query"]["query"].as_str() else {
                 continue;

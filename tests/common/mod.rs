@@ -430,3 +430,21 @@ pub fn mint_in(
 pub fn dev_token_in(dir: &std::path::Path) -> String {
     mint_in(dir, "dev-client", &qod::auth::scopes::ALL, None)
 }
+
+/// The committed Grafana dashboards (`dashboards/*.json`), parsed, by file name.
+pub fn dashboards() -> Vec<(std::path::PathBuf, Value)> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/dashboards");
+    let mut all: Vec<(std::path::PathBuf, Value)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            (p, v)
+        })
+        .collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    assert!(all.len() >= 5, "the five dashboards");
+    all
+}
