@@ -223,12 +223,8 @@ async fn run_claimed<J: JobKind>(claimed: Claimed<J>, ctx: Arc<JobContext>) {
     ctx.metrics.job(J::QUEUE, settled_outcome);
     let due = ctx.clock.now() + chrono::Duration::from_std(delay).unwrap_or_default();
     let due = claimed.job.retry_by().map_or(due, |by| due.min(by));
-    ctx.queue.settle(Settlement::Retry {
-        fence,
-        attempt,
-        due_at_ms: due.timestamp_millis(),
-    });
-    ctx.queue.pushed(J::QUEUE, due.timestamp_millis());
+    ctx.queue
+        .settle_retry(J::QUEUE, fence, attempt, due.timestamp_millis());
 }
 
 /// A worker slot of `queue` taken while a job runs (given back however the run ends).

@@ -36,7 +36,9 @@ pub async fn run_dispatcher(
             lanes_to_claim(&queue, &last_scan, now)
         };
         // Shared with the round's closure; kept here to hand back if the round fails.
-        let settlements = Arc::new(queue.take_settlements());
+        let pending = queue.take_settlements();
+        let retried = pending.retried;
+        let settlements = Arc::new(pending.written);
         let pause = if wanted.is_empty() && settlements.is_empty() {
             sleep_time(&queue, now_ms)
         } else {
@@ -51,12 +53,16 @@ pub async fn run_dispatcher(
                         last_scan.insert(name, clock.now());
                     }
                     hand_out(&queue, claimed);
+                    queue.retries_written(&retried);
                     queue.finished(settlements.len());
                     Duration::ZERO
                 }
                 Err(e) => {
                     tracing::warn!(error = %format!("{e:#}"), "job queue round failed; retrying");
-                    queue.restore_settlements(Arc::unwrap_or_clone(settlements));
+                    queue.restore_settlements(super::Pending {
+                        written: Arc::unwrap_or_clone(settlements),
+                        retried,
+                    });
                     for name in &wanted {
                         queue.lanes[name]
                             .next_due_ms
@@ -182,10 +188,12 @@ fn hand_out(queue: &JobQueue, claimed: Vec<(&'static str, Vec<ClaimedRow>)>) {
 /// Writes what the stopped workers reported, retrying a few times if the database is busy.
 async fn final_flush(queue: &JobQueue, store: &SharedStore, clock: &dyn crate::clock::Clock) {
     for _ in 0..5 {
-        let settlements = Arc::new(queue.take_settlements());
-        if settlements.is_empty() {
+        let pending = queue.take_settlements();
+        if pending.written.is_empty() {
             return;
         }
+        let retried = pending.retried;
+        let settlements = Arc::new(pending.written);
         let result = store
             .queue_round(
                 &queue.owner,
@@ -198,7 +206,10 @@ async fn final_flush(queue: &JobQueue, store: &SharedStore, clock: &dyn crate::c
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "writing the last settlements failed");
-                queue.restore_settlements(Arc::unwrap_or_clone(settlements));
+                queue.restore_settlements(super::Pending {
+                    written: Arc::unwrap_or_clone(settlements),
+                    retried,
+                });
                 clock.sleep(AFTER_FAILURE).await;
             }
         }

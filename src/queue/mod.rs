@@ -37,10 +37,18 @@ struct Lane {
     reclaimed: AtomicU64,
 }
 
+/// Settlements reported by workers and not written yet.
+#[derive(Default)]
+struct Pending {
+    written: Vec<Settlement>,
+    /// The queue and due time of each retry among them.
+    retried: Vec<(&'static str, i64)>,
+}
+
 pub struct JobQueue {
     owner: String,
     lanes: HashMap<&'static str, Lane>,
-    settlements: Mutex<Vec<Settlement>>,
+    settlements: Mutex<Pending>,
     wake: Notify,
     /// Jobs handed to workers whose settlement is not written yet (see `quiescence`).
     in_flight: AtomicUsize,
@@ -103,7 +111,30 @@ impl JobQueue {
 
     /// Records what became of a job; the dispatcher writes it with its next round.
     pub fn settle(&self, settlement: Settlement) {
-        lock(&self.settlements).push(settlement);
+        lock(&self.settlements).written.push(settlement);
+        self.wake.notify_one();
+    }
+
+    /// Records that a job of `queue` runs again at `due_at_ms`. The dispatcher lowers the
+    /// lane's next due time once the round that wrote the retry committed, before the job
+    /// stops counting as in flight: lowered any sooner, a round already reading the table could
+    /// overwrite it; any later, a replay could see an idle queue and move its clock past the
+    /// retry.
+    pub fn settle_retry(
+        &self,
+        queue: &'static str,
+        fence: crate::store::fence::Fence,
+        attempt: u32,
+        due_at_ms: i64,
+    ) {
+        let mut pending = lock(&self.settlements);
+        pending.written.push(Settlement::Retry {
+            fence,
+            attempt,
+            due_at_ms,
+        });
+        pending.retried.push((queue, due_at_ms));
+        drop(pending);
         self.wake.notify_one();
     }
 
@@ -119,14 +150,24 @@ impl JobQueue {
         self.wake.notify_one();
     }
 
-    fn take_settlements(&self) -> Vec<Settlement> {
+    fn take_settlements(&self) -> Pending {
         std::mem::take(&mut *lock(&self.settlements))
     }
 
-    fn restore_settlements(&self, mut earlier: Vec<Settlement>) {
+    fn restore_settlements(&self, mut earlier: Pending) {
         let mut current = lock(&self.settlements);
-        earlier.append(&mut current);
+        earlier.written.append(&mut current.written);
+        earlier.retried.append(&mut current.retried);
         *current = earlier;
+    }
+
+    /// The retries of a round that committed are due in their lanes.
+    fn retries_written(&self, retried: &[(&'static str, i64)]) {
+        for (queue, due_at_ms) in retried {
+            if let Some(lane) = self.lanes.get(queue) {
+                lane.next_due_ms.fetch_min(*due_at_ms, Ordering::AcqRel);
+            }
+        }
     }
 }
 

@@ -43,18 +43,11 @@ impl TimedWaits {
         // The sleeper is on the clock before the wait counts: a replay that sees the wait
         // sees when it ends.
         let sleep = clock.sleep_until(due);
-        *super::lock(&self.due).entry(at).or_default() += 1;
-        self.changed.notify_waiters();
+        let counted = Counted::new(self, at);
         sleep.await;
-        {
-            let mut waits = super::lock(&self.due);
-            if let Some(n) = waits.get_mut(&at) {
-                *n -= 1;
-                if *n == 0 {
-                    waits.remove(&at);
-                }
-            }
-        }
+        // Counted until it ends, or until the work waiting is dropped (a timeout around it):
+        // a count left behind would pass a running job off as a waiting one.
+        drop(counted);
         let mut open = self.open.subscribe();
         let _ = open.wait_for(|open| *open).await;
     }
@@ -74,17 +67,48 @@ impl TimedWaits {
     }
 }
 
+/// One wait counted at its instant while it lasts.
+struct Counted<'a> {
+    waits: &'a TimedWaits,
+    at: i64,
+}
+
+impl<'a> Counted<'a> {
+    fn new(waits: &'a TimedWaits, at: i64) -> Self {
+        *super::lock(&waits.due).entry(at).or_default() += 1;
+        waits.changed.notify_waiters();
+        Self { waits, at }
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        let mut due = super::lock(&self.waits.due);
+        if let Some(n) = due.get_mut(&self.at) {
+            *n -= 1;
+            if *n == 0 {
+                due.remove(&self.at);
+            }
+        }
+    }
+}
+
 impl JobQueue {
-    /// No round runs, every handed-out job is settled or in a timed wait, and no lane has a job
-    /// due by `now_ms`.
+    /// No lane has a job due by `now_ms`, no round runs, and every handed-out job is settled
+    /// or in a timed wait.
+    ///
+    /// Read in the reverse order of the dispatcher's writes (it marks a round active, then
+    /// blanks the lanes it claims for, hands the claimed jobs out, and only then marks the
+    /// round over): a lane seen blanked means the round is seen active, or its jobs seen in
+    /// flight. Read the other way round, a claim begun between the two reads looked like an
+    /// idle queue and a replay moved its clock past the job.
     pub fn idle_at(&self, now_ms: i64, waits: &TimedWaits) -> bool {
-        !self.round_active.load(Ordering::Acquire)
+        self.lanes
+            .values()
+            .all(|l| l.next_due_ms.load(Ordering::Acquire) > now_ms)
+            && !self.round_active.load(Ordering::Acquire)
             && self.in_flight.load(Ordering::Acquire) <= waits.sleeping_at(now_ms)
-            && super::lock(&self.settlements).is_empty()
-            && self
-                .lanes
-                .values()
-                .all(|l| l.next_due_ms.load(Ordering::Acquire) > now_ms)
+            && super::lock(&self.settlements).written.is_empty()
     }
 
     /// Waits until `idle_at(now_ms)`, looking again each time the dispatcher goes to sleep or
@@ -136,5 +160,50 @@ impl JobQueue {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
                 Some(v.saturating_sub(n))
             });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    fn t0() -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(1_800_000_000_000).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_timed_wait_counts_while_it_sleeps_and_not_once_dropped() {
+        let clock = ManualClock::new(t0());
+        let waits = TimedWaits::default();
+        let due = t0() + chrono::Duration::seconds(10);
+        let now = t0().timestamp_millis();
+        // Polled once (it registers and sleeps), then dropped as a timeout around it would.
+        let cut = tokio::time::timeout(
+            std::time::Duration::ZERO,
+            waits.sleep_until(clock.as_ref(), due),
+        );
+        let mut cut = Box::pin(cut);
+        assert!(futures::poll!(cut.as_mut()).is_pending());
+        assert_eq!(waits.sleeping_at(now), 1, "a sleeping wait counts");
+        drop(cut);
+        assert_eq!(waits.sleeping_at(now), 0, "a dropped wait still counted");
+    }
+
+    #[tokio::test]
+    async fn a_timed_wait_stops_counting_at_its_instant() {
+        let clock = ManualClock::new(t0());
+        let waits = std::sync::Arc::new(TimedWaits::default());
+        let due = t0() + chrono::Duration::seconds(10);
+        let task = {
+            let (clock, waits) = (clock.clone(), waits.clone());
+            tokio::spawn(async move { waits.sleep_until(clock.as_ref(), due).await })
+        };
+        while waits.sleeping_at(t0().timestamp_millis()) == 0 {
+            tokio::task::yield_now().await;
+        }
+        clock.set(due);
+        task.await.unwrap();
+        assert_eq!(waits.sleeping_at(t0().timestamp_millis()), 0);
     }
 }
