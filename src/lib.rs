@@ -21,6 +21,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod network;
 pub mod notify;
+pub mod otlp;
 pub mod panics;
 pub mod pools;
 pub mod queue;

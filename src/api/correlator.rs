@@ -58,6 +58,7 @@ pub async fn layer(req: Request, next: Next) -> Response {
         "request",
         method = %req.method(),
         path = %req.uri().path(),
+        route = tracing::field::Empty,
         trace_id = %own.trace_hex(),
         span_id = %own.span_hex(),
         parent_span_id = tracing::field::Empty,

@@ -144,6 +144,8 @@ async fn count_requests(State(state): State<AppState>, req: Request, next: Next)
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    // The request's span (`correlator::layer`, outside this one) is named after its route.
+    tracing::Span::current().record("route", route.as_str());
     let method = match *req.method() {
         Method::GET => "GET",
         Method::POST => "POST",

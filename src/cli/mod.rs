@@ -26,6 +26,10 @@ pub struct Cli {
         default_value = "text"
     )]
     pub log_format: LogFormat,
+    /// Export the request and job spans to this OTLP/HTTP collector (JSON encoding), e.g.
+    /// `http://127.0.0.1:4318`; `/v1/traces` is appended unless the URL ends with it.
+    #[arg(long, global = true, env = "QOD_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

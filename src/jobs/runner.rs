@@ -95,6 +95,7 @@ fn job_span<J: JobKind>(
         session_id = tracing::field::Empty,
         link = tracing::field::Empty,
         x_correlator = tracing::field::Empty,
+        outcome = tracing::field::Empty,
     );
     if let Some(session) = claimed.job.session_of() {
         span.record("session_id", tracing::field::display(session));
@@ -179,6 +180,7 @@ async fn run_claimed<J: JobKind>(claimed: Claimed<J>, ctx: Arc<JobContext>) {
     let error = match result {
         Ok(()) => {
             ctx.metrics.job(J::QUEUE, outcome::SUCCEEDED);
+            settled_as(outcome::SUCCEEDED);
             ctx.queue.settle(Settlement::Done(fence));
             return;
         }
@@ -187,6 +189,7 @@ async fn run_claimed<J: JobKind>(claimed: Claimed<J>, ctx: Arc<JobContext>) {
             // is that node's now, and this claim's settlement would be refused too.
             tracing::warn!(queue = J::QUEUE, job = fence.job, error = %format!("{e:#}"), "job lost to another node; its writes were refused");
             ctx.metrics.job(J::QUEUE, outcome::FENCED);
+            settled_as(outcome::FENCED);
             ctx.queue.abandoned();
             return;
         }
@@ -201,6 +204,7 @@ async fn run_claimed<J: JobKind>(claimed: Claimed<J>, ctx: Arc<JobContext>) {
         match fence::scope(fence, claimed.job.give_up(ctx, &message)).await {
             Ok(()) => {
                 ctx.metrics.job(J::QUEUE, outcome::DEAD);
+                settled_as(outcome::DEAD);
                 ctx.queue.settle(Settlement::Done(fence));
                 return;
             }
@@ -221,10 +225,16 @@ async fn run_claimed<J: JobKind>(claimed: Claimed<J>, ctx: Arc<JobContext>) {
         (delay, outcome::RETRIED)
     };
     ctx.metrics.job(J::QUEUE, settled_outcome);
+    settled_as(settled_outcome);
     let due = ctx.clock.now() + chrono::Duration::from_std(delay).unwrap_or_default();
     let due = claimed.job.retry_by().map_or(due, |by| due.min(by));
     ctx.queue
         .settle_retry(J::QUEUE, fence, attempt, due.timestamp_millis());
+}
+
+/// How the run ended, in the job's span (its logs' and traces' `outcome`).
+fn settled_as(outcome: &'static str) {
+    tracing::Span::current().record("outcome", outcome);
 }
 
 /// A worker slot of `queue` taken while a job runs (given back however the run ends).
