@@ -21,6 +21,9 @@ async fn main() -> std::process::ExitCode {
         "info,apalis_core=warn,sqlx::postgres::notice=warn"
     };
     let filter = EnvFilter::try_from_env("QOD_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    // Each layer filters for itself (the logs' filter does not decide what is exported); see
+    // `otlp::Fresh` for why no filter's answer is cached.
+    let filter = qod::otlp::Fresh(filter);
     let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let logs: Box<dyn Layer<Registry> + Send + Sync> = match cli.log_format {
         qod::cli::LogFormat::Text => logs

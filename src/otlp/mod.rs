@@ -7,9 +7,11 @@
 
 mod encode;
 mod export;
+mod fresh;
 mod layer;
 
 pub use export::{Exporter, Shutdown};
+pub use fresh::Fresh;
 pub use layer::{OtlpLayer, interest};
 
 /// Where spans go: the collector's base URL (as `OTEL_EXPORTER_OTLP_ENDPOINT` names it) with
