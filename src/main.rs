@@ -3,12 +3,31 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
+use tracing::Subscriber;
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer, Registry};
+use tracing_subscriber::{EnvFilter, Layer};
 
 /// How long the last spans may take to reach the collector once the command is done.
 const OTLP_FLUSH: Duration = Duration::from_secs(5);
+
+/// The log lines on stderr, as `--log-format` says.
+fn log_layer<S>(format: qod::cli::LogFormat) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    match format {
+        qod::cli::LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).boxed(),
+        qod::cli::LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+            .boxed(),
+    }
+}
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -21,41 +40,31 @@ async fn main() -> std::process::ExitCode {
         "info,apalis_core=warn,sqlx::postgres::notice=warn"
     };
     let filter = EnvFilter::try_from_env("QOD_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    // Each layer filters for itself (the logs' filter does not decide what is exported); see
-    // `otlp::Fresh` for why no filter's answer is cached.
-    let filter = qod::otlp::Fresh(filter);
-    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let logs: Box<dyn Layer<Registry> + Send + Sync> = match cli.log_format {
-        qod::cli::LogFormat::Text => logs
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_filter(filter)
-            .boxed(),
-        qod::cli::LogFormat::Json => logs
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
-            .with_filter(filter)
-            .boxed(),
-    };
-    let (traces, exporter) = match cli.otlp_endpoint.as_deref().map(qod::otlp::start) {
-        None => (None, None),
-        Some(Ok((layer, exporter))) => (
-            Some(layer.with_filter(qod::otlp::interest())),
-            Some(exporter),
-        ),
+    let exporter = match cli.otlp_endpoint.as_deref().map(qod::otlp::start) {
+        None => {
+            // One filter for everything: no per-layer filtering to pay for.
+            tracing_subscriber::registry()
+                .with(filter)
+                .with(log_layer(cli.log_format))
+                .init();
+            None
+        }
+        Some(Ok((traces, exporter))) => {
+            // Each layer filters for itself, so that the logs' filter does not decide what is
+            // exported; see `otlp::Fresh` for why neither filter's answer is cached.
+            tracing_subscriber::registry()
+                .with(log_layer(cli.log_format).with_filter(qod::otlp::Fresh(filter)))
+                .with(traces.with_filter(qod::otlp::Fresh(qod::otlp::interest())))
+                .init();
+            Some(exporter.spawn())
+        }
         Some(Err(e)) => {
             eprintln!("error: {e:#}");
             return std::process::ExitCode::FAILURE;
         }
     };
-    tracing_subscriber::registry()
-        .with(logs)
-        .with(traces)
-        .init();
-    let exporting = exporter.map(qod::otlp::Exporter::spawn);
     let outcome = qod::cli::run(cli).await;
-    if let Some(exporting) = exporting {
+    if let Some(exporting) = exporter {
         exporting.flush(OTLP_FLUSH).await;
     }
     match outcome {
