@@ -38,7 +38,7 @@ pub async fn run_dispatcher(
         // Shared with the round's closure; kept here to hand back if the round fails.
         let pending = queue.take_settlements();
         let retried = pending.retried;
-        let settlements = Arc::new(pending.written);
+        let settlements = Arc::new(pending.settlements);
         let pause = if wanted.is_empty() && settlements.is_empty() {
             sleep_time(&queue, now_ms)
         } else {
@@ -60,7 +60,7 @@ pub async fn run_dispatcher(
                 Err(e) => {
                     tracing::warn!(error = %format!("{e:#}"), "job queue round failed; retrying");
                     queue.restore_settlements(super::Pending {
-                        written: Arc::unwrap_or_clone(settlements),
+                        settlements: Arc::unwrap_or_clone(settlements),
                         retried,
                     });
                     for name in &wanted {
@@ -189,11 +189,11 @@ fn hand_out(queue: &JobQueue, claimed: Vec<(&'static str, Vec<ClaimedRow>)>) {
 async fn final_flush(queue: &JobQueue, store: &SharedStore, clock: &dyn crate::clock::Clock) {
     for _ in 0..5 {
         let pending = queue.take_settlements();
-        if pending.written.is_empty() {
+        if pending.settlements.is_empty() {
             return;
         }
         let retried = pending.retried;
-        let settlements = Arc::new(pending.written);
+        let settlements = Arc::new(pending.settlements);
         let result = store
             .queue_round(
                 &queue.owner,
@@ -207,7 +207,7 @@ async fn final_flush(queue: &JobQueue, store: &SharedStore, clock: &dyn crate::c
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "writing the last settlements failed");
                 queue.restore_settlements(super::Pending {
-                    written: Arc::unwrap_or_clone(settlements),
+                    settlements: Arc::unwrap_or_clone(settlements),
                     retried,
                 });
                 clock.sleep(AFTER_FAILURE).await;

@@ -40,7 +40,7 @@ struct Lane {
 /// Settlements reported by workers and not written yet.
 #[derive(Default)]
 struct Pending {
-    written: Vec<Settlement>,
+    settlements: Vec<Settlement>,
     /// The queue and due time of each retry among them.
     retried: Vec<(&'static str, i64)>,
 }
@@ -111,7 +111,7 @@ impl JobQueue {
 
     /// Records what became of a job; the dispatcher writes it with its next round.
     pub fn settle(&self, settlement: Settlement) {
-        lock(&self.settlements).written.push(settlement);
+        lock(&self.settlements).settlements.push(settlement);
         self.wake.notify_one();
     }
 
@@ -128,7 +128,7 @@ impl JobQueue {
         due_at_ms: i64,
     ) {
         let mut pending = lock(&self.settlements);
-        pending.written.push(Settlement::Retry {
+        pending.settlements.push(Settlement::Retry {
             fence,
             attempt,
             due_at_ms,
@@ -156,7 +156,7 @@ impl JobQueue {
 
     fn restore_settlements(&self, mut earlier: Pending) {
         let mut current = lock(&self.settlements);
-        earlier.written.append(&mut current.written);
+        earlier.settlements.append(&mut current.settlements);
         earlier.retried.append(&mut current.retried);
         *current = earlier;
     }

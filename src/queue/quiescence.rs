@@ -108,7 +108,7 @@ impl JobQueue {
             .all(|l| l.next_due_ms.load(Ordering::Acquire) > now_ms)
             && !self.round_active.load(Ordering::Acquire)
             && self.in_flight.load(Ordering::Acquire) <= waits.sleeping_at(now_ms)
-            && super::lock(&self.settlements).written.is_empty()
+            && super::lock(&self.settlements).settlements.is_empty()
     }
 
     /// Waits until `idle_at(now_ms)`, looking again each time the dispatcher goes to sleep or
