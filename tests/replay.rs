@@ -37,6 +37,22 @@ async fn recorded_run() -> (TestApp, TestSink) {
         .post(&extend, &json!({"requestedAdditionalDuration": 30}))
         .await;
     assert_eq!(code, 200);
+    // The extension outlasts the grant's lease: its renewal is due at once. The delete waits
+    // for it, so that the recording does not depend on whether the renewal started within the
+    // few milliseconds before the delete (a replay fires a timer the recording never fired at
+    // its due time; see the README's limits of a replay).
+    let db = app.db.clone();
+    common::poll_until(Duration::from_secs(10), || async {
+        let renewed = db
+            .int(
+                "SELECT COUNT(*) FROM session_events WHERE session_id = ? AND reason = 'GRANT_RENEWED'",
+                &[&long],
+            )
+            .await;
+        (renewed > 0).then_some(())
+    })
+    .await
+    .expect("the extended session's grant was renewed");
     assert_eq!(
         app.delete(&format!("/quality-on-demand/v1/sessions/{long}"))
             .await
