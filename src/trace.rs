@@ -72,7 +72,8 @@ impl TraceParent {
 }
 
 /// `s` when it is `len` lowercase hex digits.
-fn hex(s: &str, len: usize) -> Option<&str> {
+/// `s` if it is exactly `len` lowercase hex digits (as Trace Context writes ids).
+pub(crate) fn hex(s: &str, len: usize) -> Option<&str> {
     (s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))).then_some(s)
 }
 

@@ -179,8 +179,7 @@ async fn run_claimed<J: JobKind>(claimed: Claimed<J>, ctx: Arc<JobContext>) {
 
     let error = match result {
         Ok(()) => {
-            ctx.metrics.job(J::QUEUE, outcome::SUCCEEDED);
-            settled_as(outcome::SUCCEEDED);
+            settled::<J>(ctx, outcome::SUCCEEDED);
             ctx.queue.settle(Settlement::Done(fence));
             return;
         }
@@ -188,8 +187,7 @@ async fn run_claimed<J: JobKind>(claimed: Claimed<J>, ctx: Arc<JobContext>) {
             // Another node claimed the job again (this one stalled past its lease): the job
             // is that node's now, and this claim's settlement would be refused too.
             tracing::warn!(queue = J::QUEUE, job = fence.job, error = %format!("{e:#}"), "job lost to another node; its writes were refused");
-            ctx.metrics.job(J::QUEUE, outcome::FENCED);
-            settled_as(outcome::FENCED);
+            settled::<J>(ctx, outcome::FENCED);
             ctx.queue.abandoned();
             return;
         }
@@ -203,8 +201,7 @@ async fn run_claimed<J: JobKind>(claimed: Claimed<J>, ctx: Arc<JobContext>) {
         tracing::warn!(queue = J::QUEUE, attempt, error = %message, "job ran out of attempts");
         match fence::scope(fence, claimed.job.give_up(ctx, &message)).await {
             Ok(()) => {
-                ctx.metrics.job(J::QUEUE, outcome::DEAD);
-                settled_as(outcome::DEAD);
+                settled::<J>(ctx, outcome::DEAD);
                 ctx.queue.settle(Settlement::Done(fence));
                 return;
             }
@@ -224,16 +221,16 @@ async fn run_claimed<J: JobKind>(claimed: Claimed<J>, ctx: Arc<JobContext>) {
         tracing::warn!(queue = J::QUEUE, attempt, delay_ms = delay.as_millis() as u64, error = %message, "job failed; retrying");
         (delay, outcome::RETRIED)
     };
-    ctx.metrics.job(J::QUEUE, settled_outcome);
-    settled_as(settled_outcome);
+    settled::<J>(ctx, settled_outcome);
     let due = ctx.clock.now() + chrono::Duration::from_std(delay).unwrap_or_default();
     let due = claimed.job.retry_by().map_or(due, |by| due.min(by));
     ctx.queue
         .settle_retry(J::QUEUE, fence, attempt, due.timestamp_millis());
 }
 
-/// How the run ended, in the job's span (its logs' and traces' `outcome`).
-fn settled_as(outcome: &'static str) {
+/// How the run ended: counted, and in the job's span (its logs' and traces' `outcome`).
+fn settled<J: JobKind>(ctx: &JobContext, outcome: &'static str) {
+    ctx.metrics.job(J::QUEUE, outcome);
     tracing::Span::current().record("outcome", outcome);
 }
 

@@ -167,10 +167,9 @@ fn severity(level: Level) -> &'static str {
 
 /// A lowercase hex id of `len` digits, not all zero.
 fn hex_id(raw: &str, len: usize) -> Option<String> {
-    (raw.len() == len
-        && raw.bytes().all(|b| b.is_ascii_hexdigit())
-        && raw.bytes().any(|b| b != b'0'))
-    .then(|| raw.to_ascii_lowercase())
+    crate::trace::hex(raw, len)
+        .filter(|id| id.bytes().any(|b| b != b'0'))
+        .map(str::to_owned)
 }
 
 fn nanos(at: SystemTime) -> String {

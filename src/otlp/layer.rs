@@ -1,11 +1,9 @@
 //! The tracing layer: keeps the fields of each open request or job span, the warnings and
 //! errors logged inside it, and hands the span to the exporter when it closes.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
-use tokio::sync::mpsc;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Level, Metadata, Subscriber};
@@ -108,16 +106,12 @@ struct Open {
 }
 
 pub struct OtlpLayer {
-    sender: mpsc::Sender<Finished>,
-    dropped: Arc<AtomicU64>,
+    sender: super::export::SpanSender,
 }
 
 impl OtlpLayer {
     pub(super) fn new(sender: super::export::SpanSender) -> Self {
-        Self {
-            sender: sender.spans,
-            dropped: sender.dropped,
-        }
+        Self { sender }
     }
 }
 
@@ -198,8 +192,8 @@ where
             events: open.events,
             dropped_events: open.dropped_events,
         };
-        if self.sender.try_send(finished).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+        if self.sender.spans.try_send(finished).is_err() {
+            self.sender.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
