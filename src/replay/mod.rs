@@ -147,7 +147,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     if let Some(speed) = args.speed {
         anyhow::ensure!(speed > 0.0, "--speed must be above 0, not {speed}");
     }
-    let history = load(&args.file)?;
+    let mut history = load(&args.file)?;
     let options = Options {
         network: match args.network {
             NetworkArg::Recorded => NetworkChoice::Recorded,
@@ -157,20 +157,25 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         progress: true,
         seed: args.seed,
     };
+    // The peers' answers and the timers' firings are handed over, not copied: the report
+    // needs only the transitions, and a day's history holds millions of answers.
+    let network = std::mem::take(&mut history.network);
+    let sinks = std::mem::take(&mut history.sinks);
+    let firings = std::mem::take(&mut history.firings.starts);
     let scenario = driver::Scenario {
         steps: &history.steps,
         start_ms: history.start_ms,
         end_ms: history.end_ms,
         settings: history.header.settings,
         peers: driver::Peers::Recorded {
-            network: (options.network == NetworkChoice::Recorded).then(|| history.network.clone()),
-            sinks: history.sinks.clone(),
+            network: (options.network == NetworkChoice::Recorded).then_some(network),
+            sinks,
         },
         export: args
             .save_run
             .as_deref()
             .map(|path| (path, history.header.clone())),
-        firings: history.firings.starts.clone(),
+        firings,
     };
     let produced = driver::run(scenario, &options).await?;
     let report = Report::compare(&history, &produced);
