@@ -29,7 +29,7 @@ pub struct JobContext {
 /// may have started it late (a busy machine), after a command that changed what it found.
 #[derive(Debug, Default)]
 pub struct TimerFirings {
-    pub starts: std::collections::HashMap<(SessionId, String, i64), i64>,
+    pub starts: std::collections::HashMap<(SessionId, &'static str, i64), i64>,
     /// The replay's timed waits, which a timer held back counts in (the replay moves the
     /// clock on to its start).
     pub waits: Option<Arc<crate::queue::TimedWaits>>,
@@ -41,13 +41,11 @@ impl TimerFirings {
         &self,
         clock: &dyn crate::clock::Clock,
         session: SessionId,
-        queue: &str,
+        queue: &'static str,
         due_ms: i64,
     ) {
-        let (Some(waits), Some(&at)) = (
-            &self.waits,
-            self.starts.get(&(session, queue.to_owned(), due_ms)),
-        ) else {
+        let (Some(waits), Some(&at)) = (&self.waits, self.starts.get(&(session, queue, due_ms)))
+        else {
             return;
         };
         waits

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use super::generate::{Mix, SyntheticNetwork, SyntheticSinks};
-use super::history::{NetworkAnswers, Seen, SinkAnswers, Step};
+use super::history::{Names, NetworkAnswers, Seen, SinkAnswers, Step};
 use super::peers::{Answering, RecordedNetwork, RecordedSinks, Unanswered};
 use crate::app::{Application, Ports};
 use crate::auth::mint::{TokenRequest, mint_hs256};
@@ -58,7 +58,7 @@ pub struct Options {
 pub struct Answered {
     pub at_ms: i64,
     pub session: Option<String>,
-    pub op: String,
+    pub op: Arc<str>,
     pub expected: u16,
     pub actual: u16,
 }
@@ -66,6 +66,9 @@ pub struct Answered {
 /// What the replay produced.
 pub struct Produced {
     pub transitions: HashMap<String, Vec<Seen>>,
+    /// Commands applied.
+    pub commands: usize,
+    /// The commands answered otherwise than recorded.
     pub answers: Vec<Answered>,
     pub unanswered: Vec<(String, String, i64)>,
     pub steps: u64,
@@ -86,14 +89,15 @@ pub enum Peers {
 /// What a run drives: its inputs, its span, its settings and peers, and (generating) where
 /// to export the history it makes.
 pub struct Scenario<'a> {
-    pub steps: &'a [Step],
+    /// The inputs in time order, each dropped once applied.
+    pub steps: Vec<Step>,
     pub start_ms: i64,
     pub end_ms: i64,
     pub settings: LifecycleSettings,
     pub peers: Peers,
     pub export: Option<(&'a std::path::Path, Header)>,
     /// When the history's timers fired (none for a generated one: they fire when due).
-    pub firings: std::collections::HashMap<(crate::domain::SessionId, String, i64), i64>,
+    pub firings: HashMap<(SessionId, &'static str, i64), i64>,
 }
 
 pub async fn run(scenario: Scenario<'_>, options: &Options) -> anyhow::Result<Produced> {
@@ -135,8 +139,9 @@ pub async fn run(scenario: Scenario<'_>, options: &Options) -> anyhow::Result<Pr
     }
     let base = format!("http://{}", app.local_addr());
     let core = app.core();
-    let steps_in = scenario.steps;
-    let callbacks: HashMap<String, String> = steps_in
+    let inputs = scenario.steps.len();
+    let callbacks: HashMap<String, String> = scenario
+        .steps
         .iter()
         .filter_map(|s| match s {
             Step::Callback { session, .. } => {
@@ -146,6 +151,7 @@ pub async fn run(scenario: Scenario<'_>, options: &Options) -> anyhow::Result<Pr
             Step::Command { .. } => None,
         })
         .collect();
+    let mut steps_in = scenario.steps.into_iter().peekable();
     let secret = store::dev_signing_key_path(&settings)?.load("the replay's signing key")?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async {
@@ -161,13 +167,9 @@ pub async fn run(scenario: Scenario<'_>, options: &Options) -> anyhow::Result<Pr
         minted: HashMap::new(),
     };
     let mut answers = Vec::new();
+    let mut commands = 0;
     let mut created = HashMap::new();
-    let mut progress = Progress::new(
-        scenario.start_ms,
-        scenario.end_ms,
-        steps_in.len(),
-        options.progress,
-    );
+    let mut progress = Progress::new(scenario.start_ms, scenario.end_ms, inputs, options.progress);
     let mut next_step = 0;
     let mut steps = 0u64;
     // Held before the clock moves to an instant: its jobs and answers wait for its inputs.
@@ -175,7 +177,7 @@ pub async fn run(scenario: Scenario<'_>, options: &Options) -> anyhow::Result<Pr
     waits.hold(true);
     loop {
         let now_ms = clock.now().timestamp_millis();
-        while let Some(step) = steps_in.get(next_step).filter(|s| s.at_ms() <= now_ms) {
+        while let Some(step) = steps_in.next_if(|s| s.at_ms() <= now_ms) {
             next_step += 1;
             let to = Target {
                 http: &http,
@@ -184,10 +186,15 @@ pub async fn run(scenario: Scenario<'_>, options: &Options) -> anyhow::Result<Pr
                 random: &random,
                 clock: &clock,
             };
-            let answered = apply(step, &to, &mut tokens, &mut created)
+            let answered = apply(&step, &to, &mut tokens, &mut created)
                 .await
                 .with_context(|| format!("replaying the input at {} ms", step.at_ms()))?;
-            answers.extend(answered);
+            if let Some(answered) = answered {
+                commands += 1;
+                if answered.expected != answered.actual {
+                    answers.push(answered);
+                }
+            }
         }
         waits.hold(false);
         core.queue.hold(false);
@@ -201,7 +208,7 @@ pub async fn run(scenario: Scenario<'_>, options: &Options) -> anyhow::Result<Pr
             })?;
         steps += 1;
         progress.show(now_ms, next_step);
-        let next_input = steps_in.get(next_step).map(Step::at_ms);
+        let next_input = steps_in.peek().map(Step::at_ms);
         // The queue's next due job is read from the queue itself: the dispatcher's sleeper
         // for it may be gone for a moment (it wakes and sleeps again).
         let next_wake = clock.next_wake().map(|t| t.timestamp_millis());
@@ -251,6 +258,7 @@ pub async fn run(scenario: Scenario<'_>, options: &Options) -> anyhow::Result<Pr
     let unanswered = std::mem::take(&mut *lock(&unanswered.asked));
     Ok(Produced {
         transitions,
+        commands,
         answers,
         unanswered,
         steps,
@@ -297,7 +305,7 @@ impl Tokens {
     fn of(
         &mut self,
         client: &str,
-        device: Option<&serde_json::Value>,
+        phone: Option<&str>,
         now: chrono::DateTime<chrono::Utc>,
     ) -> anyhow::Result<String> {
         let client = if client.is_empty() {
@@ -305,7 +313,7 @@ impl Tokens {
         } else {
             client
         };
-        let phone = device.and_then(|d| d["phoneNumber"].as_str().map(str::to_owned));
+        let phone = phone.map(str::to_owned);
         let key = (client.to_owned(), phone.clone());
         if let Some(t) = self.minted.get(&key) {
             return Ok(t.clone());
@@ -352,7 +360,7 @@ async fn apply(
     match step {
         Step::Callback { session, body, .. } => {
             if let Some(url) = callbacks.get(session) {
-                http.post(url).json(body).send().await?;
+                json_post(http.post(url), body).send().await?;
             }
             Ok(None)
         }
@@ -361,12 +369,12 @@ async fn apply(
             api,
             op,
             client,
-            device,
+            phone,
             body,
             status,
             session,
         } => {
-            let root = if api == "v0" {
+            let root = if &**api == "v0" {
                 "/qod/v0/sessions"
             } else {
                 "/quality-on-demand/v1/sessions"
@@ -376,26 +384,26 @@ async fn apply(
                 Some(name) => created.get(name).map_or("-", String::as_str),
                 None => session.as_deref().unwrap_or("-"),
             };
-            let (method, path) = match op.as_str() {
+            let (method, path) = match &**op {
                 "create" => (reqwest::Method::POST, root.to_owned()),
                 "extend" => (reqwest::Method::POST, format!("{root}/{id}/extend")),
                 "delete" => (reqwest::Method::DELETE, format!("{root}/{id}")),
                 other => anyhow::bail!("a recorded command of an unknown operation {other:?}"),
             };
-            if op == "create" && *status == 201 {
+            if &**op == "create" && *status == 201 {
                 random.name_next_session(session.as_deref().and_then(|s| s.parse().ok()));
             }
-            let token = tokens.of(client, device.as_ref(), clock.now())?;
+            let token = tokens.of(client, phone.as_deref(), clock.now())?;
             let mut req = http
                 .request(method, format!("{base}{path}"))
                 .bearer_auth(token);
             if let Some(body) = body {
-                req = req.json(body);
+                req = json_post(req, body);
             }
             let response = req.send().await?;
             let actual = response.status().as_u16();
             random.name_next_session(None);
-            if let (Some(name), "create", 201) = (named, op.as_str(), actual) {
+            if let (Some(name), "create", 201) = (named, &**op, actual) {
                 let body: serde_json::Value = response.json().await?;
                 if let Some(id) = body["sessionId"].as_str() {
                     created.insert(name.to_owned(), id.to_owned());
@@ -412,10 +420,17 @@ async fn apply(
     }
 }
 
+/// A request carrying `body`, JSON text.
+fn json_post(req: reqwest::RequestBuilder, body: &str) -> reqwest::RequestBuilder {
+    req.header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body.to_owned())
+}
+
 /// Every transition the replay's store holds, per session.
 async fn read_transitions(core: &crate::core::Core) -> anyhow::Result<HashMap<String, Vec<Seen>>> {
     let found: Arc<Mutex<HashMap<String, Vec<Seen>>>> = Arc::default();
     let sink = found.clone();
+    let mut names = Names::default();
     let filter = HistoryFilter {
         since_ms: i64::MIN,
         until_ms: i64::MAX,
@@ -429,15 +444,11 @@ async fn read_transitions(core: &crate::core::Core) -> anyhow::Result<HashMap<St
                     from, to, reason, ..
                 } = row.entry
                 {
+                    let seen = names.seen(row.at_ms, from.as_deref(), &to, &reason);
                     lock(&sink)
                         .entry(row.session.unwrap_or_default())
                         .or_default()
-                        .push(Seen {
-                            at_ms: row.at_ms,
-                            from,
-                            to,
-                            reason,
-                        });
+                        .push(seen);
                 }
                 Ok(())
             }),

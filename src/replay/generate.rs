@@ -125,6 +125,7 @@ pub fn commands(sessions: u64, start_ms: i64, span_ms: i64, mix: &Mix, seed: u64
     let mut rng = StdRng::seed_from_u64(seed);
     let profiles = ["QOS_E", "QOS_S", "QOS_M", "QOS_L"];
     let mut steps = Vec::new();
+    let mut names = super::history::Names::default();
     for n in 0..sessions {
         let at = start_ms + rng.random_range(0..span_ms.max(1));
         let api = if rng.random_bool(mix.v0) { "v0" } else { "v1" };
@@ -140,13 +141,14 @@ pub fn commands(sessions: u64, start_ms: i64, span_ms: i64, mix: &Mix, seed: u64
             body["sink"] = json!(format!("https://consumer-{client}.example/qod/events"));
         }
         let name = format!("@{n}");
-        let command = |at_ms: i64, op: &str, body: Option<serde_json::Value>| Step::Command {
+        let (api, client) = (names.get(api), names.get(&client));
+        let mut command = |at_ms: i64, op: &str, body: Option<serde_json::Value>| Step::Command {
             at_ms,
-            api: api.into(),
-            op: op.into(),
+            api: api.clone(),
+            op: names.get(op),
             client: client.clone(),
-            device: None,
-            body,
+            phone: None,
+            body: body.map(|b| b.to_string().into_boxed_str()),
             status: 0,
             session: Some(name.clone()),
         };
@@ -365,7 +367,7 @@ mod tests {
         assert_ne!(show(&a), show(&c));
         let creates = a
             .iter()
-            .filter(|s| matches!(s, Step::Command { op, .. } if op == "create"))
+            .filter(|s| matches!(s, Step::Command { op, .. } if &**op == "create"))
             .count();
         assert!((200..260).contains(&creates), "{creates}");
         assert!(a.windows(2).all(|w| w[0].at_ms() <= w[1].at_ms()));

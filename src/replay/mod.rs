@@ -100,8 +100,9 @@ pub async fn generate_history(args: GenerateArgs) -> anyhow::Result<()> {
         session: None,
         settings: lifecycle,
     };
+    let commands = steps.len();
     let scenario = driver::Scenario {
-        steps: &steps,
+        steps,
         start_ms: GENERATED_FROM_MS,
         end_ms,
         settings: lifecycle,
@@ -125,7 +126,7 @@ pub async fn generate_history(args: GenerateArgs) -> anyhow::Result<()> {
         "generated {} sessions ({} transitions, {} commands) over {:.1} h in {:.1} s; written to {}",
         sessions,
         transitions,
-        steps.len(),
+        commands,
         args.hours,
         produced.wall.as_secs_f64(),
         args.out.display()
@@ -147,7 +148,11 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     if let Some(speed) = args.speed {
         anyhow::ensure!(speed > 0.0, "--speed must be above 0, not {speed}");
     }
-    let mut history = load(&args.file)?;
+    let History {
+        header,
+        inputs,
+        expected,
+    } = load(&args.file)?;
     let options = Options {
         network: match args.network {
             NetworkArg::Recorded => NetworkChoice::Recorded,
@@ -157,35 +162,30 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         progress: true,
         seed: args.seed,
     };
-    // The peers' answers and the timers' firings are handed over, not copied: the report
-    // needs only the transitions, and a day's history holds millions of answers.
-    let network = std::mem::take(&mut history.network);
-    let sinks = std::mem::take(&mut history.sinks);
-    let firings = std::mem::take(&mut history.firings.starts);
+    // The inputs are handed to the run, which drops each as it is used: the report needs only
+    // the transitions, and a day's history holds millions of inputs and answers.
+    let input_count = inputs.steps.len();
     let scenario = driver::Scenario {
-        steps: &history.steps,
-        start_ms: history.start_ms,
-        end_ms: history.end_ms,
-        settings: history.header.settings,
+        steps: inputs.steps,
+        start_ms: expected.start_ms,
+        end_ms: expected.end_ms,
+        settings: header.settings,
         peers: driver::Peers::Recorded {
-            network: (options.network == NetworkChoice::Recorded).then_some(network),
-            sinks,
+            network: (options.network == NetworkChoice::Recorded).then_some(inputs.network),
+            sinks: inputs.sinks,
         },
-        export: args
-            .save_run
-            .as_deref()
-            .map(|path| (path, history.header.clone())),
-        firings,
+        export: args.save_run.as_deref().map(|path| (path, header.clone())),
+        firings: inputs.firings,
     };
     let produced = driver::run(scenario, &options).await?;
-    let report = Report::compare(&history, &produced);
-    let span_s = (history.end_ms - history.start_ms).max(0) as f64 / 1000.0;
+    let report = Report::compare(&header, &expected, &produced);
+    let span_s = (expected.end_ms - expected.start_ms).max(0) as f64 / 1000.0;
     let wall_s = produced.wall.as_secs_f64();
     eprintln!(
         "replayed {:.1} h of history ({} sessions, {} inputs, {} instants) in {:.1} s: {:.0}x real time; peak memory {}",
         span_s / 3600.0,
-        history.sessions.len(),
-        history.steps.len(),
+        expected.sessions.len(),
+        input_count,
         produced.steps,
         wall_s,
         span_s / wall_s.max(1e-9),

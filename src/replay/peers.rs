@@ -3,7 +3,6 @@
 //! happened meanwhile, a deletion while the network was asked, happens meanwhile again). A question the history has no answer for is noted (the replay
 //! went where the recording did not) and answered so that the session ends rather than waits.
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -11,6 +10,7 @@ use chrono::{DateTime, Utc};
 
 use super::history::{NetworkAnswers, SinkAnswers};
 use crate::clock::SharedClock;
+use crate::domain::SessionId;
 use crate::network::{Grant, GrantRef, Network, NetworkError, ProvisionRequest};
 use crate::notify::CallbackSink;
 use crate::notify::sink_client::Outcome;
@@ -67,12 +67,13 @@ impl RecordedNetwork {
         })
     }
 
-    async fn next(&self, session: &str, op: &str) -> Option<NetworkAnswer> {
-        let answer = lock(&self.answers)
-            .get_mut(&(session.to_owned(), op.to_owned()))
-            .and_then(VecDeque::pop_front);
+    async fn next(&self, session: SessionId, op: &'static str) -> Option<NetworkAnswer> {
+        let answer = lock(&self.answers).get_mut(&session).and_then(|all| {
+            let first = all.iter().position(|(asked, ..)| *asked == op)?;
+            Some(all.remove(first))
+        });
         match answer {
-            Some((at_ms, answer)) => {
+            Some((_, at_ms, answer)) => {
                 self.answering.until(at_ms).await;
                 Some(answer)
             }
@@ -80,7 +81,7 @@ impl RecordedNetwork {
                 let now = self.answering.clock.now().timestamp_millis();
                 self.answering
                     .unanswered
-                    .note(session, &format!("network {op}"), now);
+                    .note(&session.to_string(), &format!("network {op}"), now);
                 None
             }
         }
@@ -94,14 +95,14 @@ fn unrecorded(op: &str) -> NetworkError {
 #[async_trait]
 impl Network for RecordedNetwork {
     async fn provision(&self, req: &ProvisionRequest) -> Result<Grant, NetworkError> {
-        match self.next(&req.session.to_string(), "provision").await {
+        match self.next(req.session, "provision").await {
             Some(answer) => answer.to_grant(),
             None => Err(unrecorded("provision")),
         }
     }
 
     async fn renew(&self, grant: &GrantRef, _until: DateTime<Utc>) -> Result<Grant, NetworkError> {
-        match self.next(&grant.session.to_string(), "renew").await {
+        match self.next(grant.session, "renew").await {
             Some(answer) => answer.to_grant(),
             None => Err(unrecorded("renew")),
         }
@@ -109,7 +110,7 @@ impl Network for RecordedNetwork {
 
     async fn release(&self, grant: &GrantRef) -> Result<(), NetworkError> {
         // Without a recorded answer a release counts as done: nothing is left to hold.
-        match self.next(&grant.session.to_string(), "release").await {
+        match self.next(grant.session, "release").await {
             Some(answer) => answer.to_release(),
             None => Ok(()),
         }
@@ -140,9 +141,8 @@ impl CallbackSink for RecordedSinks {
         _now: DateTime<Utc>,
     ) -> Outcome {
         let session = session_of_event(&body);
-        let answer = lock(&self.answers)
-            .get_mut(&session)
-            .and_then(VecDeque::pop_front);
+        let answer = SessionId::parse_canonical(&session)
+            .and_then(|id| lock(&self.answers).get_mut(&id)?.pop_front());
         match answer {
             Some((at_ms, answer)) => {
                 self.answering.until(at_ms).await;

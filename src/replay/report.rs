@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::driver::Produced;
-use super::history::{History, Seen};
+use super::history::{Expected, Seen};
+use crate::recording::format::Header;
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -44,29 +45,29 @@ impl Report {
         !self.divergences.is_empty()
     }
 
-    pub fn compare(history: &History, produced: &Produced) -> Self {
+    pub fn compare(header: &Header, recorded: &Expected, produced: &Produced) -> Self {
         let mut divergences = Vec::new();
         let empty = Vec::new();
-        let mut sessions: Vec<&String> = history.sessions.iter().collect();
+        let mut sessions: Vec<&String> = recorded.sessions.iter().collect();
         let mut extra: Vec<&String> = produced
             .transitions
             .keys()
-            .filter(|s| !history.transitions.contains_key(*s))
+            .filter(|s| !recorded.transitions.contains_key(*s))
             .collect();
         extra.retain(|s| {
             produced.transitions[*s]
                 .first()
-                .is_some_and(|t| t.at_ms <= history.end_ms)
+                .is_some_and(|t| t.at_ms <= recorded.end_ms)
         });
         extra.sort();
         sessions.extend(extra);
         for session in sessions {
-            let expected = history.transitions.get(session).unwrap_or(&empty);
+            let expected = recorded.transitions.get(session).unwrap_or(&empty);
             let mut actual: &[Seen] = produced.transitions.get(session).unwrap_or(&empty);
             // Past the history's end the recording saw nothing more: what the replay did
             // there (in its grace) counts only where the recording has a transition.
             while actual.len() > expected.len()
-                && actual.last().is_some_and(|a| a.at_ms > history.end_ms)
+                && actual.last().is_some_and(|a| a.at_ms > recorded.end_ms)
             {
                 actual = &actual[..actual.len() - 1];
             }
@@ -87,7 +88,7 @@ impl Report {
             }
         }
         let mut unanswered = produced.unanswered.clone();
-        unanswered.retain(|(_, _, at)| *at <= history.end_ms);
+        unanswered.retain(|(_, _, at)| *at <= recorded.end_ms);
         unanswered.sort_by(|a, b| (a.2, &a.0, &a.1).cmp(&(b.2, &b.0, &b.1)));
         for (session, what, at_ms) in unanswered {
             divergences.push(Divergence {
@@ -104,13 +105,13 @@ impl Report {
             *counts.entry(d.kind.to_owned()).or_insert(0) += 1;
         }
         Self {
-            format: history.header.format.clone(),
-            version: history.header.version,
-            recorded_by: history.header.build.clone(),
-            lines: history.lines,
-            sessions: history.sessions.len(),
-            commands: produced.answers.len(),
-            transitions_expected: history.transitions.values().map(Vec::len).sum(),
+            format: header.format.clone(),
+            version: header.version,
+            recorded_by: header.build.clone(),
+            lines: recorded.lines,
+            sessions: recorded.sessions.len(),
+            commands: produced.commands,
+            transitions_expected: recorded.transitions.values().map(Vec::len).sum(),
             transitions_produced: produced.transitions.values().map(Vec::len).sum(),
             counts,
             divergences,
