@@ -63,9 +63,14 @@ pub struct Answered {
     pub actual: u16,
 }
 
-/// What the replay produced.
+/// Where the transitions a run produced go, one by one (each session's in time order), once
+/// the run is over: they are not held.
+pub trait Transitions: Send + 'static {
+    fn push(&mut self, session: &str, seen: Seen);
+}
+
+/// What the replay produced (its transitions went to `Transitions`).
 pub struct Produced {
-    pub transitions: HashMap<String, Vec<Seen>>,
     /// Commands applied.
     pub commands: usize,
     /// The commands answered otherwise than recorded.
@@ -100,7 +105,11 @@ pub struct Scenario<'a> {
     pub firings: HashMap<(SessionId, &'static str, i64), i64>,
 }
 
-pub async fn run(scenario: Scenario<'_>, options: &Options) -> anyhow::Result<Produced> {
+pub async fn run<T: Transitions>(
+    scenario: Scenario<'_>,
+    options: &Options,
+    transitions: T,
+) -> anyhow::Result<(Produced, T)> {
     let started = Instant::now();
     let dir = tempfile::tempdir().context("a folder for the replay's store")?;
     let mut settings = settings_in(dir.path(), &scenario.settings)?;
@@ -241,7 +250,7 @@ pub async fn run(scenario: Scenario<'_>, options: &Options) -> anyhow::Result<Pr
     waits.hold(false);
     core.queue.hold(false);
     progress.finish();
-    let transitions = read_transitions(&core).await?;
+    let transitions = read_transitions(&core, transitions).await?;
     if let Some((out, header)) = &scenario.export {
         let all = HistoryFilter {
             since_ms: i64::MIN,
@@ -256,14 +265,14 @@ pub async fn run(scenario: Scenario<'_>, options: &Options) -> anyhow::Result<Pr
         .context("the replay's server task")?
         .context("the replay's server")?;
     let unanswered = std::mem::take(&mut *lock(&unanswered.asked));
-    Ok(Produced {
-        transitions,
+    let produced = Produced {
         commands,
         answers,
         unanswered,
         steps,
         wall: started.elapsed(),
-    })
+    };
+    Ok((produced, transitions))
 }
 
 /// The recording server's lifecycle settings on a fresh store in `dir`, with nothing that
@@ -426,9 +435,9 @@ fn json_post(req: reqwest::RequestBuilder, body: &str) -> reqwest::RequestBuilde
         .body(body.to_owned())
 }
 
-/// Every transition the replay's store holds, per session.
-async fn read_transitions(core: &crate::core::Core) -> anyhow::Result<HashMap<String, Vec<Seen>>> {
-    let found: Arc<Mutex<HashMap<String, Vec<Seen>>>> = Arc::default();
+/// Every transition the replay's store holds, to `into`.
+async fn read_transitions<T: Transitions>(core: &crate::core::Core, into: T) -> anyhow::Result<T> {
+    let found = Arc::new(Mutex::new(Some(into)));
     let sink = found.clone();
     let mut names = Names::default();
     let filter = HistoryFilter {
@@ -440,21 +449,23 @@ async fn read_transitions(core: &crate::core::Core) -> anyhow::Result<HashMap<St
         .read_history(
             filter,
             Box::new(move |row| {
-                if let HistoryEntry::Transition {
-                    from, to, reason, ..
-                } = row.entry
+                if let (
+                    HistoryEntry::Transition {
+                        from, to, reason, ..
+                    },
+                    Some(into),
+                ) = (row.entry, lock(&sink).as_mut())
                 {
                     let seen = names.seen(row.at_ms, from.as_deref(), &to, &reason);
-                    lock(&sink)
-                        .entry(row.session.unwrap_or_default())
-                        .or_default()
-                        .push(seen);
+                    into.push(row.session.as_deref().unwrap_or_default(), seen);
                 }
                 Ok(())
             }),
         )
         .await?;
-    Ok(std::mem::take(&mut *lock(&found)))
+    lock(&found)
+        .take()
+        .context("the transitions were read twice")
 }
 
 /// A progress line on stderr: redrawn in place on a terminal, every 5 s otherwise.

@@ -119,9 +119,8 @@ pub async fn generate_history(args: GenerateArgs) -> anyhow::Result<()> {
         progress: true,
         seed: args.seed,
     };
-    let produced = driver::run(scenario, &options).await?;
-    let sessions = produced.transitions.len();
-    let transitions: usize = produced.transitions.values().map(Vec::len).sum();
+    let (produced, counted) = driver::run(scenario, &options, Counted::default()).await?;
+    let (sessions, transitions) = (counted.sessions.len(), counted.transitions);
     eprintln!(
         "generated {} sessions ({} transitions, {} commands) over {:.1} h in {:.1} s; written to {}",
         sessions,
@@ -132,6 +131,22 @@ pub async fn generate_history(args: GenerateArgs) -> anyhow::Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// The sessions and transitions a generation made.
+#[derive(Default)]
+struct Counted {
+    sessions: std::collections::HashSet<String>,
+    transitions: usize,
+}
+
+impl driver::Transitions for Counted {
+    fn push(&mut self, session: &str, _: history::Seen) {
+        self.transitions += 1;
+        if !self.sessions.contains(session) {
+            self.sessions.insert(session.to_owned());
+        }
+    }
 }
 
 /// Reads a history file as it streams in.
@@ -177,14 +192,16 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         export: args.save_run.as_deref().map(|path| (path, header.clone())),
         firings: inputs.firings,
     };
-    let produced = driver::run(scenario, &options).await?;
-    let report = Report::compare(&header, &expected, &produced);
     let span_s = (expected.end_ms - expected.start_ms).max(0) as f64 / 1000.0;
+    let sessions = expected.sessions.len();
+    let comparison = report::Comparison::new(expected);
+    let (produced, comparison) = driver::run(scenario, &options, comparison).await?;
+    let report = Report::compare(&header, comparison, &produced);
     let wall_s = produced.wall.as_secs_f64();
     eprintln!(
         "replayed {:.1} h of history ({} sessions, {} inputs, {} instants) in {:.1} s: {:.0}x real time; peak memory {}",
         span_s / 3600.0,
-        expected.sessions.len(),
+        sessions,
         input_count,
         produced.steps,
         wall_s,

@@ -1,8 +1,10 @@
 //! The peers of a replay: a network and sinks that answer as the history recorded, in the
 //! order each session asked, and not before the instant the recorded answer came (so that what
-//! happened meanwhile, a deletion while the network was asked, happens meanwhile again). A question the history has no answer for is noted (the replay
-//! went where the recording did not) and answered so that the session ends rather than waits.
+//! happened meanwhile, a deletion while the network was asked, happens meanwhile again). A
+//! question the history has no answer for is noted (the replay went where the recording did
+//! not) and answered so that the session ends rather than waits.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -68,10 +70,15 @@ impl RecordedNetwork {
     }
 
     async fn next(&self, session: SessionId, op: &'static str) -> Option<NetworkAnswer> {
-        let answer = lock(&self.answers).get_mut(&session).and_then(|all| {
-            let first = all.iter().position(|(asked, ..)| *asked == op)?;
-            Some(all.remove(first))
-        });
+        let answer = take(
+            &mut lock(&self.answers),
+            session,
+            |all| {
+                let first = all.iter().position(|(asked, ..)| *asked == op)?;
+                Some(all.remove(first))
+            },
+            Vec::is_empty,
+        );
         match answer {
             Some((_, at_ms, answer)) => {
                 self.answering.until(at_ms).await;
@@ -141,8 +148,14 @@ impl CallbackSink for RecordedSinks {
         _now: DateTime<Utc>,
     ) -> Outcome {
         let session = session_of_event(&body);
-        let answer = SessionId::parse_canonical(&session)
-            .and_then(|id| lock(&self.answers).get_mut(&id)?.pop_front());
+        let answer = SessionId::parse_canonical(&session).and_then(|id| {
+            take(
+                &mut lock(&self.answers),
+                id,
+                VecDeque::pop_front,
+                VecDeque::is_empty,
+            )
+        });
         match answer {
             Some((at_ms, answer)) => {
                 self.answering.until(at_ms).await;
@@ -165,6 +178,21 @@ pub fn session_of_event(body: &[u8]) -> String {
         .ok()
         .and_then(|v| v["data"]["sessionId"].as_str().map(str::to_owned))
         .unwrap_or_default()
+}
+
+/// The answer `pick` takes from `session`'s; a session's answers are let go once all are given.
+fn take<L, A>(
+    answers: &mut HashMap<SessionId, L>,
+    session: SessionId,
+    pick: impl FnOnce(&mut L) -> Option<A>,
+    is_empty: impl FnOnce(&L) -> bool,
+) -> Option<A> {
+    let left = answers.get_mut(&session)?;
+    let answer = pick(left);
+    if is_empty(left) {
+        answers.remove(&session);
+    }
+    answer
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
