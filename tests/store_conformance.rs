@@ -14,8 +14,8 @@ use qod::domain::{
 use qod::jobs::{ExpireSession, JobKind, PurgeSession};
 use qod::lifecycle::{Effects, ScheduledJob};
 use qod::store::{
-    Claim, Created, GrantLedger, NotificationFilter, Provisioned, RoundTime, Settled, Settlement,
-    SharedStore, StaleRevision, Write, state,
+    Claim, Created, GrantLedger, HistoryEntry, NotificationFilter, Provisioned, RoundTime, Settled,
+    Settlement, SharedStore, StaleRevision, Write, state,
 };
 
 mod common;
@@ -91,6 +91,7 @@ suites!(common: [
     a_deleted_session_is_gone_and_a_change_sees_nothing,
     a_device_named_by_several_keys_conflicts_under_each_while_live,
     history_is_purged_past_the_cutoff_in_bounded_batches,
+    transitions_read_back_each_session_together_in_time_order,
     concurrent_claims_never_hand_out_a_job_twice,
     a_job_is_claimed_only_when_due_and_retries_wait_for_their_time,
     claims_of_a_stopped_process_can_be_handed_back,
@@ -549,6 +550,45 @@ async fn history_is_purged_past_the_cutoff_in_bounded_batches(b: &Backend) {
         0,
         "the live session's event stays: {third:?}"
     );
+}
+
+async fn transitions_read_back_each_session_together_in_time_order(b: &Backend) {
+    let [x, mut y, z] =
+        ["1", "2", "3"].map(|n| session(&format!("+3360000000{n}"), "198.51.100.10", "shop"));
+    // Written after its creation but stamped before it (a job that decided at an earlier
+    // instant than it committed): time order, not the order written, is what was recorded.
+    y.created_at = t0() + chrono::Duration::seconds(1);
+    // Interleaved: a session's transitions are not next to each other in time.
+    create(b, &x).await;
+    create(b, &y).await;
+    make_available(b, x.id).await;
+    create(b, &z).await;
+    make_available(b, y.id).await;
+    let rows = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = rows.clone();
+    let read = b
+        .store
+        .read_transitions(Box::new(move |row| {
+            if let HistoryEntry::Transition { revision, to, .. } = row.entry {
+                let session = row.session.unwrap();
+                sink.lock().unwrap().push((session, revision, to));
+            }
+            Ok(())
+        }))
+        .await
+        .unwrap();
+    let [x, y, z] = [x.id, y.id, z.id].map(|id| id.to_string());
+    let mut expected = vec![
+        (x.clone(), 1, "REQUESTED".to_owned()),
+        (x, 2, "AVAILABLE".to_owned()),
+        (y.clone(), 2, "AVAILABLE".to_owned()),
+        (y, 1, "REQUESTED".to_owned()),
+        (z, 1, "REQUESTED".to_owned()),
+    ];
+    // By session id, each session's in time order (a stable sort keeps it).
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(*rows.lock().unwrap(), expected);
+    assert_eq!(read, 5);
 }
 
 async fn enqueue(b: &Backend, jobs: impl IntoIterator<Item = ScheduledJob>) {

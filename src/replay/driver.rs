@@ -435,33 +435,25 @@ fn json_post(req: reqwest::RequestBuilder, body: &str) -> reqwest::RequestBuilde
         .body(body.to_owned())
 }
 
-/// Every transition the replay's store holds, to `into`.
+/// Every transition the replay's store holds, to `into` (each session's together).
 async fn read_transitions<T: Transitions>(core: &crate::core::Core, into: T) -> anyhow::Result<T> {
     let found = Arc::new(Mutex::new(Some(into)));
     let sink = found.clone();
     let mut names = Names::default();
-    let filter = HistoryFilter {
-        since_ms: i64::MIN,
-        until_ms: i64::MAX,
-        session: None,
-    };
     core.store
-        .read_history(
-            filter,
-            Box::new(move |row| {
-                if let (
-                    HistoryEntry::Transition {
-                        from, to, reason, ..
-                    },
-                    Some(into),
-                ) = (row.entry, lock(&sink).as_mut())
-                {
-                    let seen = names.seen(row.at_ms, from.as_deref(), &to, &reason);
-                    into.push(row.session.as_deref().unwrap_or_default(), seen);
-                }
-                Ok(())
-            }),
-        )
+        .read_transitions(Box::new(move |row| {
+            if let (
+                HistoryEntry::Transition {
+                    from, to, reason, ..
+                },
+                Some(into),
+            ) = (row.entry, lock(&sink).as_mut())
+            {
+                let seen = names.seen(row.at_ms, from.as_deref(), &to, &reason);
+                into.push(row.session.as_deref().unwrap_or_default(), seen);
+            }
+            Ok(())
+        }))
         .await?;
     lock(&found)
         .take()

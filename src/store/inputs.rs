@@ -63,3 +63,29 @@ pub fn read_history(
     }
     Ok(read)
 }
+
+/// Every transition, each session's together in time order (in the order written within a
+/// millisecond), sessions in the order of their ids: the `session_events_by_session` index
+/// gives the sessions in order, so only each session's few rows are sorted.
+const TRANSITIONS: &str = "SELECT at_ms, session_id, revision, from_status, to_status, reason \
+     FROM session_events ORDER BY session_id, at_ms, id";
+
+pub fn read_transitions(conn: &Tx, each: &mut HistorySink) -> anyhow::Result<u64> {
+    let mut stmt = conn.prepare(TRANSITIONS)?;
+    let mut rows = stmt.query([])?;
+    let mut read = 0;
+    while let Some(r) = rows.next()? {
+        each(HistoryRow {
+            at_ms: r.get(0)?,
+            session: r.get(1)?,
+            entry: HistoryEntry::Transition {
+                revision: r.get(2)?,
+                from: r.get(3)?,
+                to: r.get(4)?,
+                reason: r.get(5)?,
+            },
+        })?;
+        read += 1;
+    }
+    Ok(read)
+}

@@ -347,6 +347,12 @@ pub trait Store: Send + Sync + 'static {
     /// how many rows it read.
     async fn read_history(&self, filter: HistoryFilter, each: HistorySink) -> anyhow::Result<u64>;
 
+    /// Streams every recorded transition to `each`, each session's together in time order (in
+    /// the order written within a millisecond: as `read_history` gives them), the sessions in
+    /// the order of their ids; returns how many it read. Comparing per session (a replay)
+    /// needs no sort of the whole history by time.
+    async fn read_transitions(&self, each: HistorySink) -> anyhow::Result<u64>;
+
     /// Deletes at most `batch` rows per table of history older than `before_ms`: settled
     /// notifications, the events of purged sessions, the released simulated grants of purged
     /// sessions, the recorded inputs of purged sessions. One short write; call again while a table gave a full batch.

@@ -352,6 +352,12 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn read_transitions(&self, mut each: HistorySink) -> anyhow::Result<u64> {
+        self.readers
+            .scan(move |conn| inputs::read_transitions(conn, &mut each))
+            .await
+    }
+
     async fn purge_history(&self, before_ms: i64, batch: usize) -> anyhow::Result<Purged> {
         let (purged, _) = self
             .write(move |tx, _| history::purge(tx, before_ms, batch))

@@ -87,3 +87,29 @@ pub async fn read_history(
     }
     Ok(read)
 }
+
+/// Every transition, each session's together in time order (in the order written within a
+/// millisecond), sessions in the order of their ids, streamed.
+pub async fn read_transitions(c: &mut PgConnection, each: &mut HistorySink) -> anyhow::Result<u64> {
+    type Row = (i64, String, i64, Option<String>, String, String);
+    let mut rows = sqlx::query_as::<_, Row>(
+        "SELECT at_ms, session_id, revision, from_status, to_status, reason \
+         FROM session_events ORDER BY session_id, at_ms, id",
+    )
+    .fetch(c);
+    let mut read = 0;
+    while let Some((at_ms, session, revision, from, to, reason)) = rows.try_next().await? {
+        each(HistoryRow {
+            at_ms,
+            session: Some(session),
+            entry: HistoryEntry::Transition {
+                revision,
+                from,
+                to,
+                reason,
+            },
+        })?;
+        read += 1;
+    }
+    Ok(read)
+}

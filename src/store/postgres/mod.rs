@@ -552,6 +552,11 @@ impl Store for PgStore {
             .await
     }
 
+    async fn read_transitions(&self, mut each: HistorySink) -> anyhow::Result<u64> {
+        self.read(async |c| inputs::read_transitions(c, &mut each).await)
+            .await
+    }
+
     async fn notifications(&self, filter: NotificationFilter) -> anyhow::Result<Vec<Notification>> {
         self.read(async |c| {
             notifications::list(c, filter.state, filter.session, filter.limit).await
