@@ -195,9 +195,10 @@ pub async fn run<T: Transitions>(
                 random: &random,
                 clock: &clock,
             };
-            let answered = apply(&step, &to, &mut tokens, &mut created)
+            let at_ms = step.at_ms();
+            let answered = apply(step, &to, &mut tokens, &mut created)
                 .await
-                .with_context(|| format!("replaying the input at {} ms", step.at_ms()))?;
+                .with_context(|| format!("replaying the input at {at_ms} ms"))?;
             if let Some(answered) = answered {
                 commands += 1;
                 if answered.expected != answered.actual {
@@ -354,7 +355,7 @@ struct Target<'a> {
 /// Applies one input. A session named `@n` (a generated create) takes the id the server gave
 /// it, which later commands naming `@n` use.
 async fn apply(
-    step: &Step,
+    step: Step,
     to: &Target<'_>,
     tokens: &mut Tokens,
     created: &mut HashMap<String, String>,
@@ -368,8 +369,8 @@ async fn apply(
     } = *to;
     match step {
         Step::Callback { session, body, .. } => {
-            if let Some(url) = callbacks.get(session) {
-                json_post(http.post(url), body).send().await?;
+            if let Some(url) = callbacks.get(&session) {
+                with_json(http.post(url), body).send().await?;
             }
             Ok(None)
         }
@@ -383,7 +384,7 @@ async fn apply(
             status,
             session,
         } => {
-            let root = if &**api == "v0" {
+            let root = if &*api == "v0" {
                 "/qod/v0/sessions"
             } else {
                 "/quality-on-demand/v1/sessions"
@@ -393,46 +394,46 @@ async fn apply(
                 Some(name) => created.get(name).map_or("-", String::as_str),
                 None => session.as_deref().unwrap_or("-"),
             };
-            let (method, path) = match &**op {
+            let (method, path) = match &*op {
                 "create" => (reqwest::Method::POST, root.to_owned()),
                 "extend" => (reqwest::Method::POST, format!("{root}/{id}/extend")),
                 "delete" => (reqwest::Method::DELETE, format!("{root}/{id}")),
                 other => anyhow::bail!("a recorded command of an unknown operation {other:?}"),
             };
-            if &**op == "create" && *status == 201 {
+            if &*op == "create" && status == 201 {
                 random.name_next_session(session.as_deref().and_then(|s| s.parse().ok()));
             }
-            let token = tokens.of(client, phone.as_deref(), clock.now())?;
+            let token = tokens.of(&client, phone.as_deref(), clock.now())?;
             let mut req = http
                 .request(method, format!("{base}{path}"))
                 .bearer_auth(token);
             if let Some(body) = body {
-                req = json_post(req, body);
+                req = with_json(req, body);
             }
             let response = req.send().await?;
             let actual = response.status().as_u16();
             random.name_next_session(None);
-            if let (Some(name), "create", 201) = (named, &**op, actual) {
+            if let (Some(name), "create", 201) = (named, &*op, actual) {
                 let body: serde_json::Value = response.json().await?;
                 if let Some(id) = body["sessionId"].as_str() {
                     created.insert(name.to_owned(), id.to_owned());
                 }
             }
             Ok(Some(Answered {
-                at_ms: *at_ms,
-                session: session.clone(),
-                op: op.clone(),
-                expected: *status,
+                at_ms,
+                session,
+                op,
+                expected: status,
                 actual,
             }))
         }
     }
 }
 
-/// A request carrying `body`, JSON text.
-fn json_post(req: reqwest::RequestBuilder, body: &str) -> reqwest::RequestBuilder {
+/// A request carrying `body`, JSON text (handed over, not copied).
+fn with_json(req: reqwest::RequestBuilder, body: Box<str>) -> reqwest::RequestBuilder {
     req.header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body.to_owned())
+        .body(String::from(body))
 }
 
 /// Every transition the replay's store holds, to `into` (each session's together).

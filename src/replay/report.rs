@@ -152,7 +152,6 @@ pub struct Comparison {
 #[derive(Default)]
 struct Compared {
     came: usize,
-    first_at_ms: Option<i64>,
     difference: Option<Box<Divergence>>,
 }
 
@@ -187,15 +186,13 @@ impl Comparison {
                 out.push(transition(session, compared.came, Some(missing), None));
             }
         }
-        let mut extra: Vec<(&String, &Compared)> = (self.extra.iter())
-            .filter(|(_, c)| c.first_at_ms.is_some_and(|at| at <= self.end_ms))
+        // A session the history does not name differs at its first transition, unless that
+        // came after the history's end (then none of its transitions counts).
+        let mut extra: Vec<(&String, &Divergence)> = (self.extra.iter())
+            .filter_map(|(s, c)| Some((s, c.difference.as_deref()?)))
             .collect();
         extra.sort_by_key(|(s, _)| *s);
-        out.extend(
-            extra
-                .into_iter()
-                .filter_map(|(_, c)| c.difference.as_deref().cloned()),
-        );
+        out.extend(extra.into_iter().map(|(_, d)| d.clone()));
         out
     }
 }
@@ -209,7 +206,6 @@ impl super::driver::Transitions for Comparison {
         };
         let index = compared.came;
         compared.came += 1;
-        compared.first_at_ms.get_or_insert(actual.at_ms);
         // Past the history's end the recording saw nothing more: what the replay did there
         // (in its grace) counts only where the recording has a transition.
         if compared.difference.is_some() || (index >= expected.len() && actual.at_ms > self.end_ms)
