@@ -83,6 +83,7 @@ suites!(common: [
     a_created_session_reads_back_as_it_was_stored,
     only_one_of_concurrent_overlapping_creates_is_stored,
     the_quota_counts_live_sessions_of_the_owner_only,
+    concurrent_creates_keep_the_quota_and_store_all_that_fit,
     a_decided_change_is_stored_with_its_events_and_jobs,
     a_write_at_a_stale_revision_is_refused_and_changes_nothing,
     a_write_that_does_not_move_the_revision_on_is_refused,
@@ -351,6 +352,57 @@ async fn the_quota_counts_live_sessions_of_the_owner_only(b: &Backend) {
         .await
         .unwrap();
     assert_eq!(c, Created::Stored);
+}
+
+/// Creates arriving together (on PostgreSQL, decided in one batch) are checked against each
+/// other as well as against what was stored before.
+async fn concurrent_creates_keep_the_quota_and_store_all_that_fit(b: &Backend) {
+    let before = session("+33600000100", "198.51.100.10", "shop");
+    assert_eq!(create(b, &before).await, Created::Stored);
+    let creates = (0..30).map(|i| {
+        let store = b.store.clone();
+        // Every third for another owner, without a quota; the shop's devices all differ.
+        let (owner, quota) = if i % 3 == 0 {
+            ("other", 0)
+        } else {
+            ("shop", 5)
+        };
+        let s = session(&format!("+336000002{i:02}"), "198.51.100.10", owner);
+        tokio::spawn(async move {
+            let (c, fx) = store
+                .create_session(s.clone(), vec![], quota, created(&s))
+                .await
+                .unwrap();
+            (owner, s.id, c, fx.transitions().count())
+        })
+    });
+    let outcomes: Vec<_> = futures::future::join_all(creates)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let count =
+        |owner: &str, c: Created| outcomes.iter().filter(|o| o.0 == owner && o.2 == c).count();
+    // The shop held one before: four more fit.
+    assert_eq!(count("shop", Created::Stored), 4, "{outcomes:?}");
+    assert_eq!(count("shop", Created::QuotaExceeded), 16, "{outcomes:?}");
+    assert_eq!(count("other", Created::Stored), 10, "{outcomes:?}");
+    for (owner, id, c, transitions) in &outcomes {
+        let stored = b.store.session(*id).await.unwrap();
+        match c {
+            Created::Stored => {
+                assert_eq!(
+                    stored.map(|s| s.owner.as_str().to_owned()),
+                    Some((*owner).to_owned())
+                );
+                assert_eq!(*transitions, 1, "a stored create writes its transition");
+            }
+            _ => {
+                assert!(stored.is_none(), "a refused create stores nothing");
+                assert_eq!(*transitions, 0, "a refused create writes nothing");
+            }
+        }
+    }
 }
 
 async fn a_decided_change_is_stored_with_its_events_and_jobs(b: &Backend) {

@@ -1,12 +1,12 @@
-//! Session changes, plain commits and delivery settlements, many in one transaction: on
+//! Creates, session changes, plain commits and delivery settlements, many in one transaction: on
 //! PostgreSQL a statement costs the server far more than the row it writes, so the writes of a
 //! batch go as one statement per table (arrays unnested), not one per change. Decisions run in
 //! memory, in the order they arrived, over the sessions as locked by the batch: a second change
 //! of a session in the same batch sees the first one's result, as the SQLite writer gives.
 //!
 //! Locks, in one order for every batch (no two batches wait for each other in a cycle): the
-//! job rows of the batch's fences, then the sessions by id (those changed and those whose
-//! events are settled).
+//! job rows of the batch's fences, then the creates' advisory locks in key order (see
+//! `creates`), then the sessions by id (those changed and those whose events are settled).
 
 use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -19,8 +19,9 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use uuid::Uuid;
 
 use super::super::fence::{Fence, Fenced};
-use super::super::port::{Decide, Settled, Write};
+use super::super::port::{Created, Decide, Settled, Write};
 use super::announcer::Announcer;
+use super::creates::{self, Create};
 use super::{Counters, classify, jobs, sessions};
 use crate::domain::{Session, SessionId};
 use crate::lifecycle::{Effects, ScheduledJob};
@@ -38,6 +39,11 @@ type Reply<T> = oneshot::Sender<anyhow::Result<T>>;
 pub(super) type NextDelivery = fn(Uuid, DateTime<Utc>) -> ScheduledJob;
 
 pub(super) enum Op {
+    Create {
+        create: Box<Create>,
+        fx: Effects,
+        reply: Reply<(Created, Effects)>,
+    },
     Change {
         id: SessionId,
         decide: Decide,
@@ -62,6 +68,14 @@ impl Op {
             return self;
         }
         match self {
+            Op::Create {
+                create,
+                mut fx,
+                reply,
+            } => {
+                fx.inputs.append(&mut inputs);
+                Op::Create { create, fx, reply }
+            }
             Op::Change { id, decide, reply } => Op::Change {
                 id,
                 decide: Box::new(move |session, fx| {
@@ -153,6 +167,8 @@ async fn execute_batches(
 
 /// Where an operation's answer goes.
 enum Answer {
+    /// A create, with what it answers once the batch commits.
+    Create(Reply<(Created, Effects)>, Created),
     Change(Reply<(Box<dyn Any + Send>, Effects)>),
     Effects(Reply<Effects>),
 }
@@ -160,6 +176,7 @@ enum Answer {
 impl Answer {
     fn fail(self, e: anyhow::Error) {
         match self {
+            Self::Create(reply, _) => drop(reply.send(Err(e))),
             Self::Change(reply) => drop(reply.send(Err(e))),
             Self::Effects(reply) => drop(reply.send(Err(e))),
         }
@@ -168,10 +185,7 @@ impl Answer {
 
 impl Op {
     fn fail(self, e: anyhow::Error) {
-        match self {
-            Op::Change { reply, .. } => drop(reply.send(Err(e))),
-            Op::Commit { reply, .. } | Op::Settle { reply, .. } => drop(reply.send(Err(e))),
-        }
+        answer_of(self).fail(e);
     }
 }
 
@@ -181,11 +195,14 @@ struct Pending {
     fx: Effects,
     value: Option<Box<dyn Any + Send>>,
     settle: Option<(Settled, NextDelivery)>,
+    /// A session it creates.
+    new: Option<Box<Create>>,
 }
 
 impl Pending {
     fn succeed(self) {
         match self.answer {
+            Answer::Create(reply, verdict) => drop(reply.send(Ok((verdict, self.fx)))),
             Answer::Change(reply) => {
                 let value = self.value.expect("a change that stands has a value");
                 drop(reply.send(Ok((value, self.fx))));
@@ -271,9 +288,21 @@ async fn decide_and_write(
             _ => ops.push(r.op),
         }
     }
-    // 2. The sessions the changes decide over, locked in id order.
-    // Their sessions, and those of the events settled, are locked in id order: a new event
-    // and the settlement of the one before it in another node's batch cannot cross.
+    // 2. The creates, decided together under their advisory locks.
+    let to_create: Vec<&Create> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Create { create, .. } => Some(&**create),
+            _ => None,
+        })
+        .collect();
+    let mut created = match creates::decide(c, &to_create).await {
+        Ok(d) => d.into_iter(),
+        Err(e) => return Err((e, ops.into_iter().map(answer_of).collect())),
+    };
+    // 3. The sessions the changes decide over, and those of the events settled, locked in id
+    // order: a new event and the settlement of the one before it in another node's batch
+    // cannot cross.
     let settled: Vec<Uuid> = ops
         .iter()
         .filter_map(|op| match op {
@@ -301,11 +330,36 @@ async fn decide_and_write(
     };
     let stored: HashMap<SessionId, i64> = locked.iter().map(|s| (s.id, s.revision)).collect();
     let mut current: HashMap<SessionId, Session> = locked.into_iter().map(|s| (s.id, s)).collect();
-    // 3. Decisions, in arrival order; a refused one is answered now and writes nothing.
+    // 4. Decisions, in arrival order; a refused one is answered now and writes nothing.
     let mut written: BTreeMap<SessionId, Option<Session>> = BTreeMap::new();
     let mut pending = Vec::with_capacity(ops.len());
     for op in ops {
         match op {
+            Op::Create { create, fx, reply } => {
+                let Some(verdict) = created.next() else {
+                    drop(reply.send(Err(anyhow::anyhow!("a create left undecided"))));
+                    continue;
+                };
+                // A refused create writes only the inputs recorded beside it.
+                let (fx, new) = match verdict {
+                    Created::Stored => (fx, Some(create)),
+                    _ => {
+                        let inputs = fx.inputs;
+                        let fx = Effects {
+                            inputs,
+                            ..Effects::default()
+                        };
+                        (fx, None)
+                    }
+                };
+                pending.push(Pending {
+                    answer: Answer::Create(reply, verdict),
+                    fx,
+                    value: None,
+                    settle: None,
+                    new,
+                });
+            }
             Op::Change { id, decide, reply } => {
                 let mut fx = Effects::default();
                 let before = current.get(&id).cloned();
@@ -348,6 +402,7 @@ async fn decide_and_write(
                     fx,
                     value: Some(value),
                     settle: None,
+                    new: None,
                 });
             }
             Op::Commit { fx, reply } => pending.push(Pending {
@@ -355,6 +410,7 @@ async fn decide_and_write(
                 fx,
                 value: None,
                 settle: None,
+                new: None,
             }),
             Op::Settle {
                 settled,
@@ -369,6 +425,7 @@ async fn decide_and_write(
                 },
                 value: None,
                 settle: Some((settled, next)),
+                new: None,
             }),
         }
     }
@@ -380,12 +437,13 @@ async fn decide_and_write(
 
 fn answer_of(op: Op) -> Answer {
     match op {
+        Op::Create { reply, .. } => Answer::Create(reply, Created::Stored),
         Op::Change { reply, .. } => Answer::Change(reply),
         Op::Commit { reply, .. } | Op::Settle { reply, .. } => Answer::Effects(reply),
     }
 }
 
-/// The batch's writes: sessions, events, settlements, the outbox and the jobs.
+/// The batch's writes: new sessions, changed ones, events, settlements, the outbox and the jobs.
 async fn write(
     c: &mut PgConnection,
     stored: &HashMap<SessionId, i64>,
@@ -403,6 +461,20 @@ async fn write(
             None => deletes.push((id, revision)),
         }
     }
+    let new: Vec<&Create> = pending.iter().filter_map(|p| p.new.as_deref()).collect();
+    let aliases: Vec<(String, String)> = new
+        .iter()
+        .flat_map(|n| {
+            let (id, kept) = (n.session.id.to_string(), n.session.device.key());
+            n.keys
+                .iter()
+                .filter(move |k| **k != kept)
+                .map(move |k| (k.clone(), id.clone()))
+        })
+        .collect();
+    let new: Vec<&Session> = new.iter().map(|n| &n.session).collect();
+    sessions::insert_many(c, &new).await?;
+    sessions::insert_aliases_many(c, &aliases).await?;
     sessions::update_many(c, &updates).await?;
     sessions::delete_many(c, &deletes).await?;
     let transitions: Vec<_> = pending

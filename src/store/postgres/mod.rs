@@ -3,18 +3,19 @@
 //! and advisory locks here:
 //! - a change of a session locks its row (`FOR UPDATE`) and checks the revision it read;
 //! - a create takes an advisory lock per owner (with a quota) or per owner and device key, so
-//!   that the overlap and quota checks are atomic across nodes;
+//!   that the overlap and quota checks are atomic across nodes (`creates`);
 //! - writes that pick which event of a session gets the delivery job (a new event, the
 //!   settlement of the one before) hold the session's row lock;
 //! - a job's writes check its claim's epoch (`fence`), and so do its settlements; a claim
 //!   takes jobs whose lease lapsed, so a dead node's jobs move on by themselves.
 //!
-//! Session changes, plain commits and delivery settlements go through `batch`: many per
-//! transaction, one statement per table. Commits that enqueue jobs are announced to the other
+//! Creates, session changes, plain commits and delivery settlements go through `batch`: many
+//! per transaction, one statement per table. Commits that enqueue jobs are announced to the other
 //! nodes (`announcer`, a wake-up hint; each node also polls).
 
 mod announcer;
 mod batch;
+mod creates;
 mod history;
 mod inputs;
 mod jobs;
@@ -170,18 +171,6 @@ impl Columns for PgRow {
     }
 }
 
-/// A stable 64-bit key for an advisory lock.
-fn lock_key(parts: &[&str]) -> i64 {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    for p in parts {
-        h.update(p.as_bytes());
-        h.update([0]);
-    }
-    let digest = h.finalize();
-    i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
-}
-
 impl PgStore {
     /// Begins a write; inside a job, only while the job's claim still holds (see `fence`).
     async fn begin(&self) -> anyhow::Result<Transaction<'static, Postgres>> {
@@ -223,19 +212,14 @@ impl PgStore {
     }
 }
 
-/// Writes the events, the outbox, the jobs and the inputs of `fx`.
+/// Writes the jobs and the inputs of `fx` (events and their outbox go through the batches,
+/// which hold their sessions' locks).
 async fn write_effects(c: &mut PgConnection, fx: &mut Effects) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        fx.transitions.is_empty() && fx.notifications.is_empty(),
+        "transitions and notifications are written by the batches"
+    );
     inputs::insert_many(c, &fx.inputs.iter().collect::<Vec<_>>()).await?;
-    for (id, revision, t, at) in &fx.transitions {
-        sessions::append_event(c, *id, *revision, t, *at).await?;
-    }
-    // Only creates come here with events: their session is new, nobody else can see it yet.
-    for (n, delivery) in std::mem::take(&mut fx.notifications) {
-        notifications::insert(c, &n).await?;
-        if !notifications::earlier_pending_than(c, n.session_id, n.id).await? {
-            fx.jobs.push(delivery);
-        }
-    }
     jobs::push(c, &fx.jobs).await
 }
 
@@ -249,51 +233,6 @@ impl PgStore {
                 fence: fence::current(),
             })
             .await
-    }
-
-    async fn create(
-        &self,
-        session: Session,
-        device_keys: Vec<String>,
-        quota: u64,
-        planned: Effects,
-    ) -> anyhow::Result<(Created, Effects)> {
-        let mut tx = self.begin().await?;
-        let mut keys = device_keys;
-        if !keys.contains(&session.device.key()) {
-            keys.insert(0, session.device.key());
-        }
-        // Creates that could conflict take the same lock: all of an owner's with a quota (the
-        // count must not race), otherwise those naming the same device key.
-        let mut locks: Vec<i64> = if quota > 0 {
-            vec![lock_key(&["owner", session.owner.as_str()])]
-        } else {
-            keys.iter()
-                .map(|k| lock_key(&["device", session.owner.as_str(), k]))
-                .collect()
-        };
-        locks.sort_unstable();
-        locks.dedup();
-        for key in locks {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(key)
-                .execute(&mut *tx)
-                .await?;
-        }
-        if quota > 0
-            && sessions::live_count_for_owner(&mut tx, &session.owner, quota).await? >= quota
-        {
-            return Ok((Created::QuotaExceeded, Effects::default()));
-        }
-        let live = sessions::live_for_device(&mut tx, &session.owner, &keys).await?;
-        if live.iter().any(|other| other.flow.overlaps(&session.flow)) {
-            return Ok((Created::Conflict, Effects::default()));
-        }
-        sessions::insert(&mut tx, &session).await?;
-        sessions::insert_aliases(&mut tx, &session, &keys).await?;
-        let mut fx = planned;
-        self.finish(tx, &mut fx).await?;
-        Ok((Created::Stored, fx))
     }
 
     async fn round(
@@ -388,9 +327,15 @@ impl Store for PgStore {
         quota: u64,
         planned: Effects,
     ) -> anyhow::Result<(Created, Effects)> {
-        self.create(session, device_keys, quota, planned)
-            .await
-            .map_err(classify)
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let create = Box::new(creates::Create::new(session, device_keys, quota));
+        self.batched(batch::Op::Create {
+            create,
+            fx: planned,
+            reply,
+        })
+        .await?;
+        answer.await?
     }
 
     async fn change_session(

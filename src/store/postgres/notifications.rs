@@ -136,23 +136,6 @@ pub async fn insert_many(
     Ok(())
 }
 
-pub async fn insert(c: &mut PgConnection, n: &NewNotification) -> anyhow::Result<()> {
-    sqlx::query(
-        "INSERT INTO notifications (id, session_id, seq, sink, credential, event, state, created_at_ms) \
-         VALUES ($1, $2, (SELECT COALESCE(MAX(seq), 0) + 1 FROM notifications WHERE session_id = $2), \
-         $3, $4, $5, 'pending', $6)",
-    )
-    .bind(n.id.to_string())
-    .bind(n.session_id.to_string())
-    .bind(&n.sink)
-    .bind(n.credential.as_ref().map(serde_json::to_string).transpose()?)
-    .bind(n.event.to_string())
-    .bind(millis(n.created_at))
-    .execute(c)
-    .await?;
-    Ok(())
-}
-
 pub async fn find_for_delivery(
     c: &mut PgConnection,
     id: Uuid,
@@ -175,21 +158,6 @@ pub async fn find_for_delivery(
         })
     })
     .transpose()
-}
-
-pub async fn earlier_pending_than(
-    c: &mut PgConnection,
-    session: SessionId,
-    id: Uuid,
-) -> anyhow::Result<bool> {
-    Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM notifications AS e WHERE e.session_id = $1 \
-         AND e.state = 'pending' AND e.seq < (SELECT seq FROM notifications WHERE id = $2))",
-    )
-    .bind(session.to_string())
-    .bind(id.to_string())
-    .fetch_one(c)
-    .await?)
 }
 
 pub async fn record_retry(

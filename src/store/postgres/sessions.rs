@@ -8,41 +8,85 @@ use super::super::port::SessionCount;
 use super::super::sessions::{COLUMNS, decode};
 use crate::domain::{ClientId, Session, SessionId};
 
-pub async fn insert(c: &mut PgConnection, s: &Session) -> anyhow::Result<()> {
-    let credential = s
-        .sink_credential
-        .as_ref()
-        .map(serde_json::to_string)
-        .transpose()?;
+/// Inserts new sessions, one statement for all.
+pub async fn insert_many(c: &mut PgConnection, new: &[&Session]) -> anyhow::Result<()> {
+    if new.is_empty() {
+        return Ok(());
+    }
+    let text = |f: &dyn Fn(&Session) -> Option<String>| -> Vec<Option<String>> {
+        new.iter().map(|s| f(s)).collect()
+    };
+    let int = |f: &dyn Fn(&Session) -> Option<i64>| -> Vec<Option<i64>> {
+        new.iter().map(|s| f(s)).collect()
+    };
+    let flag = |f: &dyn Fn(&Session) -> bool| -> Vec<bool> { new.iter().map(|s| f(s)).collect() };
+    let json = |f: &dyn Fn(&Session) -> serde_json::Result<String>| -> anyhow::Result<Vec<String>> {
+        Ok(new.iter().map(|s| f(s)).collect::<Result<_, _>>()?)
+    };
+    let credentials = new
+        .iter()
+        .map(|s| {
+            s.sink_credential
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     sqlx::query(
         "INSERT INTO sessions (id, revision, status, status_info, device_key, device, flow, \
          qos_profile, duration_secs, sink, sink_credential, created_at_ms, started_at_ms, \
          expires_at_ms, grant_state, grant_id, deleted, api, lease_until_ms, owner, \
          stray_grant_possible) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-         $18, $19, $20, $21)",
+         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], \
+           $6::text[], $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[], \
+           $12::bigint[], $13::bigint[], $14::bigint[], $15::text[], $16::text[], $17::bool[], \
+           $18::text[], $19::bigint[], $20::text[], $21::bool[])",
     )
-    .bind(s.id.to_string())
-    .bind(s.revision)
-    .bind(s.status.as_str())
-    .bind(s.status_info.map(|i| i.as_str()))
-    .bind(s.device.key())
-    .bind(serde_json::to_string(&s.device)?)
-    .bind(serde_json::to_string(&s.flow)?)
-    .bind(&s.qos_profile)
-    .bind(s.duration_secs)
-    .bind(&s.sink)
-    .bind(credential)
-    .bind(millis(s.created_at))
-    .bind(s.started_at.map(millis))
-    .bind(s.expires_at.map(millis))
-    .bind(s.grant_state.as_str())
-    .bind(&s.grant_id)
-    .bind(s.deleted)
-    .bind(s.api.as_str())
-    .bind(s.lease_until.map(millis))
-    .bind(s.owner.as_str())
-    .bind(s.stray_grant_possible)
+    .bind(text(&|s| Some(s.id.to_string())))
+    .bind(int(&|s| Some(s.revision)))
+    .bind(text(&|s| Some(s.status.as_str().to_owned())))
+    .bind(text(&|s| s.status_info.map(|i| i.as_str().to_owned())))
+    .bind(text(&|s| Some(s.device.key())))
+    .bind(json(&|s| serde_json::to_string(&s.device))?)
+    .bind(json(&|s| serde_json::to_string(&s.flow))?)
+    .bind(text(&|s| Some(s.qos_profile.clone())))
+    .bind(int(&|s| Some(s.duration_secs)))
+    .bind(text(&|s| s.sink.clone()))
+    .bind(credentials)
+    .bind(int(&|s| Some(millis(s.created_at))))
+    .bind(int(&|s| s.started_at.map(millis)))
+    .bind(int(&|s| s.expires_at.map(millis)))
+    .bind(text(&|s| Some(s.grant_state.as_str().to_owned())))
+    .bind(text(&|s| s.grant_id.clone()))
+    .bind(flag(&|s| s.deleted))
+    .bind(text(&|s| Some(s.api.as_str().to_owned())))
+    .bind(int(&|s| s.lease_until.map(millis)))
+    .bind(text(&|s| Some(s.owner.as_str().to_owned())))
+    .bind(flag(&|s| s.stray_grant_possible))
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+/// Records the other keys each new session's device is known by.
+pub async fn insert_aliases_many(
+    c: &mut PgConnection,
+    aliases: &[(String, String)],
+) -> anyhow::Result<()> {
+    if aliases.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO session_device_aliases (device_key, session_id) \
+         SELECT * FROM UNNEST($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
+    )
+    .bind(aliases.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>())
+    .bind(
+        aliases
+            .iter()
+            .map(|(_, id)| id.as_str())
+            .collect::<Vec<_>>(),
+    )
     .execute(c)
     .await?;
     Ok(())
@@ -61,61 +105,78 @@ pub async fn find(c: &mut PgConnection, id: SessionId) -> anyhow::Result<Option<
 
 /// One client's live sessions of a device named by any of `keys`, as the kept identifier or
 /// as an alias, each once.
-pub async fn live_for_device(
+/// The live sessions of each (owner, device key) wanted, by kept key or by alias, with the
+/// pair each was found for.
+pub async fn live_for_devices(
     c: &mut PgConnection,
-    owner: &ClientId,
-    keys: &[String],
-) -> anyhow::Result<Vec<Session>> {
-    // Two index lookups (by kept key, by alias); an OR of both made it a scan of every session.
-    let live = "owner = $2 AND status <> 'UNAVAILABLE' AND NOT deleted";
+    wanted: &[(String, String)],
+) -> anyhow::Result<Vec<(String, String, Session)>> {
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    // By kept key, and by alias; an OR of both made it a scan. The aliases are looked up
+    // first (materialised: few devices have any): joined the other way round, the planner
+    // probed the aliases of every live session of the owner.
+    let live = "s.status <> 'UNAVAILABLE' AND NOT s.deleted";
+    let columns: String = COLUMNS
+        .split(", ")
+        .map(|c| format!("s.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let rows = sqlx::query(AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM sessions WHERE device_key = ANY($1) AND {live} \
-         UNION SELECT {COLUMNS} FROM sessions WHERE id IN \
-         (SELECT session_id FROM session_device_aliases WHERE device_key = ANY($1)) AND {live}"
+        "WITH w AS (SELECT * FROM UNNEST($1::text[], $2::text[]) AS w(wanted_owner, wanted_key)), \
+         aliased AS MATERIALIZED (SELECT w.wanted_owner, w.wanted_key, a.session_id \
+           FROM w JOIN session_device_aliases a ON a.device_key = w.wanted_key) \
+         SELECT w.wanted_owner, w.wanted_key, {columns} FROM w \
+         JOIN sessions s ON s.owner = w.wanted_owner AND s.device_key = w.wanted_key \
+         WHERE {live} \
+         UNION \
+         SELECT h.wanted_owner, h.wanted_key, {columns} FROM aliased h \
+         JOIN sessions s ON s.id = h.session_id AND s.owner = h.wanted_owner \
+         WHERE {live}"
     )))
-    .bind(keys)
-    .bind(owner.as_str())
+    .bind(wanted.iter().map(|(o, _)| o.as_str()).collect::<Vec<_>>())
+    .bind(wanted.iter().map(|(_, k)| k.as_str()).collect::<Vec<_>>())
     .fetch_all(c)
     .await?;
-    rows.iter().map(decode).collect()
+    rows.iter()
+        .map(|r| {
+            use sqlx::Row;
+            Ok((
+                r.try_get("wanted_owner")?,
+                r.try_get("wanted_key")?,
+                decode(r)?,
+            ))
+        })
+        .collect()
 }
 
-pub async fn insert_aliases(
+/// How many sessions of each owner hold or seek QoS, counting no further than its limit.
+pub async fn live_counts(
     c: &mut PgConnection,
-    session: &Session,
-    keys: &[String],
-) -> anyhow::Result<()> {
-    let kept = session.device.key();
-    let aliases: Vec<&String> = keys.iter().filter(|k| **k != kept).collect();
-    if aliases.is_empty() {
-        return Ok(());
+    limits: &[(String, u64)],
+) -> anyhow::Result<std::collections::HashMap<String, u64>> {
+    if limits.is_empty() {
+        return Ok(Default::default());
     }
-    sqlx::query(
-        "INSERT INTO session_device_aliases (device_key, session_id) \
-         SELECT k, $2 FROM UNNEST($1::text[]) AS k ON CONFLICT DO NOTHING",
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT o, (SELECT COUNT(*) FROM (SELECT 1 FROM sessions WHERE owner = o \
+           AND status <> 'UNAVAILABLE' AND NOT deleted LIMIT l) AS live) \
+         FROM UNNEST($1::text[], $2::bigint[]) AS u(o, l)",
     )
-    .bind(aliases)
-    .bind(session.id.to_string())
-    .execute(c)
-    .await?;
-    Ok(())
-}
-
-/// How many sessions of a client hold or seek QoS, counting no further than `limit`.
-pub async fn live_count_for_owner(
-    c: &mut PgConnection,
-    owner: &ClientId,
-    limit: u64,
-) -> anyhow::Result<u64> {
-    let n: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM (SELECT 1 FROM sessions WHERE owner = $1 \
-         AND status <> 'UNAVAILABLE' AND NOT deleted LIMIT $2) AS live",
+    .bind(limits.iter().map(|(o, _)| o.as_str()).collect::<Vec<_>>())
+    .bind(
+        limits
+            .iter()
+            .map(|(_, l)| i64::try_from(*l).unwrap_or(i64::MAX))
+            .collect::<Vec<i64>>(),
     )
-    .bind(owner.as_str())
-    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-    .fetch_one(c)
+    .fetch_all(c)
     .await?;
-    Ok(u64::try_from(n).unwrap_or(0))
+    Ok(rows
+        .into_iter()
+        .map(|(o, n)| (o, u64::try_from(n).unwrap_or(0)))
+        .collect())
 }
 
 pub async fn visible_for_device(
@@ -151,28 +212,6 @@ pub async fn census(c: &mut PgConnection) -> anyhow::Result<Vec<SessionCount>> {
             })
         })
         .collect()
-}
-
-pub async fn append_event(
-    c: &mut PgConnection,
-    session: SessionId,
-    revision: i64,
-    t: &crate::domain::session::Transition,
-    at: chrono::DateTime<chrono::Utc>,
-) -> anyhow::Result<()> {
-    sqlx::query(
-        "INSERT INTO session_events (session_id, revision, from_status, to_status, reason, at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(session.to_string())
-    .bind(revision)
-    .bind(t.from.map(|s| s.as_str()))
-    .bind(t.to)
-    .bind(t.reason)
-    .bind(millis(at))
-    .execute(c)
-    .await?;
-    Ok(())
 }
 
 /// The sessions of `ids` (sorted), locked for the transaction in that order.
