@@ -103,8 +103,6 @@ pub async fn find(c: &mut PgConnection, id: SessionId) -> anyhow::Result<Option<
     row.map(|r| decode(&r)).transpose()
 }
 
-/// One client's live sessions of a device named by any of `keys`, as the kept identifier or
-/// as an alias, each once.
 /// The live sessions of each (owner, device key) wanted, by kept key or by alias, with the
 /// pair each was found for.
 pub async fn live_for_devices(
