@@ -310,6 +310,19 @@ impl ProcessLock {
     }
 }
 
+/// Every key a new session's device is known by, its kept key first unless already named: what
+/// a create is checked and recorded under, on every backend.
+pub(crate) fn device_keys_of(
+    session: &crate::domain::Session,
+    mut keys: Vec<String>,
+) -> Vec<String> {
+    let kept = session.device.key();
+    if !keys.contains(&kept) {
+        keys.insert(0, kept);
+    }
+    keys
+}
+
 pub fn millis(t: chrono::DateTime<chrono::Utc>) -> i64 {
     t.timestamp_millis()
 }

@@ -170,10 +170,7 @@ impl Store for SqliteStore {
                 {
                     return Ok(Created::QuotaExceeded);
                 }
-                let mut keys = device_keys;
-                if !keys.contains(&session.device.key()) {
-                    keys.insert(0, session.device.key());
-                }
+                let keys = super::device_keys_of(&session, device_keys);
                 let live = sessions::live_for_device(tx, &session.owner, &keys)?;
                 if live.iter().any(|other| other.flow.overlaps(&session.flow)) {
                     return Ok(Created::Conflict);

@@ -13,7 +13,7 @@ use sqlx::PgConnection;
 
 use super::super::port::Created;
 use super::sessions;
-use crate::domain::Session;
+use crate::domain::{Flow, Session};
 
 /// A create as the batch decides it.
 pub(super) struct Create {
@@ -26,11 +26,7 @@ pub(super) struct Create {
 
 impl Create {
     pub fn new(session: Session, device_keys: Vec<String>, quota: u64) -> Self {
-        let mut keys = device_keys;
-        let kept = session.device.key();
-        if !keys.contains(&kept) {
-            keys.insert(0, kept);
-        }
+        let keys = super::super::device_keys_of(&session, device_keys);
         Self {
             session,
             keys,
@@ -86,9 +82,10 @@ pub(super) async fn decide(
         .collect();
     wanted.sort();
     wanted.dedup();
-    let mut live: HashMap<(String, String), Vec<Session>> = HashMap::new();
+    // Only the flows are compared.
+    let mut live: HashMap<(String, String), Vec<Flow>> = HashMap::new();
     for (owner, key, session) in sessions::live_for_devices(c, &wanted).await? {
-        live.entry((owner, key)).or_default().push(session);
+        live.entry((owner, key)).or_default().push(session.flow);
     }
     let mut decided = Vec::with_capacity(creates.len());
     for create in creates {
@@ -101,7 +98,7 @@ pub(super) async fn decide(
         }
         let overlaps = create.keys.iter().any(|k| {
             live.get(&(owner.to_owned(), k.clone()))
-                .is_some_and(|others| others.iter().any(|o| o.flow.overlaps(&s.flow)))
+                .is_some_and(|others| others.iter().any(|o| o.overlaps(&s.flow)))
         });
         if overlaps {
             decided.push(Created::Conflict);
@@ -113,7 +110,7 @@ pub(super) async fn decide(
         for k in &create.keys {
             live.entry((owner.to_owned(), k.clone()))
                 .or_default()
-                .push(s.clone());
+                .push(s.flow.clone());
         }
         decided.push(Created::Stored);
     }

@@ -188,7 +188,7 @@ impl PgStore {
     async fn finish(
         &self,
         mut tx: Transaction<'static, Postgres>,
-        fx: &mut Effects,
+        fx: &Effects,
     ) -> anyhow::Result<()> {
         write_effects(&mut tx, fx).await?;
         tx.commit().await?;
@@ -214,7 +214,7 @@ impl PgStore {
 
 /// Writes the jobs and the inputs of `fx` (events and their outbox go through the batches,
 /// which hold their sessions' locks).
-async fn write_effects(c: &mut PgConnection, fx: &mut Effects) -> anyhow::Result<()> {
+async fn write_effects(c: &mut PgConnection, fx: &Effects) -> anyhow::Result<()> {
     anyhow::ensure!(
         fx.transitions.is_empty() && fx.notifications.is_empty(),
         "transitions and notifications are written by the batches"
@@ -439,7 +439,7 @@ impl Store for PgStore {
             notifications::record_retry(&mut tx, id, attempts, &error, next).await?;
             let mut fx = Effects::default();
             fx.schedule(job);
-            self.finish(tx, &mut fx).await?;
+            self.finish(tx, &fx).await?;
             Ok(fx)
         }
         .await
@@ -466,7 +466,7 @@ impl Store for PgStore {
         async {
             let mut tx = self.begin().await?;
             notifications::mark_gone(&mut tx, &sink, at).await?;
-            self.finish(tx, &mut Effects::default()).await
+            self.finish(tx, &Effects::default()).await
         }
         .await
         .map_err(classify)
@@ -481,7 +481,7 @@ impl Store for PgStore {
             notifications::forget_gone(&mut tx, &sink).await?;
             let mut fx = Effects::default();
             fx.schedule(job);
-            self.finish(tx, &mut fx).await?;
+            self.finish(tx, &fx).await?;
             Ok(true)
         }
         .await
