@@ -396,6 +396,9 @@ pub struct Settings {
     pub record_inputs: bool,
     /// Whether history past its retention is purged (a replay keeps all of its run's).
     pub purge_history: bool,
+    /// Whether the SQLite store is thrown away after the run (a replay's): one connection,
+    /// writes run where they are called, nothing synced (see `Writer::in_place`).
+    pub throwaway_store: bool,
     pub shutdown_timeout: Duration,
     pub sim: SimSettings,
     pub notify: NotifySettings,
@@ -551,6 +554,7 @@ impl Settings {
             history_retention: given(v.history_retention, "history_retention").0,
             record_inputs: given(v.record_inputs, "record_inputs"),
             purge_history: true,
+            throwaway_store: false,
             shutdown_timeout: Duration::from_secs(given(
                 v.shutdown_timeout_secs,
                 "shutdown_timeout_secs",

@@ -29,9 +29,28 @@ where
     }
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = qod::cli::parse();
+    // A history runs in virtual time, one instant after another: each instant's work is a
+    // chain of tasks handing over to each other, and across threads every hand-over is a
+    // wake-up that costs more than the step it hands over. On one thread it is a queue push.
+    let runtime = if cli.runs_a_history() {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    }
+    .enable_all()
+    .build();
+    match runtime {
+        Ok(runtime) => runtime.block_on(run(cli)),
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: qod::cli::Cli) -> std::process::ExitCode {
     // A replay runs a whole server whose failures are the history's (synthetic outages,
     // failing sinks): only errors are news there.
     let default = if cli.runs_a_history() {

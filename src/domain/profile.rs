@@ -136,10 +136,11 @@ impl QosProfile {
     }
 }
 
-/// Profiles by name, in the order the operator listed them.
+/// Profiles by name, in the order the operator listed them. Shared, not copied: the API's
+/// state (which holds it) is cloned several times for every request.
 #[derive(Debug, Clone)]
 pub struct Catalogue {
-    profiles: Vec<QosProfile>,
+    profiles: std::sync::Arc<[QosProfile]>,
 }
 
 impl Catalogue {
@@ -167,7 +168,9 @@ impl Catalogue {
                 p.name
             );
         }
-        Ok(Self { profiles })
+        Ok(Self {
+            profiles: profiles.into(),
+        })
     }
 
     pub fn get(&self, name: &str) -> Option<&QosProfile> {
@@ -219,7 +222,7 @@ impl Catalogue {
                 }
             };
         Self {
-            profiles: vec![
+            profiles: std::sync::Arc::from([
                 profile(
                     "QOS_E",
                     "Low latency and jitter for interactive and real-time flows",
@@ -260,7 +263,7 @@ impl Catalogue {
                     40,
                     6,
                 ),
-            ],
+            ]),
         }
     }
 }

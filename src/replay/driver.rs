@@ -143,9 +143,8 @@ pub async fn run<T: Transitions>(
     let app = Application::build_with(settings.clone(), ports)
         .await
         .context("starting the replay's server")?;
-    if let Some(sqlite) = app.sqlite() {
-        sqlite.writer().set_linger(false);
-    }
+    // Its failure would void what the run produced (see `Writer::failure`).
+    let writer = app.sqlite().map(|s| s.writer().clone());
     let base = format!("http://{}", app.local_addr());
     let core = app.core();
     let inputs = scenario.steps.len();
@@ -265,6 +264,9 @@ pub async fn run<T: Transitions>(
         .await
         .context("the replay's server task")?
         .context("the replay's server")?;
+    if let Some(e) = writer.as_ref().and_then(|w| w.failure()) {
+        anyhow::bail!("the replay's store failed: {e}");
+    }
     let unanswered = std::mem::take(&mut *lock(&unanswered.asked));
     let produced = Produced {
         commands,
@@ -283,6 +285,9 @@ fn settings_in(dir: &std::path::Path, lifecycle: &LifecycleSettings) -> anyhow::
     let mut settings = Settings::for_database(url)?;
     lifecycle.apply(&mut settings);
     settings.purge_history = false;
+    // One instant's writes come one after another, each awaited before the next is made:
+    // nothing to batch, and the store is not kept.
+    settings.throwaway_store = true;
     settings.auth.rate_per_second = 0;
     settings.sim.latency = Duration::ZERO;
     settings.sim.failure_rate = 0.0;

@@ -196,20 +196,23 @@ pub fn dev_signing_key_path(settings: &Settings) -> anyhow::Result<KeyFile> {
     })
 }
 
-/// The writer of the database file behind `settings` (see `writer`).
-fn open_writer(settings: &Settings) -> anyhow::Result<writer::Writer> {
-    writer::Writer::open(
-        &database_file(settings)?,
-        settings.durability,
-        settings.busy_timeout,
-    )
-}
-
-/// The SQLite store of `settings`: its pool (schema brought up to date) and its writer.
+/// The SQLite store of `settings`: its pool (schema brought up to date), its writer and
+/// its readers. A throwaway store (`throwaway_store`) has one connection, the writer's: its
+/// pool only migrates the schema and is closed, so that the writer may hold the file alone.
 pub async fn open_sqlite(settings: &Settings) -> anyhow::Result<std::sync::Arc<SqliteStore>> {
     let pool = open(settings).await?;
-    let writer = open_writer(settings)?;
-    let readers = readers::Readers::new(&database_file(settings)?, settings.busy_timeout);
+    let file = database_file(settings)?;
+    let (writer, readers) = if settings.throwaway_store {
+        pool.close().await;
+        let writer = writer::Writer::in_place(&file)?;
+        let conn = writer
+            .connection()
+            .context("an in-place writer's connection")?;
+        (writer, readers::Readers::on_writer(conn))
+    } else {
+        let writer = writer::Writer::open(&file, settings.durability, settings.busy_timeout)?;
+        (writer, readers::Readers::new(&file, settings.busy_timeout))
+    };
     Ok(SqliteStore::new(pool, writer, readers))
 }
 

@@ -18,20 +18,40 @@ pub struct Readers {
     inner: Arc<Inner>,
 }
 
+/// Where the reads run.
+enum Source {
+    /// Connections of their own to the file.
+    File {
+        path: PathBuf,
+        busy_timeout: Duration,
+        idle: Mutex<Vec<Connection>>,
+    },
+    /// The one connection of an in-place writer (see `Writer::in_place`), which holds the
+    /// file's lock for itself.
+    Writer(Arc<Mutex<Connection>>),
+}
+
 struct Inner {
-    path: PathBuf,
-    busy_timeout: Duration,
-    idle: Mutex<Vec<Connection>>,
+    source: Source,
 }
 
 impl Readers {
     pub fn new(path: &Path, busy_timeout: Duration) -> Self {
+        Self::of(Source::File {
+            path: path.to_owned(),
+            busy_timeout,
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Reads on the connection an in-place writer also writes on.
+    pub fn on_writer(conn: Arc<Mutex<Connection>>) -> Self {
+        Self::of(Source::Writer(conn))
+    }
+
+    fn of(source: Source) -> Self {
         Self {
-            inner: Arc::new(Inner {
-                path: path.to_owned(),
-                busy_timeout,
-                idle: Mutex::new(Vec::new()),
-            }),
+            inner: Arc::new(Inner { source }),
         }
     }
 
@@ -54,31 +74,39 @@ impl Readers {
 
 impl Inner {
     fn read<T>(&self, f: impl FnOnce(&Connection) -> anyhow::Result<T>) -> anyhow::Result<T> {
-        let idle = self.lock().pop();
-        let conn = match idle {
+        let (path, busy_timeout, idle) = match &self.source {
+            Source::Writer(conn) => return f(&lock(conn)),
+            Source::File {
+                path,
+                busy_timeout,
+                idle,
+            } => (path, *busy_timeout, idle),
+        };
+        let reused = lock(idle).pop();
+        let conn = match reused {
             Some(conn) => conn,
-            None => self.open()?,
+            None => open(path, busy_timeout)?,
         };
         let result = f(&conn);
-        let mut idle = self.lock();
+        let mut idle = lock(idle);
         if idle.len() < KEEP_IDLE {
             idle.push(conn);
         }
         result
     }
+}
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
-    }
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
-    fn open(&self) -> anyhow::Result<Connection> {
-        let conn = Connection::open(&self.path)
-            .with_context(|| format!("opening {} for reading", self.path.display()))?;
-        conn.busy_timeout(self.busy_timeout)?;
-        conn.execute_batch(
-            "PRAGMA query_only = ON; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16000;",
-        )?;
-        conn.set_prepared_statement_cache_capacity(32);
-        Ok(conn)
-    }
+fn open(path: &Path, busy_timeout: Duration) -> anyhow::Result<Connection> {
+    let conn = Connection::open(path)
+        .with_context(|| format!("opening {} for reading", path.display()))?;
+    conn.busy_timeout(busy_timeout)?;
+    conn.execute_batch(
+        "PRAGMA query_only = ON; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16000;",
+    )?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
 }

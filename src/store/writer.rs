@@ -7,11 +7,14 @@
 //! connection's thread, and with several connections the losers of the write lock sleep in
 //! SQLite's busy handler; the lock, not the disk, capped the server at ~300 lifecycles/s.
 //! Here statements run at SQLite's own speed and a busy moment costs one commit, not one each.
+//!
+//! A throwaway store (a replay's, written one closure at a time) has no thread: see
+//! `Writer::in_place`.
 
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -39,10 +42,17 @@ struct Ran {
 
 #[derive(Clone)]
 pub struct Writer {
-    queue: mpsc::Sender<Work>,
+    runs: Runs,
     counts: Arc<Counts>,
-    /// Whether a batch lingers for company (see `LINGER`).
-    linger: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Where the closures run.
+#[derive(Clone)]
+enum Runs {
+    /// On the writer thread, batched: its inbox.
+    Thread(mpsc::Sender<Work>),
+    /// On the caller's thread (see `Writer::in_place`).
+    InPlace(Arc<InPlace>),
 }
 
 impl Writer {
@@ -52,38 +62,59 @@ impl Writer {
         durability: Durability,
         busy_timeout: Duration,
     ) -> anyhow::Result<Self> {
-        let conn = rusqlite::Connection::open(path)
-            .with_context(|| format!("opening {} for writing", path.display()))?;
-        conn.busy_timeout(busy_timeout)?;
-        conn.execute_batch(&format!(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {}; PRAGMA foreign_keys = ON; \
-             PRAGMA temp_store = MEMORY; PRAGMA cache_size = -32000;",
-            match durability {
-                Durability::Normal => "NORMAL",
-                Durability::Full => "FULL",
-            }
-        ))?;
-        conn.set_prepared_statement_cache_capacity(64);
+        let conn = connect(path, durability, busy_timeout)?;
         let (queue, inbox) = mpsc::channel::<Work>();
         let counts = Arc::new(Counts::default());
         let served = counts.clone();
-        let linger = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let lingers = linger.clone();
         std::thread::Builder::new()
             .name("qod-writer".into())
-            .spawn(move || serve(conn, inbox, served, &lingers))?;
+            .spawn(move || serve(conn, inbox, served))?;
         Ok(Self {
-            queue,
+            runs: Runs::Thread(queue),
             counts,
-            linger,
         })
     }
 
-    /// Turns the lingering for company off (or on again): a writer whose callers write one
-    /// after another, each waiting for the last (a replay's virtual-time loop), would wait the
-    /// linger out on every write.
-    pub fn set_linger(&self, on: bool) {
-        self.linger.store(on, Ordering::Relaxed);
+    /// A writer without a thread, for a throwaway store (a replay's): each closure runs where
+    /// it is called, in a savepoint of a long transaction (see `InPlace::run`), on the file's
+    /// only connection, which the readers share (`connection`). A replay's writes come one at
+    /// a time, each awaited before the next: a hand-over to a thread and back cost more than
+    /// the write. Holding the file alone, the connection keeps its cache across transactions
+    /// and needs neither the WAL nor the file locks; nothing is synced, since a crash only
+    /// loses a store that was to be thrown away.
+    pub fn in_place(path: &Path) -> anyhow::Result<Self> {
+        let conn = rusqlite::Connection::open(path)
+            .with_context(|| format!("opening {} for writing", path.display()))?;
+        conn.execute_batch(
+            "PRAGMA locking_mode = EXCLUSIVE; PRAGMA journal_mode = MEMORY; \
+             PRAGMA synchronous = OFF; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY; \
+             PRAGMA cache_size = -64000;",
+        )?;
+        conn.set_prepared_statement_cache_capacity(96);
+        Ok(Self {
+            runs: Runs::InPlace(Arc::new(InPlace {
+                conn: Arc::new(Mutex::new(conn)),
+                open: Mutex::new(Open::default()),
+            })),
+            counts: Arc::new(Counts::default()),
+        })
+    }
+
+    /// Why an in-place writer stopped writing, if it did: what it answered as written before
+    /// may be lost.
+    pub fn failure(&self) -> Option<String> {
+        match &self.runs {
+            Runs::InPlace(place) => place.failure(),
+            Runs::Thread(_) => None,
+        }
+    }
+
+    /// The connection of an in-place writer, for the readers to share.
+    pub fn connection(&self) -> Option<Arc<Mutex<Tx>>> {
+        match &self.runs {
+            Runs::InPlace(place) => Some(place.conn.clone()),
+            Runs::Thread(_) => None,
+        }
     }
 
     /// What this writer committed so far.
@@ -98,6 +129,10 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&Tx) -> anyhow::Result<T> + Send + 'static,
     {
+        let queue = match &self.runs {
+            Runs::Thread(queue) => queue,
+            Runs::InPlace(place) => return place.run(&self.counts, f),
+        };
         let (reply, answer) = oneshot::channel::<anyhow::Result<T>>();
         let work: Work = Box::new(move |tx: Result<&Tx, &str>| {
             let tx = match tx {
@@ -110,13 +145,7 @@ impl Writer {
                     };
                 }
             };
-            let result =
-                std::panic::catch_unwind(AssertUnwindSafe(|| f(tx))).unwrap_or_else(|panic| {
-                    Err(anyhow::anyhow!(
-                        "write closure panicked: {}",
-                        crate::panics::message(&*panic)
-                    ))
-                });
+            let result = guarded(tx, f);
             Ran {
                 ok: result.is_ok(),
                 finish: Box::new(move |committed: Result<(), &str>| {
@@ -127,13 +156,135 @@ impl Writer {
                 }),
             }
         });
-        self.queue
+        queue
             .send(work)
             .map_err(|_| anyhow::anyhow!("the writer thread stopped"))?;
         answer
             .await
             .map_err(|_| anyhow::anyhow!("the writer thread dropped a transaction"))?
     }
+}
+
+/// The write connection, with the same pragmas as the pool.
+fn connect(path: &Path, durability: Durability, busy_timeout: Duration) -> anyhow::Result<Tx> {
+    let conn = rusqlite::Connection::open(path)
+        .with_context(|| format!("opening {} for writing", path.display()))?;
+    conn.busy_timeout(busy_timeout)?;
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {}; PRAGMA foreign_keys = ON; \
+         PRAGMA temp_store = MEMORY; PRAGMA cache_size = -32000;",
+        match durability {
+            Durability::Normal => "NORMAL",
+            Durability::Full => "FULL",
+        }
+    ))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// Runs `f`, a panic in it turned into its error.
+fn guarded<T>(tx: &Tx, f: impl FnOnce(&Tx) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| f(tx))).unwrap_or_else(|panic| {
+        Err(anyhow::anyhow!(
+            "write closure panicked: {}",
+            crate::panics::message(&*panic)
+        ))
+    })
+}
+
+/// Writes closures are grouped by in place: a commit writes every page the transaction
+/// changed and keeps their old copies until then, so a commit per closure cost a page write
+/// each time the same page (a queue's index, the sessions' table) changed; the count bounds
+/// the memory the old copies take.
+const IN_PLACE_BATCH: usize = 256;
+
+/// The connection of an in-place writer and the transaction it keeps open.
+struct InPlace {
+    conn: Arc<Mutex<Tx>>,
+    open: Mutex<Open>,
+}
+
+#[derive(Default)]
+struct Open {
+    /// Closures in the open transaction.
+    closures: usize,
+    /// Why the store can no longer be written (a commit or a savepoint failed): what was
+    /// answered as written may be lost, so nothing after it is trusted.
+    failed: Option<String>,
+}
+
+impl InPlace {
+    /// Runs `f` in a savepoint of the open transaction (opened if none is), committed every
+    /// `IN_PLACE_BATCH` closures. The readers share the connection, so they see what was
+    /// written whether committed or not; only a crash loses it, and then with the store.
+    fn run<T>(
+        &self,
+        counts: &Counts,
+        f: impl FnOnce(&Tx) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(e) = &open.failed {
+            anyhow::bail!("the store failed earlier: {e}");
+        }
+        let (result, ended) = in_savepoint(&conn, f);
+        if let Err(e) = ended {
+            let e = format!("{e:#}");
+            tracing::error!(error = %e, "write transaction failed");
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            open.failed = Some(e.clone());
+            anyhow::bail!("write transaction: {e}");
+        }
+        if result.is_ok() {
+            open.closures += 1;
+            counts.writes.fetch_add(1, Ordering::Relaxed);
+        }
+        if open.closures >= IN_PLACE_BATCH {
+            open.closures = 0;
+            if let Err(e) = run_cached(&conn, "COMMIT") {
+                let e = e.to_string();
+                tracing::error!(error = %e, "write transaction failed");
+                open.failed = Some(e.clone());
+                anyhow::bail!("commit failed: {e}");
+            }
+            counts.commits.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Whether the store failed (see `Open::failed`).
+    fn failure(&self) -> Option<String> {
+        let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        open.failed.clone()
+    }
+}
+
+/// Runs `f` in a savepoint of the connection's transaction (begun if none is): f's result,
+/// and whether the savepoint ended cleanly (released, or rolled back and released).
+fn in_savepoint<T>(
+    conn: &Tx,
+    f: impl FnOnce(&Tx) -> anyhow::Result<T>,
+) -> (anyhow::Result<T>, anyhow::Result<()>) {
+    let began = if conn.is_autocommit() {
+        run_cached(conn, "BEGIN IMMEDIATE")
+    } else {
+        Ok(())
+    };
+    if let Err(e) = began.and_then(|()| run_cached(conn, "SAVEPOINT work")) {
+        return (
+            Err(anyhow::anyhow!("write transaction: {e}")),
+            Err(e.into()),
+        );
+    }
+    let result = guarded(conn, f);
+    let ended = if result.is_ok() {
+        run_cached(conn, "RELEASE work")
+    } else {
+        run_cached(conn, "ROLLBACK TO work").and_then(|()| run_cached(conn, "RELEASE work"))
+    };
+    (result, ended.map_err(Into::into))
 }
 
 /// Transaction control runs thousands of times a second: prepared once, not parsed each time.
@@ -170,16 +321,11 @@ impl Counts {
     }
 }
 
-fn serve(
-    conn: Tx,
-    inbox: mpsc::Receiver<Work>,
-    counts: Arc<Counts>,
-    lingers: &std::sync::atomic::AtomicBool,
-) {
+fn serve(conn: Tx, inbox: mpsc::Receiver<Work>, counts: Arc<Counts>) {
     let mut previous: Option<Instant> = None;
     while let Ok(first) = inbox.recv() {
         let began = Instant::now();
-        let linger = lingers.load(Ordering::Relaxed) && previous.is_some_and(|p| began - p < BUSY);
+        let linger = previous.is_some_and(|p| began - p < BUSY);
         previous = Some(began);
         if let Err(e) = run_cached(&conn, "BEGIN IMMEDIATE") {
             let e = e.to_string();
@@ -331,5 +477,55 @@ mod tests {
         let r: anyhow::Result<()> = writer.run(|_| panic!("boom")).await;
         assert!(r.is_err());
         assert_eq!(writer.run(|_| Ok(7)).await.unwrap(), 7);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn in_place_a_failure_or_a_panic_undoes_its_own_writes_and_the_readers_see_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = Writer::in_place(&dir.path().join("w.db")).unwrap();
+        let readers = super::super::readers::Readers::on_writer(writer.connection().unwrap());
+        writer
+            .run(|tx| Ok(tx.execute_batch("CREATE TABLE t (n INTEGER NOT NULL)")?))
+            .await
+            .unwrap();
+        for n in 0..20i64 {
+            let r = writer
+                .run(move |tx| {
+                    tx.execute("INSERT INTO t (n) VALUES (?)", [n])?;
+                    anyhow::ensure!(n % 2 == 0, "odd {n}");
+                    assert!(n % 5 != 4, "boom {n}");
+                    Ok(n)
+                })
+                .await;
+            assert_eq!(r.is_ok(), n % 2 == 0 && n % 5 != 4, "run {n}: {r:?}");
+        }
+        let (count, odd): (i64, i64) = readers
+            .read(|conn| {
+                Ok(
+                    conn.query_row("SELECT COUNT(*), SUM(n % 2) FROM t", [], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })?,
+                )
+            })
+            .unwrap();
+        // 0..20 even: 10, less 4 and 14 (panicked). Uncommitted yet, and seen.
+        assert_eq!((count, odd), (8, 0));
+        assert_eq!(writer.counts().get(), (0, 9));
+        for n in 0..300i64 {
+            writer
+                .run(move |tx| Ok(tx.execute("INSERT INTO t (n) VALUES (?)", [2 * n])?))
+                .await
+                .unwrap();
+        }
+        assert_eq!(writer.counts().get(), (1, 309));
+        assert_eq!(writer.failure(), None);
+        // Nothing else may open the file meanwhile: the writer holds it alone.
+        let other = rusqlite::Connection::open(dir.path().join("w.db")).unwrap();
+        other.busy_timeout(Duration::ZERO).unwrap();
+        assert!(
+            other
+                .query_row("SELECT COUNT(*) FROM t", [], |_| Ok(()))
+                .is_err()
+        );
     }
 }

@@ -12,16 +12,16 @@ pub const PATH: &str = "/network/v1/callbacks";
 
 #[derive(Clone)]
 pub struct CallbackUrls {
-    base: String,
-    key: Vec<u8>,
+    base: std::sync::Arc<str>,
+    key: std::sync::Arc<[u8]>,
 }
 
 impl CallbackUrls {
     /// `base` is this server's public URL as the NEF reaches it.
     pub fn new(base: &str, key: Vec<u8>) -> Self {
         Self {
-            base: base.trim_end_matches('/').to_owned(),
-            key,
+            base: base.trim_end_matches('/').into(),
+            key: key.into(),
         }
     }
 
