@@ -74,6 +74,8 @@ pub struct Application {
     instance: String,
     guard: Arc<Guard>,
     dev_token: Option<String>,
+    /// Where `run_until` hands its router once built (`router_once_running`).
+    router_to: Option<tokio::sync::oneshot::Sender<axum::Router>>,
 }
 
 impl Application {
@@ -218,6 +220,7 @@ impl Application {
             instance,
             guard: Arc::new(guard),
             dev_token,
+            router_to: None,
         })
     }
 
@@ -281,10 +284,19 @@ impl Application {
         self.callbacks.url(session)
     }
 
+    /// The API's router as `run_until` serves it, once it runs. A replay sends its commands
+    /// straight to it: every middleware and handler as over a socket, without the two HTTP
+    /// codecs and the loopback between them (a fifth of a replay's time).
+    pub fn router_once_running(&mut self) -> tokio::sync::oneshot::Receiver<axum::Router> {
+        let (to, from) = tokio::sync::oneshot::channel();
+        self.router_to = Some(to);
+        from
+    }
+
     /// Serves HTTP and runs the workers until `shutdown` resolves; then stops taking requests,
     /// lets running jobs finish (up to the shutdown timeout) and hands the rest back.
     pub async fn run_until(
-        self,
+        mut self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         if self.settings.record_inputs {
@@ -330,9 +342,13 @@ impl Application {
             census: Arc::default(),
             leadership: leadership.clone(),
         };
+        let router = api::router(state, self.settings.v0_prefix.as_deref());
+        if let Some(to) = self.router_to.take() {
+            let _ = to.send(router.clone());
+        }
         let server = api::listener::serve(
             self.listener,
-            api::router(state, self.settings.v0_prefix.as_deref()),
+            router,
             self.settings.http,
             self.settings.shutdown_timeout,
             stopped(stop_rx.clone()),

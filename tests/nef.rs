@@ -21,6 +21,8 @@ struct Setup {
     token: String,
     /// Trusts the fake NEF's CA when it serves https.
     http: reqwest::Client,
+    /// The server's database arguments, for the CLI.
+    db: Vec<String>,
 }
 
 /// How to start the pair: the fake NEF's behaviour file, more of the server's configuration
@@ -121,6 +123,7 @@ fn launch(how: Launch) -> Setup {
         qod,
         token: token.trim().to_owned(),
         http: http.build().unwrap(),
+        db,
     }
 }
 
@@ -485,6 +488,24 @@ async fn a_session_termination_from_the_network_ends_the_session_within_a_second
     .await
     .expect("released");
     assert_eq!(s.session(&id).await.0, 200);
+    // Recorded with the NEF's callback, replayed as it happened.
+    let history = s._dir.path().join("history.jsonl");
+    let mut export = vec!["history", "export", "--out", history.to_str().unwrap()];
+    export.extend(s.db.iter().map(String::as_str));
+    let exported = common::qod_cli(&export).await;
+    assert!(exported.status.success(), "{exported:?}");
+    let text = std::fs::read_to_string(&history).unwrap();
+    assert!(text.contains(r#""input":"callback""#), "{text}");
+    let replayed = common::qod_cli(&["replay", history.to_str().unwrap(), "--json"]).await;
+    let report: Value = serde_json::from_slice(&replayed.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}", String::from_utf8_lossy(&replayed.stderr));
+    });
+    assert!(replayed.status.success(), "{report:#}");
+    assert_eq!(report["divergences"], json!([]), "{report:#}");
+    assert!(
+        report["transitions_produced"].as_u64() > Some(2),
+        "{report:#}"
+    );
 }
 
 #[tokio::test]
@@ -623,6 +644,7 @@ async fn a_nef_that_restarted_and_forgot_the_subscription_ends_the_session_at_it
         qod,
         token,
         http,
+        db,
     } = s;
     let port = nef.addr.clone();
     drop(nef);
@@ -637,6 +659,7 @@ async fn a_nef_that_restarted_and_forgot_the_subscription_ends_the_session_at_it
         qod,
         token,
         http,
+        db,
     };
     let ended = s.wait_status(&id, "UNAVAILABLE").await;
     assert_eq!(ended["statusInfo"], "NETWORK_TERMINATED");

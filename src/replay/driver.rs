@@ -2,7 +2,9 @@
 //! virtual time: a discrete-event loop that applies the inputs of an instant (holding the
 //! queue's claims meanwhile, so that they come before the jobs due then), waits until the queue
 //! has nothing left to do at that instant, and only then moves the clock to the next instant
-//! anything waits for (the next input or the earliest sleeper on the clock).
+//! anything waits for (the next input or the earliest sleeper on the clock). Commands and
+//! network callbacks go to the server's router in process: the same middleware and handlers
+//! as over a socket, without a socket.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -10,6 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use axum::body::Body;
+use axum::http::{Method, Request, header};
 
 use super::generate::{Mix, SyntheticNetwork, SyntheticSinks};
 use super::history::{Names, NetworkAnswers, Seen, SinkAnswers, Step};
@@ -140,12 +144,12 @@ pub async fn run<T: Transitions>(
             ports.sinks = Some(SyntheticSinks::new(mix, seed, answering));
         }
     }
-    let app = Application::build_with(settings.clone(), ports)
+    let mut app = Application::build_with(settings.clone(), ports)
         .await
         .context("starting the replay's server")?;
     // Its failure would void what the run produced (see `Writer::failure`).
     let writer = app.sqlite().map(|s| s.writer().clone());
-    let base = format!("http://{}", app.local_addr());
+    let api = app.router_once_running();
     let core = app.core();
     let inputs = scenario.steps.len();
     let callbacks: HashMap<String, String> = scenario
@@ -154,21 +158,20 @@ pub async fn run<T: Transitions>(
         .filter_map(|s| match s {
             Step::Callback { session, .. } => {
                 let id = SessionId::parse_canonical(session)?;
-                Some((session.clone(), app.callback_url(id)))
+                Some(path_of(&app.callback_url(id)).map(|path| (session.clone(), path)))
             }
             Step::Command { .. } => None,
         })
-        .collect();
+        .collect::<anyhow::Result<_>>()?;
     let mut steps_in = scenario.steps.into_iter().peekable();
     let secret = store::dev_signing_key_path(&settings)?.load("the replay's signing key")?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async {
         let _ = stopped.await;
     }));
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .context("the replay's HTTP client")?;
+    let api = api
+        .await
+        .context("the replay's server stopped before it served")?;
     let mut tokens = Tokens {
         secret,
         rules: settings.auth.rules.clone(),
@@ -188,8 +191,7 @@ pub async fn run<T: Transitions>(
         while let Some(step) = steps_in.next_if(|s| s.at_ms() <= now_ms) {
             next_step += 1;
             let to = Target {
-                http: &http,
-                base: &base,
+                api: &api,
                 callbacks: &callbacks,
                 random: &random,
                 clock: &clock,
@@ -350,8 +352,8 @@ impl Tokens {
 
 /// Where the inputs go.
 struct Target<'a> {
-    http: &'a reqwest::Client,
-    base: &'a str,
+    /// The server's router: requests go to it in process (`Application::router_once_running`).
+    api: &'a axum::Router,
     callbacks: &'a HashMap<String, String>,
     random: &'a Random,
     clock: &'a ManualClock,
@@ -366,16 +368,16 @@ async fn apply(
     created: &mut HashMap<String, String>,
 ) -> anyhow::Result<Option<Answered>> {
     let Target {
-        http,
-        base,
+        api: router,
         callbacks,
         random,
         clock,
     } = *to;
     match step {
         Step::Callback { session, body, .. } => {
-            if let Some(url) = callbacks.get(&session) {
-                with_json(http.post(url), body).send().await?;
+            if let Some(path) = callbacks.get(&session) {
+                let req = Request::post(path.as_str());
+                send(router, with_json(req, body)?).await?;
             }
             Ok(None)
         }
@@ -400,26 +402,29 @@ async fn apply(
                 None => session.as_deref().unwrap_or("-"),
             };
             let (method, path) = match &*op {
-                "create" => (reqwest::Method::POST, root.to_owned()),
-                "extend" => (reqwest::Method::POST, format!("{root}/{id}/extend")),
-                "delete" => (reqwest::Method::DELETE, format!("{root}/{id}")),
+                "create" => (Method::POST, root.to_owned()),
+                "extend" => (Method::POST, format!("{root}/{id}/extend")),
+                "delete" => (Method::DELETE, format!("{root}/{id}")),
                 other => anyhow::bail!("a recorded command of an unknown operation {other:?}"),
             };
             if &*op == "create" && status == 201 {
                 random.name_next_session(session.as_deref().and_then(|s| s.parse().ok()));
             }
             let token = tokens.of(&client, phone.as_deref(), clock.now())?;
-            let mut req = http
-                .request(method, format!("{base}{path}"))
-                .bearer_auth(token);
-            if let Some(body) = body {
-                req = with_json(req, body);
-            }
-            let response = req.send().await?;
+            let req = Request::builder()
+                .method(method)
+                .uri(path)
+                .header(header::AUTHORIZATION, format!("Bearer {token}"));
+            let req = match body {
+                Some(body) => with_json(req, body)?,
+                None => req.body(Body::empty())?,
+            };
+            let response = send(router, req).await?;
             let actual = response.status().as_u16();
             random.name_next_session(None);
             if let (Some(name), "create", 201) = (named, &*op, actual) {
-                let body: serde_json::Value = response.json().await?;
+                let body = axum::body::to_bytes(response.into_body(), usize::MAX).await?;
+                let body: serde_json::Value = serde_json::from_slice(&body)?;
                 if let Some(id) = body["sessionId"].as_str() {
                     created.insert(name.to_owned(), id.to_owned());
                 }
@@ -436,9 +441,25 @@ async fn apply(
 }
 
 /// A request carrying `body`, JSON text (handed over, not copied).
-fn with_json(req: reqwest::RequestBuilder, body: Box<str>) -> reqwest::RequestBuilder {
-    req.header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(String::from(body))
+fn with_json(req: axum::http::request::Builder, body: Box<str>) -> anyhow::Result<Request<Body>> {
+    Ok(req
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(String::from(body)))?)
+}
+
+/// The server's answer to `req`.
+async fn send(api: &axum::Router, req: Request<Body>) -> anyhow::Result<axum::response::Response> {
+    use tower::ServiceExt;
+    Ok(api.clone().oneshot(req).await?)
+}
+
+/// The path and query of `url`, as the router routes them.
+fn path_of(url: &str) -> anyhow::Result<String> {
+    let url = reqwest::Url::parse(url).with_context(|| format!("a callback URL {url:?}"))?;
+    Ok(match url.query() {
+        Some(query) => format!("{}?{query}", url.path()),
+        None => url.path().to_owned(),
+    })
 }
 
 /// Every transition the replay's store holds, to `into` (each session's together).
