@@ -15,6 +15,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::locks::lock;
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
@@ -175,10 +176,6 @@ impl Drop for Registered {
     fn drop(&mut self) {
         lock(&self.sleepers).due.remove(&self.key);
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ pub mod fake_nef;
 pub mod jobs;
 pub mod leader;
 pub mod lifecycle;
+pub mod locks;
 pub mod metrics;
 pub mod network;
 pub mod notify;

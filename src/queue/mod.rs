@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc};
 
+use crate::locks::lock;
 use crate::pools::Pools;
 use crate::store::ClaimedRow;
 
@@ -169,8 +170,4 @@ impl JobQueue {
             }
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

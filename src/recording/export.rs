@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 
 use super::format::{Header, Line};
+use crate::locks::lock;
 use crate::store::{HistoryFilter, SharedStore};
 
 /// Rows between two progress lines.
@@ -64,8 +65,4 @@ pub async fn export(
             Err(e)
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

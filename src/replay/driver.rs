@@ -23,6 +23,7 @@ use crate::auth::mint::{TokenRequest, mint_hs256};
 use crate::clock::{Clock, ManualClock};
 use crate::config::Settings;
 use crate::domain::SessionId;
+use crate::locks::lock;
 use crate::queue::TimedWaits;
 use crate::random::Random;
 use crate::recording::format::{Header, LifecycleSettings};
@@ -548,8 +549,4 @@ impl Progress {
             eprintln!();
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

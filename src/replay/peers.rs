@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use super::history::{NetworkAnswers, SinkAnswers};
 use crate::clock::SharedClock;
 use crate::domain::SessionId;
+use crate::locks::lock;
 use crate::network::{Grant, GrantRef, Network, NetworkError, ProvisionRequest};
 use crate::notify::CallbackSink;
 use crate::notify::sink_client::Outcome;
@@ -193,8 +194,4 @@ fn take<L, A>(
         answers.remove(&session);
     }
     answer
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::locks::lock;
 use anyhow::Context;
 use rusqlite::Connection;
 
@@ -94,10 +95,6 @@ impl Inner {
         }
         result
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn open(path: &Path, busy_timeout: Duration) -> anyhow::Result<Connection> {

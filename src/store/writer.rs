@@ -14,13 +14,14 @@
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::sync::oneshot;
 
 use crate::config::Durability;
+use crate::locks::lock;
 
 /// The connection a write closure gets, inside a transaction (a savepoint of the batch).
 pub type Tx = rusqlite::Connection;
@@ -231,8 +232,8 @@ impl InPlace {
         counts: &Counts,
         f: impl FnOnce(&Tx) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
-        let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let conn = lock(&self.conn);
+        let mut open = lock(&self.open);
         if let Some(e) = &open.failed {
             anyhow::bail!("the store failed earlier: {e}");
         }
@@ -265,7 +266,7 @@ impl InPlace {
 
     /// Whether the store failed (see `Open::failed`).
     fn failure(&self) -> Option<String> {
-        let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let open = lock(&self.open);
         open.failed.clone()
     }
 }
