@@ -279,9 +279,9 @@ impl Application {
         Ok(())
     }
 
-    /// Where the network posts the events of `session`.
-    pub fn callback_url(&self, session: crate::domain::SessionId) -> String {
-        self.callbacks.url(session)
+    /// The route on this server's router where the network posts the events of `session`.
+    pub fn callback_path(&self, session: crate::domain::SessionId) -> String {
+        self.callbacks.path(session)
     }
 
     /// The API's router as `run_until` serves it, once it runs. A replay sends its commands

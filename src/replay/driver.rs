@@ -159,11 +159,11 @@ pub async fn run<T: Transitions>(
         .filter_map(|s| match s {
             Step::Callback { session, .. } => {
                 let id = SessionId::parse_canonical(session)?;
-                Some(path_of(&app.callback_url(id)).map(|path| (session.clone(), path)))
+                Some((session.clone(), app.callback_path(id)))
             }
             Step::Command { .. } => None,
         })
-        .collect::<anyhow::Result<_>>()?;
+        .collect();
     let mut steps_in = scenario.steps.into_iter().peekable();
     let secret = store::dev_signing_key_path(&settings)?.load("the replay's signing key")?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -452,15 +452,6 @@ fn with_json(req: axum::http::request::Builder, body: Box<str>) -> anyhow::Resul
 async fn send(api: &axum::Router, req: Request<Body>) -> anyhow::Result<axum::response::Response> {
     use tower::ServiceExt;
     Ok(api.clone().oneshot(req).await?)
-}
-
-/// The path and query of `url`, as the router routes them.
-fn path_of(url: &str) -> anyhow::Result<String> {
-    let url = reqwest::Url::parse(url).with_context(|| format!("a callback URL {url:?}"))?;
-    Ok(match url.query() {
-        Some(query) => format!("{}?{query}", url.path()),
-        None => url.path().to_owned(),
-    })
 }
 
 /// Every transition the replay's store holds, to `into` (each session's together).

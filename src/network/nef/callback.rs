@@ -26,7 +26,12 @@ impl CallbackUrls {
     }
 
     pub fn url(&self, session: SessionId) -> String {
-        format!("{}{PATH}/{session}/{}", self.base, self.secret(session))
+        format!("{}{}", self.base, self.path(session))
+    }
+
+    /// `url` without the public base: the route on this server's own router.
+    pub fn path(&self, session: SessionId) -> String {
+        format!("{PATH}/{session}/{}", self.secret(session))
     }
 
     /// Whether `secret` is the one of `session` (compared in constant time).
