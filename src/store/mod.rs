@@ -204,11 +204,7 @@ pub async fn open_sqlite(settings: &Settings) -> anyhow::Result<std::sync::Arc<S
     let file = database_file(settings)?;
     let (writer, readers) = if settings.throwaway_store {
         pool.close().await;
-        let writer = writer::Writer::in_place(&file)?;
-        let conn = writer
-            .connection()
-            .context("an in-place writer's connection")?;
-        (writer, readers::Readers::on_writer(conn))
+        writer::Writer::in_place(&file)?
     } else {
         let writer = writer::Writer::open(&file, settings.durability, settings.busy_timeout)?;
         (writer, readers::Readers::new(&file, settings.busy_timeout))

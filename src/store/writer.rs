@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::sync::oneshot;
 
+use super::readers::Readers;
 use crate::config::Durability;
 use crate::locks::lock;
 
@@ -78,17 +79,17 @@ impl Writer {
 
     /// A writer without a thread, for a throwaway store (a replay's): each closure runs where
     /// it is called, in a savepoint of a long transaction (see `InPlace::run`), on the file's
-    /// only connection, which the readers share (`connection`). A replay's writes come one at
+    /// only connection, which the readers returned beside it share. A replay's writes come one at
     /// a time, each awaited before the next: a hand-over to a thread and back cost more than
     /// the write. Holding the file alone, the connection keeps its cache across transactions
     /// and needs neither the WAL nor the file locks; nothing is synced, since a crash only
     /// loses a store that was to be thrown away.
-    pub fn in_place(path: &Path) -> anyhow::Result<Self> {
+    pub fn in_place(path: &Path) -> anyhow::Result<(Self, Readers)> {
         Self::in_place_batched(path, IN_PLACE_BATCH)
     }
 
     /// `in_place`, committing every `batch` closures.
-    fn in_place_batched(path: &Path, batch: usize) -> anyhow::Result<Self> {
+    fn in_place_batched(path: &Path, batch: usize) -> anyhow::Result<(Self, Readers)> {
         let conn = rusqlite::Connection::open(path)
             .with_context(|| format!("opening {} for writing", path.display()))?;
         conn.execute_batch(
@@ -97,14 +98,16 @@ impl Writer {
              PRAGMA cache_size = -64000;",
         )?;
         conn.set_prepared_statement_cache_capacity(96);
-        Ok(Self {
+        let conn = Arc::new(Mutex::new(conn));
+        let writer = Self {
             runs: Runs::InPlace(Arc::new(InPlace {
-                conn: Arc::new(Mutex::new(conn)),
+                conn: conn.clone(),
                 open: Mutex::new(Open::default()),
                 batch,
             })),
             counts: Arc::new(Counts::default()),
-        })
+        };
+        Ok((writer, Readers::on_writer(conn)))
     }
 
     /// Why an in-place writer stopped writing, if it did: what it answered as written before
@@ -112,14 +115,6 @@ impl Writer {
     pub fn failure(&self) -> Option<String> {
         match &self.runs {
             Runs::InPlace(place) => place.failure(),
-            Runs::Thread(_) => None,
-        }
-    }
-
-    /// The connection of an in-place writer, for the readers to share.
-    pub fn connection(&self) -> Option<Arc<Mutex<Tx>>> {
-        match &self.runs {
-            Runs::InPlace(place) => Some(place.conn.clone()),
             Runs::Thread(_) => None,
         }
     }
@@ -492,8 +487,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn in_place_a_failure_or_a_panic_undoes_its_own_writes_and_the_readers_see_the_rest() {
         let dir = tempfile::tempdir().unwrap();
-        let writer = Writer::in_place_batched(&dir.path().join("w.db"), 256).unwrap();
-        let readers = super::super::readers::Readers::on_writer(writer.connection().unwrap());
+        let (writer, readers) = Writer::in_place_batched(&dir.path().join("w.db"), 256).unwrap();
         writer
             .run(|tx| Ok(tx.execute_batch("CREATE TABLE t (n INTEGER NOT NULL)")?))
             .await
