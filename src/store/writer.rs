@@ -78,7 +78,7 @@ impl Writer {
     }
 
     /// A writer without a thread, for a throwaway store (a replay's): each closure runs where
-    /// it is called, in a savepoint of a long transaction (see `InPlace::run`), on the file's
+    /// it is called, in a long transaction (see `InPlace::run`), on the file's
     /// only connection, which the readers returned beside it share. A replay's writes come one at
     /// a time, each awaited before the next: a hand-over to a thread and back cost more than
     /// the write. Holding the file alone, the connection keeps its cache across transactions
@@ -213,15 +213,22 @@ struct InPlace {
 struct Open {
     /// Closures in the open transaction.
     closures: usize,
-    /// Why the store can no longer be written (a commit or a savepoint failed): what was
+    /// Why the store can no longer be written (a commit failed, or a closure after it wrote):
+    /// what was
     /// answered as written may be lost, so nothing after it is trusted.
     failed: Option<String>,
 }
 
 impl InPlace {
-    /// Runs `f` in a savepoint of the open transaction (opened if none is), committed every
-    /// `batch` closures. The readers share the connection, so they see what was
-    /// written whether committed or not; only a crash loses it, and then with the store.
+    /// Runs `f` in the open transaction (opened if none is), committed every `batch` closures.
+    /// The readers share the connection, so they see what was written whether committed or not;
+    /// only a crash loses it, and then with the store.
+    ///
+    /// No savepoint per closure: it made SQLite copy every page a closure touched once more,
+    /// a sixth of a replay. A closure refuses before it writes (conflicts, quotas, stale
+    /// revisions), so its error changed nothing and the store goes on; one that fails after
+    /// it changed rows (an SQLite error, a panic mid-way) leaves writes nothing can undo, and
+    /// the store fails as on a failed commit.
     fn run<T>(
         &self,
         counts: &Counts,
@@ -232,27 +239,38 @@ impl InPlace {
         if let Some(e) = &open.failed {
             anyhow::bail!("the store failed earlier: {e}");
         }
-        let (result, ended) = in_savepoint(&conn, f);
-        if let Err(e) = ended {
-            let e = format!("{e:#}");
-            tracing::error!(error = %e, "write transaction failed");
-            if !conn.is_autocommit() {
-                let _ = conn.execute_batch("ROLLBACK");
-            }
-            open.failed = Some(e.clone());
-            anyhow::bail!("write transaction: {e}");
+        if conn.is_autocommit()
+            && let Err(e) = run_cached(&conn, "BEGIN IMMEDIATE")
+        {
+            return Err(fail(&mut open, format!("write transaction: {e}")));
         }
-        if result.is_ok() {
-            open.closures += 1;
-            counts.writes.fetch_add(1, Ordering::Relaxed);
+        let before = conn.total_changes();
+        let result = guarded(&conn, f);
+        if conn.is_autocommit() {
+            // SQLite rolled the whole transaction back (an I/O error, a full disk).
+            return Err(fail(
+                &mut open,
+                "the write transaction was rolled back under a write".into(),
+            ));
+        }
+        match &result {
+            Ok(_) => {
+                open.closures += 1;
+                counts.writes.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) if conn.total_changes() != before => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(fail(
+                    &mut open,
+                    format!("a write failed after it changed the store: {e:#}"),
+                ));
+            }
+            Err(_) => {}
         }
         if open.closures >= self.batch {
             open.closures = 0;
             if let Err(e) = run_cached(&conn, "COMMIT") {
-                let e = e.to_string();
-                tracing::error!(error = %e, "write transaction failed");
-                open.failed = Some(e.clone());
-                anyhow::bail!("commit failed: {e}");
+                return Err(fail(&mut open, format!("commit failed: {e}")));
             }
             counts.commits.fetch_add(1, Ordering::Relaxed);
         }
@@ -266,30 +284,12 @@ impl InPlace {
     }
 }
 
-/// Runs `f` in a savepoint of the connection's transaction (begun if none is): f's result,
-/// and whether the savepoint ended cleanly (released, or rolled back and released).
-fn in_savepoint<T>(
-    conn: &Tx,
-    f: impl FnOnce(&Tx) -> anyhow::Result<T>,
-) -> (anyhow::Result<T>, anyhow::Result<()>) {
-    let began = if conn.is_autocommit() {
-        run_cached(conn, "BEGIN IMMEDIATE")
-    } else {
-        Ok(())
-    };
-    if let Err(e) = began.and_then(|()| run_cached(conn, "SAVEPOINT work")) {
-        return (
-            Err(anyhow::anyhow!("write transaction: {e}")),
-            Err(e.into()),
-        );
-    }
-    let result = guarded(conn, f);
-    let ended = if result.is_ok() {
-        run_cached(conn, "RELEASE work")
-    } else {
-        run_cached(conn, "ROLLBACK TO work").and_then(|()| run_cached(conn, "RELEASE work"))
-    };
-    (result, ended.map_err(Into::into))
+/// Marks the in-place store failed: what it answered as written may be lost, so nothing after
+/// it is trusted. The error to return.
+fn fail(open: &mut Open, e: String) -> anyhow::Error {
+    tracing::error!(error = %e, "write transaction failed");
+    open.failed = Some(e.clone());
+    anyhow::anyhow!(e)
 }
 
 /// Transaction control runs thousands of times a second: prepared once, not parsed each time.
@@ -485,7 +485,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
-    async fn in_place_a_failure_or_a_panic_undoes_its_own_writes_and_the_readers_see_the_rest() {
+    async fn in_place_a_refusal_changes_nothing_and_a_failure_after_writing_fails_the_store() {
         let dir = tempfile::tempdir().unwrap();
         let (writer, readers) = Writer::in_place_batched(&dir.path().join("w.db"), 256).unwrap();
         writer
@@ -495,9 +495,9 @@ mod tests {
         for n in 0..20i64 {
             let r = writer
                 .run(move |tx| {
-                    tx.execute("INSERT INTO t (n) VALUES (?)", [n])?;
                     anyhow::ensure!(n % 2 == 0, "odd {n}");
                     assert!(n % 5 != 4, "boom {n}");
+                    tx.execute("INSERT INTO t (n) VALUES (?)", [n])?;
                     Ok(n)
                 })
                 .await;
@@ -523,6 +523,23 @@ mod tests {
         }
         assert_eq!(writer.counts().get(), (1, 309));
         assert_eq!(writer.failure(), None);
+        // Rows changed, then an error: nothing can undo them, so nothing more is written.
+        let r: anyhow::Result<()> = writer
+            .run(|tx| {
+                tx.execute("INSERT INTO t (n) VALUES (1)", [])?;
+                anyhow::bail!("after a write")
+            })
+            .await;
+        assert!(r.unwrap_err().to_string().contains("after it changed"));
+        assert!(
+            writer
+                .failure()
+                .is_some_and(|e| e.contains("after a write"))
+        );
+        let later = writer
+            .run(|tx| Ok(tx.execute("INSERT INTO t (n) VALUES (2)", [])?))
+            .await;
+        assert!(later.unwrap_err().to_string().contains("failed earlier"));
         // Nothing else may open the file meanwhile: the writer holds it alone.
         let other = rusqlite::Connection::open(dir.path().join("w.db")).unwrap();
         other.busy_timeout(Duration::ZERO).unwrap();
