@@ -330,7 +330,8 @@ pub fn from_millis(ms: i64) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
-/// Reading a row by column name (rusqlite rows; the indirection keeps `decode`s short).
+/// Reading a row by column name (rusqlite and PostgreSQL rows; the indirection keeps
+/// `decode`s short).
 pub trait Columns {
     fn text(&self, col: &str) -> anyhow::Result<String>;
     fn opt_text(&self, col: &str) -> anyhow::Result<Option<String>>;
@@ -338,18 +339,48 @@ pub trait Columns {
     fn opt_int(&self, col: &str) -> anyhow::Result<Option<i64>>;
 }
 
-impl Columns for rusqlite::Row<'_> {
+/// A rusqlite row whose columns are read in the order its SELECT lists them. rusqlite finds a
+/// column by name by comparing it with every column's name; here each name is first checked
+/// against the column after the last one read, so a decode in SELECT order finds each at once
+/// (one row of 20 columns: 20 name checks instead of about 200).
+pub struct InOrder<'r, 's> {
+    row: &'r rusqlite::Row<'s>,
+    next: std::cell::Cell<usize>,
+}
+
+impl<'r, 's> InOrder<'r, 's> {
+    pub fn new(row: &'r rusqlite::Row<'s>) -> Self {
+        Self {
+            row,
+            next: std::cell::Cell::new(0),
+        }
+    }
+
+    fn get<T: rusqlite::types::FromSql>(&self, col: &str) -> anyhow::Result<T> {
+        let stmt = self.row.as_ref();
+        let next = self.next.get();
+        let at = if stmt.column_name(next).is_ok_and(|name| name == col) {
+            next
+        } else {
+            stmt.column_index(col)?
+        };
+        self.next.set(at + 1);
+        Ok(self.row.get(at)?)
+    }
+}
+
+impl Columns for InOrder<'_, '_> {
     fn text(&self, col: &str) -> anyhow::Result<String> {
-        Ok(self.get(col)?)
+        self.get(col)
     }
     fn opt_text(&self, col: &str) -> anyhow::Result<Option<String>> {
-        Ok(self.get(col)?)
+        self.get(col)
     }
     fn int(&self, col: &str) -> anyhow::Result<i64> {
-        Ok(self.get(col)?)
+        self.get(col)
     }
     fn opt_int(&self, col: &str) -> anyhow::Result<Option<i64>> {
-        Ok(self.get(col)?)
+        self.get(col)
     }
 }
 
@@ -361,6 +392,28 @@ mod tests {
 
     fn mode(path: &Path) -> u32 {
         std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn a_row_read_in_order_or_out_of_it_gives_each_column_by_its_name() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let read = |order: [&str; 3]| {
+            conn.query_row("SELECT 1 AS a, 'two' AS b, NULL AS c", [], |r| {
+                let r = InOrder::new(r);
+                Ok(order.map(|col| match col {
+                    "b" => r.text(col).unwrap(),
+                    col => format!("{:?}", r.opt_int(col).unwrap()),
+                }))
+            })
+            .unwrap()
+        };
+        assert_eq!(read(["a", "b", "c"]), ["Some(1)", "two", "None"]);
+        assert_eq!(read(["c", "a", "b"]), ["None", "Some(1)", "two"]);
+        assert_eq!(read(["b", "b", "a"]), ["two", "two", "Some(1)"]);
+        let missing = conn.query_row("SELECT 1 AS a", [], |r| {
+            Ok(InOrder::new(r).int("z").is_err())
+        });
+        assert!(missing.unwrap());
     }
 
     #[test]

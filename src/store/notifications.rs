@@ -5,7 +5,7 @@ use rusqlite::{OptionalExtension, params};
 use uuid::Uuid;
 
 use super::writer::Tx;
-use super::{Columns, from_millis, millis};
+use super::{Columns, InOrder, from_millis, millis};
 use crate::domain::{SessionId, SinkCredential};
 
 /// Delivery state of one event.
@@ -103,7 +103,8 @@ pub fn find_for_delivery(conn: &Tx, id: Uuid) -> anyhow::Result<Option<ForDelive
     ))?;
     let found = stmt
         .query_row([id.to_string()], |r| {
-            Ok(decode(r).and_then(|notification| {
+            let r = InOrder::new(r);
+            Ok(decode(&r).and_then(|notification| {
                 Ok(ForDelivery {
                     notification,
                     behind_earlier: r.int("behind_earlier")? != 0,
@@ -197,7 +198,7 @@ pub fn list(
     ))?;
     let rows = stmt.query_map(
         params![only_state, session.map(|s| s.to_string()), limit],
-        |r| Ok(decode(r)),
+        |r| Ok(decode(&InOrder::new(r))),
     )?;
     rows.map(|r| r?).collect()
 }

@@ -5,7 +5,7 @@ use rusqlite::{OptionalExtension, params};
 
 use super::port::SessionCount;
 use super::writer::Tx;
-use super::{Columns, from_millis, millis};
+use super::{Columns, InOrder, from_millis, millis};
 use crate::domain::{ClientId, Device, Flow, Session, SessionId, SinkCredential};
 
 pub(super) const COLUMNS: &str = "id, revision, status, status_info, device, flow, qos_profile, duration_secs, \
@@ -112,9 +112,11 @@ pub fn update(tx: &Tx, s: &Session, expected_revision: i64) -> anyhow::Result<bo
 
 /// A session by id: what a decision inside a write transaction reads, and plain reads too.
 pub fn find(tx: &Tx, id: SessionId) -> anyhow::Result<Option<Session>> {
-    let mut stmt = tx.prepare_cached(&format!("SELECT {COLUMNS} FROM sessions WHERE id = ?"))?;
+    static FIND: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| format!("SELECT {COLUMNS} FROM sessions WHERE id = ?"));
+    let mut stmt = tx.prepare_cached(&FIND)?;
     let row = stmt
-        .query_row([id.to_string()], |r| Ok(decode(r)))
+        .query_row([id.to_string()], |r| Ok(decode(&InOrder::new(r))))
         .optional()?;
     row.transpose()
 }
@@ -135,7 +137,9 @@ pub fn live_for_device(tx: &Tx, owner: &ClientId, keys: &[String]) -> anyhow::Re
     let mut found: Vec<Session> = Vec::new();
     for key in keys {
         for stmt in [&mut by_key, &mut by_alias] {
-            for row in stmt.query_map(params![key, owner.as_str()], |r| Ok(decode(r)))? {
+            for row in stmt.query_map(params![key, owner.as_str()], |r| {
+                Ok(decode(&InOrder::new(r)))
+            })? {
                 let session = row??;
                 if !found.iter().any(|s| s.id == session.id) {
                     found.push(session);
@@ -192,7 +196,9 @@ pub fn visible_for_device(
         "SELECT {COLUMNS} FROM sessions WHERE device_key = ? AND owner = ? AND deleted = 0 \
          ORDER BY created_at_ms, id"
     ))?;
-    let rows = stmt.query_map(params![device_key, owner.as_str()], |r| Ok(decode(r)))?;
+    let rows = stmt.query_map(params![device_key, owner.as_str()], |r| {
+        Ok(decode(&InOrder::new(r)))
+    })?;
     rows.map(|r| r?).collect()
 }
 
