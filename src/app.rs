@@ -165,7 +165,16 @@ impl Application {
             clock: clock.clone(),
             random: random.clone(),
             metrics: metrics.clone(),
-            queue: JobQueue::new(&instance, jobs::QUEUES, &settings.pools),
+            queue: JobQueue::new(
+                &instance,
+                jobs::QUEUES,
+                &settings.pools,
+                if settings.throwaway_store {
+                    crate::queue::Acks::WithNextClaim
+                } else {
+                    crate::queue::Acks::Promptly
+                },
+            ),
         });
         let secrets = Arc::new(secrets);
         let timings = Timings::from_settings(&settings);

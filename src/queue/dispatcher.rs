@@ -35,6 +35,12 @@ pub async fn run_dispatcher(
         } else {
             lanes_to_claim(&queue, &last_scan, now)
         };
+        if wanted.is_empty() && queue.defers_settlements() {
+            if park(&queue, &clock, sleep_time(&queue, now_ms), &mut stop).await {
+                break;
+            }
+            continue;
+        }
         // Shared with the round's closure; kept here to hand back if the round fails.
         let pending = queue.take_settlements();
         let retried = pending.retried;
@@ -79,15 +85,27 @@ pub async fn run_dispatcher(
             tokio::task::yield_now().await;
             continue;
         }
-        let wake = queue.wake.notified();
-        queue.parked.notify_waiters();
-        tokio::select! {
-            () = &mut stop => break,
-            () = wake => {}
-            () = clock.sleep(pause) => {}
+        if park(&queue, &clock, pause, &mut stop).await {
+            break;
         }
     }
     final_flush(&queue, &store, clock.as_ref()).await;
+}
+
+/// Sleeps for `pause` or until woken; true once `stop` resolved.
+async fn park(
+    queue: &JobQueue,
+    clock: &SharedClock,
+    pause: Duration,
+    stop: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> bool {
+    let wake = queue.wake.notified();
+    queue.parked.notify_waiters();
+    tokio::select! {
+        () = stop => true,
+        () = wake => false,
+        () = clock.sleep(pause) => false,
+    }
 }
 
 /// Lanes with room whose next job is due, or that have not looked at the table for a poll

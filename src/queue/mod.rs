@@ -46,6 +46,28 @@ struct Pending {
     retried: Vec<(&'static str, i64)>,
 }
 
+impl Pending {
+    /// Only finished jobs (no retry), few enough to wait for a round that claims.
+    fn only_done(&self) -> bool {
+        self.retried.is_empty() && self.settlements.len() < MAX_DEFERRED
+    }
+}
+
+/// When a round writes the acknowledgements of finished jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    /// In the next round, one of their own if nothing is to be claimed.
+    Promptly,
+    /// With the next round that claims, or at stop (a throwaway store, which nothing else
+    /// reads): a finished job's row stays claimed meanwhile, so nobody takes it again. A
+    /// replay's instant then costs one round instead of two. Retries still go at once: the
+    /// lane's next due time waits for them.
+    WithNextClaim,
+}
+
+/// Acknowledgements held back at most (see `Acks::WithNextClaim`).
+const MAX_DEFERRED: usize = 4096;
+
 pub struct JobQueue {
     owner: String,
     lanes: HashMap<&'static str, Lane>,
@@ -58,12 +80,13 @@ pub struct JobQueue {
     held: AtomicBool,
     /// Told each time the dispatcher goes to sleep.
     parked: Notify,
+    acks: Acks,
 }
 
 impl JobQueue {
     /// One lane per queue. A lane's channel holds up to its worker's concurrency, so that no
     /// more jobs are claimed than can start soon.
-    pub fn new(owner: &str, queues: &[&'static str], pools: &Pools) -> Arc<Self> {
+    pub fn new(owner: &str, queues: &[&'static str], pools: &Pools, acks: Acks) -> Arc<Self> {
         let lanes = queues
             .iter()
             .map(|&name| {
@@ -90,6 +113,7 @@ impl JobQueue {
             round_active: AtomicBool::new(false),
             held: AtomicBool::new(false),
             parked: Notify::new(),
+            acks,
         })
     }
 
@@ -153,6 +177,22 @@ impl JobQueue {
 
     fn take_settlements(&self) -> Pending {
         std::mem::take(&mut *lock(&self.settlements))
+    }
+
+    /// Whether the pending settlements wait for a round that claims (see `Acks`).
+    fn defers_settlements(&self) -> bool {
+        self.acks == Acks::WithNextClaim && lock(&self.settlements).only_done()
+    }
+
+    /// Settlements not written yet, and how many of them are finished jobs whose
+    /// acknowledgement is held back (see `Acks`): done, though in flight until it is written.
+    fn pending_and_deferred(&self) -> (usize, usize) {
+        let pending = lock(&self.settlements);
+        let deferred = match self.acks {
+            Acks::WithNextClaim if pending.only_done() => pending.settlements.len(),
+            _ => 0,
+        };
+        (pending.settlements.len(), deferred)
     }
 
     fn restore_settlements(&self, mut earlier: Pending) {

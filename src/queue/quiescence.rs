@@ -102,13 +102,20 @@ impl JobQueue {
     /// round over): a lane seen blanked means the round is seen active, or its jobs seen in
     /// flight. Read the other way round, a claim begun between the two reads looked like an
     /// idle queue and a replay moved its clock past the job.
+    ///
+    /// Acknowledgements held back for the next claim (`Acks::WithNextClaim`) count as
+    /// settled: their jobs are done.
     pub fn idle_at(&self, now_ms: i64, waits: &TimedWaits) -> bool {
-        self.lanes
+        let nothing_due = self
+            .lanes
             .values()
-            .all(|l| l.next_due_ms.load(Ordering::Acquire) > now_ms)
-            && !self.round_active.load(Ordering::Acquire)
-            && self.in_flight.load(Ordering::Acquire) <= waits.sleeping_at(now_ms)
-            && super::lock(&self.settlements).settlements.is_empty()
+            .all(|l| l.next_due_ms.load(Ordering::Acquire) > now_ms);
+        if !nothing_due || self.round_active.load(Ordering::Acquire) {
+            return false;
+        }
+        let in_flight = self.in_flight.load(Ordering::Acquire);
+        let (pending, deferred) = self.pending_and_deferred();
+        pending == deferred && in_flight <= waits.sleeping_at(now_ms) + deferred
     }
 
     /// Waits until `idle_at(now_ms)`, looking again each time the dispatcher goes to sleep or
@@ -170,6 +177,38 @@ mod tests {
 
     fn t0() -> DateTime<Utc> {
         DateTime::from_timestamp_millis(1_800_000_000_000).unwrap()
+    }
+
+    #[test]
+    fn a_finished_job_waits_for_the_next_claim_only_when_acks_are_deferred() {
+        use crate::queue::{Acks, Settlement};
+        use crate::store::fence::Fence;
+        let waits = TimedWaits::default();
+        let now = t0().timestamp_millis();
+        let pools = crate::pools::Pools::builtin();
+        const Q: &str = "renew_grant";
+        for acks in [Acks::Promptly, Acks::WithNextClaim] {
+            let queue = JobQueue::new("test", &[Q], &pools, acks);
+            queue.lanes[Q]
+                .next_due_ms
+                .store(i64::MAX, Ordering::Release);
+            assert!(queue.idle_at(now, &waits), "{acks:?}: nothing to do");
+            queue.in_flight.store(2, Ordering::Release);
+            queue.settle(Settlement::Done(Fence { job: 1, epoch: 0 }));
+            assert!(!queue.idle_at(now, &waits), "{acks:?}: one job still runs");
+            queue.settle(Settlement::Done(Fence { job: 2, epoch: 0 }));
+            assert_eq!(
+                queue.idle_at(now, &waits),
+                acks == Acks::WithNextClaim,
+                "{acks:?}: both done, acknowledgements unwritten"
+            );
+            assert_eq!(queue.defers_settlements(), acks == Acks::WithNextClaim);
+            // A retry is written at once: its due time is not known before.
+            queue.in_flight.store(3, Ordering::Release);
+            queue.settle_retry(Q, Fence { job: 3, epoch: 0 }, 1, now + 1_000);
+            assert!(!queue.idle_at(now, &waits), "{acks:?}: a retry unwritten");
+            assert!(!queue.defers_settlements(), "{acks:?}: a retry deferred");
+        }
     }
 
     #[tokio::test]
