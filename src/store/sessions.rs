@@ -166,17 +166,14 @@ pub fn insert_aliases(tx: &Tx, session: &Session, keys: &[String]) -> anyhow::Re
 /// quota check needs only to know whether the cap is reached). The live statuses are named, not
 /// "not UNAVAILABLE": the index then seeks them, instead of walking past every ended session
 /// the client still has in its retention period.
-pub fn live_count_for_owner(tx: &Tx, owner: &ClientId, limit: u64) -> anyhow::Result<u64> {
-    let n: i64 = tx
-        .prepare_cached(
-            "SELECT COUNT(*) FROM (SELECT 1 FROM sessions WHERE owner = ? \
-             AND status IN ('REQUESTED', 'AVAILABLE') AND deleted = 0 LIMIT ? + 0)",
-        )?
-        .query_row(
-            params![owner.as_str(), i64::try_from(limit).unwrap_or(i64::MAX)],
-            |r| r.get(0),
-        )?;
-    Ok(u64::try_from(n).unwrap_or(0))
+/// The client's live sessions (REQUESTED or AVAILABLE, not deleted), as the triggers of
+/// `owner_live_counts` keep them.
+pub fn live_count_for_owner(tx: &Tx, owner: &ClientId) -> anyhow::Result<u64> {
+    let n: Option<i64> = tx
+        .prepare_cached("SELECT live FROM owner_live_counts WHERE owner = ?")?
+        .query_row(params![owner.as_str()], |r| r.get(0))
+        .optional()?;
+    Ok(n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
 }
 
 pub fn delete(tx: &Tx, id: SessionId, expected_revision: i64) -> anyhow::Result<bool> {
@@ -235,6 +232,12 @@ mod tests {
     /// The schema as the migrations build it.
     fn schema() -> rusqlite::Connection {
         let conn = rusqlite::Connection::open_in_memory().unwrap();
+        migrate(&conn, |_| true);
+        conn
+    }
+
+    /// Applies the migrations whose file names `take` accepts, in order.
+    fn migrate(conn: &rusqlite::Connection, take: impl Fn(&str) -> bool) {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite");
         let mut files: Vec<_> = std::fs::read_dir(dir)
             .unwrap()
@@ -242,10 +245,113 @@ mod tests {
             .collect();
         files.sort();
         for file in files {
-            conn.execute_batch(&std::fs::read_to_string(file).unwrap())
-                .unwrap();
+            if take(&file.file_name().unwrap().to_string_lossy()) {
+                conn.execute_batch(&std::fs::read_to_string(file).unwrap())
+                    .unwrap();
+            }
         }
-        conn
+    }
+
+    const COUNTS: &str = "20261207000001_owner_live_counts.sql";
+
+    fn counted(conn: &rusqlite::Connection) -> Vec<(String, i64)> {
+        let mut stmt = conn
+            .prepare("SELECT owner, live FROM owner_live_counts WHERE live <> 0 ORDER BY owner")
+            .unwrap();
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        rows.map(|r| r.unwrap()).collect()
+    }
+
+    fn recounted(conn: &rusqlite::Connection) -> Vec<(String, i64)> {
+        let mut stmt = conn
+            .prepare(
+                "SELECT owner, COUNT(*) FROM sessions WHERE status IN ('REQUESTED', 'AVAILABLE') \
+                 AND deleted = 0 GROUP BY owner ORDER BY owner",
+            )
+            .unwrap();
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        rows.map(|r| r.unwrap()).collect()
+    }
+
+    fn insert_raw(conn: &rusqlite::Connection, id: u32, owner: &str, status: &str, deleted: bool) {
+        conn.execute(
+            "INSERT INTO sessions (id, revision, status, device_key, device, flow, qos_profile, \
+             duration_secs, created_at_ms, owner, deleted) \
+             VALUES (?1, 1, ?2, 'tel:+1', '{}', '{}', 'QOS_E', 60, 0, ?3, ?4)",
+            params![id.to_string(), status, owner, deleted],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn the_live_counts_start_from_the_stored_sessions_and_follow_every_change() {
+        use rand::{Rng, SeedableRng};
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        migrate(&conn, |f| f < COUNTS);
+        let statuses = ["REQUESTED", "AVAILABLE", "UNAVAILABLE"];
+        let owners = ["a", "b", "c"];
+        for id in 0..30 {
+            insert_raw(
+                &conn,
+                id,
+                owners[id as usize % 3],
+                statuses[id as usize % 3],
+                id % 7 == 0,
+            );
+        }
+        migrate(&conn, |f| f >= COUNTS);
+        assert_eq!(counted(&conn), recounted(&conn));
+        assert!(!counted(&conn).is_empty());
+
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        for step in 0..2_000u32 {
+            let id = rng.random_range(0..60u32).to_string();
+            let owner = owners[rng.random_range(0..owners.len())];
+            let status = statuses[rng.random_range(0..statuses.len())];
+            match rng.random_range(0..5) {
+                0 => {
+                    conn.execute(
+                        "INSERT OR IGNORE INTO sessions (id, revision, status, device_key, device, \
+                         flow, qos_profile, duration_secs, created_at_ms, owner) \
+                         VALUES (?1, 1, ?2, 'tel:+1', '{}', '{}', 'QOS_E', 60, 0, ?3)",
+                        params![id, status, owner],
+                    )
+                    .unwrap();
+                }
+                1 => {
+                    conn.execute("DELETE FROM sessions WHERE id = ?", params![id])
+                        .unwrap();
+                }
+                2 => {
+                    conn.execute(
+                        "UPDATE sessions SET deleted = ?2 WHERE id = ?1",
+                        params![id, rng.random_bool(0.5)],
+                    )
+                    .unwrap();
+                }
+                3 => {
+                    conn.execute(
+                        "UPDATE sessions SET owner = ?2 WHERE id = ?1",
+                        params![id, owner],
+                    )
+                    .unwrap();
+                }
+                _ => {
+                    conn.execute(
+                        "UPDATE sessions SET status = ?2, revision = revision + 1 WHERE id = ?1",
+                        params![id, status],
+                    )
+                    .unwrap();
+                }
+            }
+            assert_eq!(counted(&conn), recounted(&conn), "after step {step}");
+        }
+        let live = recounted(&conn);
+        let (owner, n) = live.first().expect("some live sessions are left");
+        let read = live_count_for_owner(&conn, &ClientId(owner.clone())).unwrap();
+        assert_eq!(read, u64::try_from(*n).unwrap());
+        let nobody = live_count_for_owner(&conn, &ClientId("nobody".into())).unwrap();
+        assert_eq!(nobody, 0);
     }
 
     fn plan(conn: &rusqlite::Connection, sql: &str) -> String {

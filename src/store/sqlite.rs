@@ -166,8 +166,7 @@ impl Store for SqliteStore {
     ) -> anyhow::Result<(Created, Effects)> {
         let (created, written) = self
             .write(move |tx, fx| {
-                if quota > 0 && sessions::live_count_for_owner(tx, &session.owner, quota)? >= quota
-                {
+                if quota > 0 && sessions::live_count_for_owner(tx, &session.owner)? >= quota {
                     return Ok(Created::QuotaExceeded);
                 }
                 let keys = super::device_keys_of(&session, device_keys);
