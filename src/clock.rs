@@ -13,11 +13,11 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use crate::locks::lock;
 use chrono::{DateTime, Utc};
-use tokio::sync::watch;
 
 pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
@@ -42,7 +42,9 @@ impl dyn Clock {
 
     /// `work`'s output, or `None` when `limit` passed on this clock first.
     pub async fn timeout<F: Future>(&self, limit: Duration, work: F) -> Option<F::Output> {
+        // Biased, as every select a replay runs: the same branch wins a tie in every run.
         tokio::select! {
+            biased;
             out = work => Some(out),
             () = self.sleep(limit) => None,
         }
@@ -81,100 +83,117 @@ impl Clock for SystemClock {
     }
 }
 
-/// Virtual time: stands still until `advance` or `set` moves it (never backwards).
+/// Virtual time: stands still until `advance` or `set` moves it (never backwards). A move
+/// wakes the sleepers it made due, and only those, earliest first and, at one instant, in the
+/// order they began to sleep: what runs at an instant runs in the same order in every run.
 #[derive(Debug)]
 pub struct ManualClock {
-    now: watch::Sender<DateTime<Utc>>,
-    sleepers: Arc<Mutex<Sleepers>>,
+    state: Arc<Mutex<Virtual>>,
 }
 
-#[derive(Debug, Default)]
-struct Sleepers {
+#[derive(Debug)]
+struct Virtual {
+    now: DateTime<Utc>,
     next_id: u64,
-    due: BTreeMap<(DateTime<Utc>, u64), ()>,
+    /// Every sleeper by due time and arrival, with its task once it has been polled.
+    due: BTreeMap<(DateTime<Utc>, u64), Option<Waker>>,
 }
 
 impl ManualClock {
     pub fn new(start: DateTime<Utc>) -> Arc<Self> {
         Arc::new(Self {
-            now: watch::Sender::new(start),
-            sleepers: Arc::default(),
+            state: Arc::new(Mutex::new(Virtual {
+                now: start,
+                next_id: 0,
+                due: BTreeMap::new(),
+            })),
         })
     }
 
     /// Moves time forward by `by`.
     pub fn advance(&self, by: Duration) {
-        let to = *self.now.borrow() + to_chrono(by);
+        let to = self.now() + to_chrono(by);
         self.set(to);
     }
 
     /// Moves time forward to `to`; an earlier instant is ignored.
     pub fn set(&self, to: DateTime<Utc>) {
-        self.now.send_if_modified(|now| {
-            let later = to > *now;
-            if later {
-                *now = to;
+        let woken: Vec<Waker> = {
+            let mut state = lock(&self.state);
+            if to <= state.now {
+                return;
             }
-            later
-        });
+            state.now = to;
+            state
+                .due
+                .iter_mut()
+                .take_while(|((at, _), _)| *at <= to)
+                .filter_map(|(_, waker)| waker.take())
+                .collect()
+        };
+        // Outside the lock: a woken task may run at once and read the clock.
+        woken.into_iter().for_each(Waker::wake);
     }
 
     /// The earliest due time of anyone sleeping on this clock.
     pub fn next_wake(&self) -> Option<DateTime<Utc>> {
-        lock(&self.sleepers).due.keys().next().map(|(at, _)| *at)
+        lock(&self.state).due.keys().next().map(|(at, _)| *at)
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
-        *self.now.borrow()
+        lock(&self.state).now
     }
 
     fn sleep_until(&self, due: DateTime<Utc>) -> Sleep {
-        let mut rx = self.now.subscribe();
-        if *rx.borrow_and_update() >= due {
-            return Box::pin(std::future::ready(()));
-        }
         // Registered at once, not when first polled: whoever asks `next_wake` right after
         // this call (a replay about to move time) must see this sleeper.
-        let registered = Registered::new(self.sleepers.clone(), due);
-        Box::pin(async move {
-            let _registered = registered;
-            loop {
-                if rx.changed().await.is_err() {
-                    // The clock is gone: its time never comes.
-                    std::future::pending::<()>().await;
-                }
-                if *rx.borrow_and_update() >= due {
-                    return;
-                }
+        let key = {
+            let mut state = lock(&self.state);
+            if state.now >= due {
+                return Box::pin(std::future::ready(()));
             }
+            state.next_id += 1;
+            let key = (due, state.next_id);
+            state.due.insert(key, None);
+            key
+        };
+        Box::pin(ManualSleep {
+            state: self.state.clone(),
+            key,
         })
     }
 }
 
-/// A sleeper's entry in `next_wake`, removed when it wakes or is dropped.
-struct Registered {
-    sleepers: Arc<Mutex<Sleepers>>,
+/// A sleeper on a `ManualClock`: forgotten when it wakes or is dropped.
+struct ManualSleep {
+    state: Arc<Mutex<Virtual>>,
     key: (DateTime<Utc>, u64),
 }
 
-impl Registered {
-    fn new(sleepers: Arc<Mutex<Sleepers>>, due: DateTime<Utc>) -> Self {
-        let key = {
-            let mut s = lock(&sleepers);
-            s.next_id += 1;
-            let key = (due, s.next_id);
-            s.due.insert(key, ());
-            key
-        };
-        Self { sleepers, key }
+impl Future for ManualSleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = lock(&self.state);
+        if state.now >= self.key.0 {
+            state.due.remove(&self.key);
+            return Poll::Ready(());
+        }
+        if let Some(waker) = state.due.get_mut(&self.key) {
+            match waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => *waker = Some(cx.waker().clone()),
+            }
+        }
+        Poll::Pending
     }
 }
 
-impl Drop for Registered {
+impl Drop for ManualSleep {
     fn drop(&mut self) {
-        lock(&self.sleepers).due.remove(&self.key);
+        lock(&self.state).due.remove(&self.key);
     }
 }
 

@@ -44,6 +44,7 @@ impl JobKind for ProvisionSession {
             Some(deadline) => {
                 tokio::pin!(call);
                 tokio::select! {
+                    biased;
                     answer = &mut call => answer,
                     () = ctx.clock.sleep_until(deadline) => {
                         tracing::info!(session = %self.session_id, "the network did not confirm in time");

@@ -102,6 +102,7 @@ async fn park(
     let wake = queue.wake.notified();
     queue.parked.notify_waiters();
     tokio::select! {
+        biased;
         () = stop => true,
         () = wake => false,
         () = clock.sleep(pause) => false,

@@ -8,7 +8,7 @@ mod dispatcher;
 mod heartbeat;
 mod quiescence;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -70,7 +70,9 @@ const MAX_DEFERRED: usize = 4096;
 
 pub struct JobQueue {
     owner: String,
-    lanes: HashMap<&'static str, Lane>,
+    /// By name: a round claims its lanes in that order, so that what runs at one instant
+    /// runs in the same order in every process (a replay and a generation depend on it).
+    lanes: BTreeMap<&'static str, Lane>,
     settlements: Mutex<Pending>,
     wake: Notify,
     /// Jobs handed to workers whose settlement is not written yet (see `quiescence`).

@@ -3,7 +3,7 @@
 //! handed to a worker until the round that wrote their settlement committed.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
@@ -18,9 +18,13 @@ pub struct TimedWaits {
     /// How many waits end at each instant (ms).
     due: std::sync::Mutex<BTreeMap<i64, usize>>,
     changed: Notify,
-    /// Closed while a replay applies the inputs of an instant: a wait ending then ends after
+    /// Cleared while a replay applies the inputs of an instant: a wait ending then ends after
     /// them (at one millisecond, inputs come first).
-    open: tokio::sync::watch::Sender<bool>,
+    open: AtomicBool,
+    /// Wakes the waits held meanwhile, in the order they began to wait (a `watch` channel
+    /// woke them in an order drawn at random, and what ran at one instant differed from run to
+    /// run).
+    opened: Notify,
 }
 
 impl Default for TimedWaits {
@@ -28,7 +32,8 @@ impl Default for TimedWaits {
         Self {
             due: Default::default(),
             changed: Notify::new(),
-            open: tokio::sync::watch::Sender::new(true),
+            open: AtomicBool::new(true),
+            opened: Notify::new(),
         }
     }
 }
@@ -48,13 +53,23 @@ impl TimedWaits {
         // Counted until it ends, or until the work waiting is dropped (a timeout around it):
         // a count left behind would pass a running job off as a waiting one.
         drop(counted);
-        let mut open = self.open.subscribe();
-        let _ = open.wait_for(|open| *open).await;
+        loop {
+            let opened = self.opened.notified();
+            tokio::pin!(opened);
+            opened.as_mut().enable();
+            if self.open.load(Ordering::Acquire) {
+                return;
+            }
+            opened.await;
+        }
     }
 
     /// Holds the waits that end from now on until `hold(false)`.
     pub fn hold(&self, held: bool) {
-        self.open.send_replace(!held);
+        self.open.store(!held, Ordering::Release);
+        if !held {
+            self.opened.notify_waiters();
+        }
     }
 
     /// Waits that still sleep at `now_ms` (those due by then are as good as running).
@@ -131,6 +146,7 @@ impl JobQueue {
                 return;
             }
             tokio::select! {
+                biased;
                 () = parked => {}
                 () = waiting => {}
             }
