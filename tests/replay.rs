@@ -189,6 +189,19 @@ async fn the_committed_real_run_replays_clean_and_its_altered_copy_is_caught() {
     assert_caught(&report, &session);
 }
 
+/// `qod history generate ARGS --out OUT`, which must succeed.
+async fn generate(out: &Path, args: &[&str]) {
+    let out = out.display().to_string();
+    let mut all = vec!["history", "generate", "--out", &out];
+    all.extend_from_slice(args);
+    let run = qod_cli(&all).await;
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
 /// What runs at one instant runs in the same order in every process (a virtual clock waking its
 /// sleepers, the queue claiming its lanes): before that was so, two generations of 500
 /// sessions from one seed differed in the order of answers recorded at one millisecond.
@@ -198,24 +211,11 @@ async fn one_seed_generates_the_same_file_byte_for_byte() {
     let mut files = Vec::new();
     for n in 0..2 {
         let out = dir.path().join(format!("generated-{n}.jsonl"));
-        let run = qod_cli(&[
-            "history",
-            "generate",
-            "--sessions",
-            "500",
-            "--hours",
-            "24",
-            "--seed",
-            "42",
-            "--out",
-            &out.display().to_string(),
-        ])
+        generate(
+            &out,
+            &["--sessions", "500", "--hours", "24", "--seed", "42"],
+        )
         .await;
-        assert!(
-            run.status.success(),
-            "{}",
-            String::from_utf8_lossy(&run.stderr)
-        );
         files.push(std::fs::read(&out).unwrap());
     }
     assert!(files[0].len() > 100_000, "{} bytes", files[0].len());
@@ -228,9 +228,7 @@ async fn a_generated_history_holds_every_kind_of_input_and_replays_clean_twice_a
     let mix = "v0=0.3,delete=0.3,extend=0.3,overlap=0.2,refuse=0.1,fail=0.1,terminate=0.2,\
                sink_fail=0.2,sink_slow=0.1,sink_gone=0.1,min_duration=60,max_duration=1800";
     let out = dir.path().join("generated.jsonl");
-    let run = qod_cli(&[
-        "history",
-        "generate",
+    let args = [
         "--sessions",
         "80",
         "--hours",
@@ -239,15 +237,8 @@ async fn a_generated_history_holds_every_kind_of_input_and_replays_clean_twice_a
         "11",
         "--mix",
         mix,
-        "--out",
-        &out.display().to_string(),
-    ])
-    .await;
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    ];
+    generate(&out, &args).await;
     let text = &std::fs::read_to_string(&out).unwrap();
     for needle in [
         r#""api":"v0","op":"create""#,

@@ -254,31 +254,35 @@ mod tests {
 
     const COUNTS: &str = "20261207000001_owner_live_counts.sql";
 
-    fn counted(conn: &rusqlite::Connection) -> Vec<(String, i64)> {
-        let mut stmt = conn
-            .prepare("SELECT owner, live FROM owner_live_counts WHERE live <> 0 ORDER BY owner")
-            .unwrap();
+    /// (owner, count) rows of `sql`, in its order.
+    fn owner_counts(conn: &rusqlite::Connection, sql: &str) -> Vec<(String, i64)> {
+        let mut stmt = conn.prepare(sql).unwrap();
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
         rows.map(|r| r.unwrap()).collect()
+    }
+
+    fn counted(conn: &rusqlite::Connection) -> Vec<(String, i64)> {
+        owner_counts(
+            conn,
+            "SELECT owner, live FROM owner_live_counts WHERE live <> 0 ORDER BY owner",
+        )
     }
 
     fn recounted(conn: &rusqlite::Connection) -> Vec<(String, i64)> {
-        let mut stmt = conn
-            .prepare(
-                "SELECT owner, COUNT(*) FROM sessions WHERE status IN ('REQUESTED', 'AVAILABLE') \
-                 AND deleted = 0 GROUP BY owner ORDER BY owner",
-            )
-            .unwrap();
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
-        rows.map(|r| r.unwrap()).collect()
+        owner_counts(
+            conn,
+            "SELECT owner, COUNT(*) FROM sessions WHERE status IN ('REQUESTED', 'AVAILABLE') \
+             AND deleted = 0 GROUP BY owner ORDER BY owner",
+        )
     }
 
-    fn insert_raw(conn: &rusqlite::Connection, id: u32, owner: &str, status: &str, deleted: bool) {
+    /// A session row with only what the counts read; an id already stored is left as it is.
+    fn insert_raw(conn: &rusqlite::Connection, id: &str, owner: &str, status: &str, deleted: bool) {
         conn.execute(
-            "INSERT INTO sessions (id, revision, status, device_key, device, flow, qos_profile, \
-             duration_secs, created_at_ms, owner, deleted) \
+            "INSERT OR IGNORE INTO sessions (id, revision, status, device_key, device, flow, \
+             qos_profile, duration_secs, created_at_ms, owner, deleted) \
              VALUES (?1, 1, ?2, 'tel:+1', '{}', '{}', 'QOS_E', 60, 0, ?3, ?4)",
-            params![id.to_string(), status, owner, deleted],
+            params![id, status, owner, deleted],
         )
         .unwrap();
     }
@@ -293,7 +297,7 @@ mod tests {
         for id in 0..30 {
             insert_raw(
                 &conn,
-                id,
+                &id.to_string(),
                 owners[id as usize % 3],
                 statuses[id as usize % 3],
                 id % 7 == 0,
@@ -309,15 +313,7 @@ mod tests {
             let owner = owners[rng.random_range(0..owners.len())];
             let status = statuses[rng.random_range(0..statuses.len())];
             match rng.random_range(0..5) {
-                0 => {
-                    conn.execute(
-                        "INSERT OR IGNORE INTO sessions (id, revision, status, device_key, device, \
-                         flow, qos_profile, duration_secs, created_at_ms, owner) \
-                         VALUES (?1, 1, ?2, 'tel:+1', '{}', '{}', 'QOS_E', 60, 0, ?3)",
-                        params![id, status, owner],
-                    )
-                    .unwrap();
-                }
+                0 => insert_raw(&conn, &id, owner, status, false),
                 1 => {
                     conn.execute("DELETE FROM sessions WHERE id = ?", params![id])
                         .unwrap();
